@@ -1,0 +1,1 @@
+"""sagaline workers, inbox/outbox, relay and projections."""

@@ -1,0 +1,1 @@
+"""sagaline orchestrator."""

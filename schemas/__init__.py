@@ -1,0 +1,1 @@
+"""sagaline wire contracts: Avro schemas, codec, registry."""
