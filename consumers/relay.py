@@ -1,0 +1,231 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, then marks them sent.
+
+Design (ADR 0005): rows are split into :data:`~consumers.store.OUTBOX_SHARDS`
+shards by message key (the saga id).  A relay publishes a shard only while
+it holds that shard's session-level advisory lock, so several relays may run
+and each shard has one publisher at a time; within a shard rows go out in
+id order, which keeps one saga's replies in order.  Rows are found by a
+``sent_at IS NULL`` flag, not by an id cursor, so a row whose transaction
+commits after a higher id is published when it becomes visible, never
+skipped.  The relay sleeps on LISTEN/NOTIFY (workers notify in the
+committing transaction) with a slow safety-net poll.  Publishing uses an
+idempotent producer and the row is marked only after Kafka acknowledged
+it: a crash in between republishes the row (a duplicate reply, dropped by
+the orchestrator's decider).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import psycopg
+from confluent_kafka import KafkaError, Message, Producer
+
+from consumers.crash import crash_point
+from consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, is_connection_error
+from consumers.errors import WorkerError
+from consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
+
+__all__ = ["Relay", "RelayOptions", "RelayStats"]
+
+log = logging.getLogger("sagaline.relay")
+
+_LOCK_NAMESPACE = "sagaline.outbox-shard"
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """How a relay runs."""
+
+    schema: str = DEFAULT_SCHEMA
+    #: Rows read and published per round trip.
+    batch_size: int = 500
+    #: Safety-net poll when no notification arrives (seconds).
+    poll_interval: float = 1.0
+    #: Sent rows are deleted after this many seconds.
+    retention_seconds: float = 3600.0
+    #: How often sent rows are cleaned up (seconds).
+    cleanup_interval: float = 60.0
+    #: At most this many shards are owned by this relay (spread load over several relays).
+    max_shards: int = OUTBOX_SHARDS
+    #: How long to wait for Kafka to acknowledge a batch (seconds).
+    flush_timeout: float = 30.0
+    #: Extra librdkafka producer settings.
+    producer_config: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass
+class RelayStats:
+    """Counters since start."""
+
+    published: int = 0
+    failed: int = 0
+    batches: int = 0
+    wakeups: int = 0
+    reconnects: int = 0
+    cleaned: int = 0
+
+
+class Relay:
+    """Publishes outbox rows of the shards it owns; run it with :meth:`run`."""
+
+    def __init__(
+        self, dsn: str, bootstrap_servers: str, options: RelayOptions | None = None
+    ) -> None:
+        self.options = options or RelayOptions()
+        self._dsn = dsn
+        self._store = WorkerStore(self.options.schema)
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "client.id": "sagaline-relay",
+        }
+        config.update(self.options.producer_config)
+        self._producer = Producer(config)
+        self._conn: psycopg.Connection | None = None
+        self._owned: list[int] = []
+        self._last_cleanup = 0.0
+        self.stats = RelayStats()
+
+    # -- connection and shard ownership -----------------------------------------
+
+    def _connect(self) -> psycopg.Connection:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._drop_connection()
+        conn = connect(self._dsn, autocommit=True)
+        conn.execute(f"LISTEN {self._store.channel}")
+        self._conn = conn
+        self.stats.reconnects += 1
+        log.info("relay connected to %s", describe_dsn(self._dsn))
+        return conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                log.debug("closing a broken relay connection failed", exc_info=True)
+        self._conn = None
+        self._owned = []  # session advisory locks die with the connection
+
+    def _acquire_shards(self, conn: psycopg.Connection) -> None:
+        if len(self._owned) >= self.options.max_shards:
+            return
+        for shard in range(OUTBOX_SHARDS):
+            if shard in self._owned:
+                continue
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (_LOCK_NAMESPACE, shard)
+            ).fetchone()
+            if row is not None and row[0]:
+                self._owned.append(shard)
+                if len(self._owned) >= self.options.max_shards:
+                    break
+        self._owned.sort()
+
+    @property
+    def owned_shards(self) -> tuple[int, ...]:
+        """The shards this relay currently publishes."""
+        return tuple(self._owned)
+
+    # -- publishing --------------------------------------------------------------
+
+    def _publish(self, rows: list[OutboxMessage]) -> list[int]:
+        delivered: list[int] = []
+        failed: list[tuple[int, KafkaError]] = []
+
+        def on_delivery(row_id: int) -> Callable[[KafkaError | None, Message[bytes, bytes]], None]:
+            def callback(err: KafkaError | None, _msg: Message[bytes, bytes]) -> None:
+                if err is None:
+                    delivered.append(row_id)
+                else:
+                    failed.append((row_id, err))
+
+            return callback
+
+        for row in rows:
+            while True:
+                try:
+                    self._producer.produce(
+                        row.topic,
+                        key=row.key,
+                        value=row.value,
+                        headers=[(k, v.encode()) for k, v in row.headers.items()],
+                        on_delivery=on_delivery(row.id),
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        remaining = self._producer.flush(self.options.flush_timeout)
+        if remaining:
+            log.warning("relay: %d messages not acknowledged within the flush timeout", remaining)
+        for row_id, err in failed:
+            log.warning("relay: publishing outbox row %d failed: %s", row_id, err)
+        self.stats.failed += len(failed)
+        return delivered
+
+    def publish_once(self) -> int:
+        """Publish what is unsent in the owned shards now; returns the number published."""
+        conn = self._connect()
+        self._acquire_shards(conn)
+        if not self._owned:
+            return 0
+        total = 0
+        while True:
+            rows = self._store.unsent(conn, self._owned, self.options.batch_size)
+            if not rows:
+                break
+            delivered = self._publish(rows)
+            crash_point("relay_after_publish")
+            self._store.mark_sent(conn, delivered)
+            self.stats.batches += 1
+            self.stats.published += len(delivered)
+            total += len(delivered)
+            if len(delivered) < len(rows):
+                break  # failures: back off to the next wake-up instead of spinning
+            if len(rows) < self.options.batch_size:
+                break
+        return total
+
+    def _cleanup(self, conn: psycopg.Connection) -> None:
+        now = time.monotonic()
+        if now - self._last_cleanup < self.options.cleanup_interval or not self._owned:
+            return
+        self._last_cleanup = now
+        self.stats.cleaned += self._store.delete_sent(
+            conn, self._owned, self.options.retention_seconds
+        )
+
+    def _wait(self, conn: psycopg.Connection, timeout: float) -> None:
+        for _ in conn.notifies(timeout=timeout, stop_after=1):
+            self.stats.wakeups += 1
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set; survives database restarts."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                self.publish_once()
+                conn = self._connect()
+                self._cleanup(conn)
+                self._wait(conn, self.options.poll_interval)
+                backoff = 0.2
+            except (psycopg.Error, WorkerError) as exc:
+                if not is_connection_error(exc, self._conn):
+                    raise
+                log.warning("relay: database unavailable (%s); retrying in %.1fs", exc, backoff)
+                self._drop_connection()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def close(self) -> None:
+        """Flush the producer and release the connection (and the shard locks)."""
+        self._producer.flush(self.options.flush_timeout)
+        self._drop_connection()
