@@ -1,0 +1,1 @@
+"""Local Apache Kafka (KRaft) and PostgreSQL processes for development and tests."""

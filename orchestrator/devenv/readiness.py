@@ -1,0 +1,98 @@
+"""Wait until a Kafka cluster or a PostgreSQL server really serves requests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from orchestrator.devenv.errors import StartupError
+
+__all__ = ["wait_for_kafka", "wait_for_postgres"]
+
+# Returns a reason when the process being waited for has died, else None.
+LivenessCheck = Callable[[], str | None]
+
+
+def _never_dead() -> str | None:
+    return None
+
+
+def wait_for_kafka(
+    bootstrap_servers: str,
+    *,
+    expected_brokers: int = 1,
+    timeout: float = 120.0,
+    liveness: LivenessCheck = _never_dead,
+) -> float:
+    """Block until ``expected_brokers`` are registered and a transactional producer initialises.
+
+    Returns the seconds it took. Raises :class:`StartupError` on timeout or when
+    ``liveness`` reports that the broker process died.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    quiet: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "log_level": 0,
+        "error_cb": _ignore,
+    }
+    admin = AdminClient(dict(quiet))
+    while True:
+        _check(liveness, deadline, bootstrap_servers)
+        try:
+            metadata = admin.list_topics(timeout=2.0)
+        except KafkaException:
+            time.sleep(0.2)
+            continue
+        if len(metadata.brokers) >= expected_brokers:
+            break
+        time.sleep(0.2)
+    while True:
+        _check(liveness, deadline, bootstrap_servers)
+        producer = Producer(
+            {
+                **quiet,
+                "transactional.id": f"sagaline-devenv-ready-{uuid.uuid4().hex[:12]}",
+                "transaction.timeout.ms": 10_000,
+            }
+        )
+        try:
+            producer.init_transactions(max(1.0, min(30.0, deadline - time.monotonic())))
+        except KafkaException:
+            time.sleep(0.3)
+            continue
+        return time.monotonic() - started
+
+
+def wait_for_postgres(
+    conninfo: str, *, timeout: float = 60.0, liveness: LivenessCheck = _never_dead
+) -> float:
+    """Block until ``SELECT 1`` succeeds on ``conninfo``; returns the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        _check(liveness, deadline, conninfo)
+        try:
+            with psycopg.connect(conninfo, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return time.monotonic() - started
+        except psycopg.OperationalError:
+            time.sleep(0.2)
+
+
+def _check(liveness: LivenessCheck, deadline: float, what: str) -> None:
+    reason = liveness()
+    if reason is not None:
+        raise StartupError(reason)
+    if time.monotonic() > deadline:
+        raise StartupError(f"{what} did not become ready in time")
+
+
+def _ignore(_error: object) -> None:
+    return None

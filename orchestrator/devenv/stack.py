@@ -1,0 +1,253 @@
+"""The development stack behind ``sagaline dev up | down | status``.
+
+State lives next to the settings file (``orchestrator.config.dev_env_path()``,
+by default ``.sagaline/``)::
+
+    .sagaline/dev.env          KAFKA_BOOTSTRAP_SERVERS=... and DATABASE_URL=... (read by Settings)
+    .sagaline/dev-state.json   where the Kafka and PostgreSQL directories are
+    .sagaline/kafka/           the Kafka cluster (see LocalKafka)
+    .sagaline/postgres/        the PostgreSQL cluster, unless the server's OS user cannot
+                               reach it; then /var/tmp/sagaline-pg-<hash>/ (see LocalPostgres)
+
+Ports, cluster ids and data survive ``down``; ``up`` restarts the same servers on
+the same ports when those are still free. Running ``up`` twice is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import dev_env_path
+from orchestrator.devenv.errors import DevEnvError
+from orchestrator.devenv.kafka import LocalKafka
+from orchestrator.devenv.kafka_dist import java_executable, kafka_version
+from orchestrator.devenv.ports import ensure_port_free, port_is_free
+from orchestrator.devenv.postgres import LocalPostgres, reachable_by
+from orchestrator.devenv.postgres_dist import run_as
+
+__all__ = ["ComponentStatus", "DevStack", "StackStatus"]
+
+_STATE_FILE = "dev-state.json"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One server of the stack."""
+
+    name: str
+    running: bool
+    address: str
+    pids: tuple[int, ...]
+    data_dir: str
+    log_file: str
+    version: str
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """What ``dev status`` reports."""
+
+    kafka: ComponentStatus | None
+    postgres: ComponentStatus | None
+    env_file: str
+
+    @property
+    def all_running(self) -> bool:
+        return bool(self.kafka and self.kafka.running and self.postgres and self.postgres.running)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kafka": asdict(self.kafka) if self.kafka else None,
+            "postgres": asdict(self.postgres) if self.postgres else None,
+            "env_file": self.env_file,
+            "all_running": self.all_running,
+        }
+
+
+class DevStack:
+    """Local Kafka + PostgreSQL for one working directory."""
+
+    def __init__(self, env_file: Path | None = None) -> None:
+        self.env_file = (env_file or dev_env_path()).resolve()
+        self.state_dir = self.env_file.parent
+        self.state_file = self.state_dir / _STATE_FILE
+
+    # -- state -----------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any]:
+        if not self.state_file.is_file():
+            return {}
+        try:
+            loaded: dict[str, Any] = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DevEnvError(f"{self.state_file} is not valid JSON; delete it") from exc
+        return loaded
+
+    def _write_state(self, kafka: LocalKafka, postgres: LocalPostgres) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "kafka_dir": str(kafka.base_dir),
+            "kafka_brokers": len(kafka.nodes),
+            "postgres_dir": str(postgres.base_dir),
+        }
+        self.state_file.write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+    def _postgres_dir(self, state: dict[str, Any]) -> Path:
+        if "postgres_dir" in state:
+            return Path(state["postgres_dir"])
+        preferred = self.state_dir / "postgres"
+        owner = run_as()
+        if reachable_by(preferred, owner.uid, owner.gid):
+            return preferred
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]
+        # /var/tmp outlives reboots and every account can traverse it.
+        return Path("/var/tmp") / f"sagaline-pg-{digest}"  # noqa: S108
+
+    def _kafka(self, state: dict[str, Any], port: int | None, brokers: int) -> LocalKafka:
+        base = Path(state.get("kafka_dir", self.state_dir / "kafka"))
+        kafka = LocalKafka(base, brokers=brokers)
+        if port is not None:
+            if kafka.is_running() and kafka.nodes[0].broker_port != port:
+                raise DevEnvError(
+                    f"Kafka already runs on {kafka.bootstrap_servers}; "
+                    "run `sagaline dev down` first"
+                )
+            if kafka.nodes[0].broker_port != port:
+                ports = [port] if brokers == 1 else None
+                kafka = LocalKafka(base, brokers=brokers, broker_ports=ports)
+        elif not kafka.is_running() and not all(
+            port_is_free(n.broker_port) and port_is_free(n.controller_port) for n in kafka.nodes
+        ):
+            kafka = LocalKafka(base, brokers=brokers, broker_ports=[0] * brokers)
+        return kafka
+
+    def _postgres(self, state: dict[str, Any], port: int | None) -> LocalPostgres:
+        base = self._postgres_dir(state)
+        postgres = LocalPostgres(base)
+        if port is not None and postgres.port != port:
+            if postgres.is_running():
+                raise DevEnvError(
+                    f"PostgreSQL already runs on port {postgres.port}; "
+                    "run `sagaline dev down` first"
+                )
+            return LocalPostgres(base, port=port)
+        if port is None and not postgres.is_running() and not port_is_free(postgres.port):
+            return LocalPostgres(base, port=0)
+        return postgres
+
+    # -- commands --------------------------------------------------------------
+
+    def up(
+        self,
+        *,
+        kafka_port: int | None = None,
+        postgres_port: int | None = None,
+        brokers: int | None = None,
+    ) -> StackStatus:
+        """Start whatever is not running, write the settings file, return the status."""
+        state = self._read_state()
+        java_executable()
+        count = brokers or int(state.get("kafka_brokers", 1))
+        if brokers and state.get("kafka_brokers", brokers) != brokers:
+            raise DevEnvError(
+                f"the dev Kafka has {state['kafka_brokers']} broker(s); "
+                "run `sagaline dev down --purge` to change that"
+            )
+        kafka = self._kafka(state, kafka_port, count)
+        postgres = self._postgres(state, postgres_port)
+        if not kafka.is_running():
+            for node in kafka.nodes:
+                ensure_port_free(node.broker_port)
+                ensure_port_free(node.controller_port)
+        if not postgres.is_running():
+            ensure_port_free(postgres.port)
+        errors: list[BaseException] = []
+
+        def run(start: Any) -> None:
+            try:
+                start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=run, args=(kafka.start,)),
+            threading.Thread(target=run, args=(postgres.start,)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self._write_state(kafka, postgres)
+        if errors:
+            raise errors[0]
+        self.env_file.write_text(
+            "# Written by `sagaline dev up`; removed by `sagaline dev down`.\n"
+            f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}\n"
+            f"DATABASE_URL={postgres.url}\n",
+            encoding="utf-8",
+        )
+        return self._status(kafka, postgres)
+
+    def down(self, *, purge: bool = False) -> StackStatus:
+        """Stop both servers (data is kept unless ``purge``) and remove the settings file."""
+        state = self._read_state()
+        kafka = postgres = None
+        if state:
+            kafka = LocalKafka(Path(state["kafka_dir"]), brokers=int(state.get("kafka_brokers", 1)))
+            postgres = LocalPostgres(Path(state["postgres_dir"]))
+            kafka.stop()
+            postgres.stop()
+        self.env_file.unlink(missing_ok=True)
+        status = self._status(kafka, postgres)
+        if purge and kafka and postgres:
+            shutil.rmtree(kafka.base_dir, ignore_errors=True)
+            shutil.rmtree(postgres.base_dir, ignore_errors=True)
+            self.state_file.unlink(missing_ok=True)
+        return status
+
+    def status(self) -> StackStatus:
+        state = self._read_state()
+        if not state:
+            return self._status(None, None)
+        kafka = LocalKafka(Path(state["kafka_dir"]), brokers=int(state.get("kafka_brokers", 1)))
+        postgres = LocalPostgres(Path(state["postgres_dir"]))
+        return self._status(kafka, postgres)
+
+    def _status(self, kafka: LocalKafka | None, postgres: LocalPostgres | None) -> StackStatus:
+        kafka_status = postgres_status = None
+        if kafka is not None:
+            pids = tuple(p for p in (kafka.pid(i) for i in range(len(kafka.nodes))) if p)
+            kafka_status = ComponentStatus(
+                name="kafka",
+                running=len(pids) == len(kafka.nodes),
+                address=kafka.bootstrap_servers,
+                pids=pids,
+                data_dir=str(kafka.base_dir),
+                log_file=str(kafka.nodes[0].log_file),
+                version=_kafka_version_or_unknown(),
+            )
+        if postgres is not None:
+            pid = postgres.pid()
+            postgres_status = ComponentStatus(
+                name="postgres",
+                running=pid is not None,
+                address=postgres.url,
+                pids=(pid,) if pid else (),
+                data_dir=str(postgres.base_dir),
+                log_file=str(postgres.log_file),
+                version=str(postgres.version) if pid else "",
+            )
+        return StackStatus(kafka_status, postgres_status, str(self.env_file))
+
+
+def _kafka_version_or_unknown() -> str:
+    try:
+        return kafka_version()
+    except DevEnvError:
+        return "unknown"
