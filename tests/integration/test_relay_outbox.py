@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from consumers.errors import DatabaseUnavailable, SchemaTooNew
 from consumers.migrations import LATEST_VERSION, current_version, migrate
@@ -53,7 +54,9 @@ def topic(bootstrap: str) -> Iterator[str]:
     admin.delete_topics([name])[name].result(30)
 
 
-def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[tuple[bytes, bytes]]:
+def read_all(
+    bootstrap: str, topic: str, expected: int, timeout: float = 20.0
+) -> list[tuple[bytes, bytes]]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -1,0 +1,517 @@
+"""The step worker: a consumer group on the tasks topic that runs steps exactly once.
+
+One thread owns the Kafka consumer (and the transactional producer of the
+Kafka-only path); a thread pool runs the steps.  Tasks of one saga run one
+after another in arrival order (a per-saga lane); tasks of different sagas
+run concurrently up to ``concurrency``.  Offsets are committed only for the
+contiguous prefix of finished tasks, after their Postgres transaction
+committed (outbox path) or inside the Kafka transaction that publishes their
+replies (Kafka-only path).  A task that cannot be decoded goes to the
+dead-letter topic with the reason and its offset moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from queue import Empty, SimpleQueue
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from psycopg_pool import ConnectionPool
+
+from consumers.context import HeartbeatSink
+from consumers.db import DEFAULT_SCHEMA, describe_dsn
+from consumers.handlers import HandlerResolver
+from consumers.migrations import migrate
+from consumers.offsets import OffsetTracker
+from consumers.replies import heartbeat_reply
+from consumers.runner import Delivery, DeliveryMode, RunnerOptions, TaskResult, TaskRunner
+from consumers.wire import Codec, SchemasCodec
+from orchestrator.config import TopicNames
+from orchestrator.runtime.kafka_config import PARTITIONER
+from schemas.deadletter import DeadLetter
+from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+
+__all__ = ["Worker", "WorkerOptions", "WorkerStats"]
+
+log = logging.getLogger("sagaline.worker")
+
+Task = ExecuteStep | CompensateStep
+TP = tuple[str, int]
+KafkaConfig = Mapping[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs."""
+
+    group_id: str = "sagaline-workers"
+    schema: str = DEFAULT_SCHEMA
+    #: Steps running at once in this process.
+    concurrency: int = 8
+    #: Tasks consumed but not finished before consumption pauses.
+    max_buffered: int = 256
+    #: ``auto``: per handler (``uses_db``); ``outbox``: all through Postgres;
+    #: ``kafka``: all through Kafka transactions (no Postgres effects).
+    delivery: DeliveryMode = "auto"
+    payload_threshold: int = 64 * 1024
+    default_timeout: timedelta | None = None
+    heartbeat_interval: float = 2.0
+    #: Apply the worker-table migrations at start.
+    migrate: bool = True
+    #: How long :meth:`Worker.run` waits for running steps when stopping (seconds).
+    shutdown_grace: float = 30.0
+    consumer_config: KafkaConfig = field(default_factory=dict)
+    producer_config: KafkaConfig = field(default_factory=dict)
+
+
+@dataclass
+class WorkerStats:
+    """Counters since start."""
+
+    consumed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    re_emitted: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    kafka_transactions: int = 0
+
+
+@dataclass
+class _Job:
+    tp: TP
+    offset: int
+    epoch: int
+    task: Task
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    future: Future[TaskResult] | None = None
+
+
+class Worker:
+    """Runs step and compensation tasks from ``topics.tasks``; see :meth:`run`."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        database_url: str | None,
+        topics: TopicNames,
+        resolver: HandlerResolver,
+        options: WorkerOptions | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.options = options or WorkerOptions()
+        self.topics = topics
+        self.stats = WorkerStats()
+        self._bootstrap = bootstrap_servers
+        self._codec: Codec = codec or SchemasCodec()
+        self._stopping = threading.Event()
+        self._pool: ConnectionPool | None = None
+        if database_url is not None:
+            if self.options.migrate:
+                migrate(database_url, self.options.schema)
+            self._pool = ConnectionPool(
+                database_url,
+                min_size=1,
+                max_size=max(2, self.options.concurrency + 1),
+                open=True,
+                check=ConnectionPool.check_connection,
+                name=f"sagaline-worker-{describe_dsn(database_url)}",
+                timeout=10.0,
+                reconnect_timeout=3600.0,
+            )
+        elif self.options.delivery == "outbox":
+            raise ValueError("delivery='outbox' needs a database_url")
+        self._runner = TaskRunner(
+            resolver=resolver,
+            codec=self._codec,
+            options=RunnerOptions(
+                replies_topic=topics.replies,
+                schema=self.options.schema,
+                delivery=self.options.delivery,
+                payload_threshold=self.options.payload_threshold,
+                default_timeout=self.options.default_timeout,
+                heartbeat_interval=self.options.heartbeat_interval,
+            ),
+            pool=self._pool,
+            heartbeat=self._heartbeat_sink,
+            stopping=self._stopping,
+        )
+        producer_base: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "partitioner": PARTITIONER,
+        }
+        producer_base.update(self.options.producer_config)
+        self._producer_base = producer_base
+        self._plain = Producer({**producer_base, "client.id": f"{self.options.group_id}-plain"})
+        self._txn: Producer | None = None
+        consumer_config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": self.options.group_id,
+            "client.id": f"{self.options.group_id}-worker",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 2_000,
+        }
+        consumer_config.update(self.options.consumer_config)
+        self._consumer = Consumer(consumer_config)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.options.concurrency, thread_name_prefix="sagaline-step"
+        )
+        self._completions: SimpleQueue[tuple[_Job, TaskResult | BaseException]] = SimpleQueue()
+        self._tracker: OffsetTracker[TP, Delivery] = OffsetTracker()
+        self._epochs: dict[TP, int] = {}
+        self._lanes: dict[str, deque[_Job]] = {}
+        self._paused = False
+        self._closed = False
+
+    # -- heartbeats and dead letters (plain idempotent producer) ------------------------
+
+    def _heartbeat_sink(self, task: Task) -> HeartbeatSink:
+        sequence = 0
+        lock = threading.Lock()
+
+        def send(progress: float | None, detail: str | None) -> None:
+            nonlocal sequence
+            if not isinstance(task, ExecuteStep):
+                return
+            with lock:
+                sequence += 1
+                n = sequence
+            record = heartbeat_reply(task, n, progress, detail)
+            self._plain.produce(
+                self.topics.replies,
+                key=task.envelope.saga_id.encode(),
+                value=self._codec.encode(record),
+            )
+            self._plain.poll(0)
+
+        return send
+
+    def _dead_letter(
+        self,
+        tp: TP,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: dict[str, bytes],
+        reason: str,
+        error_type: str,
+    ) -> None:
+        letter = DeadLetter(
+            source_topic=tp[0],
+            source_partition=tp[1],
+            source_offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
+            reason=reason[:4000],
+            error_type=error_type,
+            rejected_by=f"worker:{self.options.group_id}",
+            rejected_at=datetime.now(UTC),
+        )
+        self._plain.produce(self.topics.deadletter, key=key, value=self._codec.encode(letter))
+        if self._plain.flush(30) > 0:
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letter not delivered"))
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered %s[%d]@%d: %s", tp[0], tp[1], offset, reason)
+
+    # -- rebalancing -------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            tp = (p.topic, p.partition)
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._tracker.forget([tp])
+        log.info("worker assigned %s", [(p.topic, p.partition) for p in partitions])
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain_completions()
+        try:
+            self._commit_ready()
+        except KafkaException as exc:
+            log.warning("commit on revoke failed: %s", exc)
+        self._release([(p.topic, p.partition) for p in partitions])
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release([(p.topic, p.partition) for p in partitions])
+
+    def _release(self, tps: list[TP]) -> None:
+        """Forget partitions: their queued tasks are dropped (the next owner gets them);
+        running ones finish, and their completions are ignored."""
+        for tp in tps:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        self._tracker.forget(tps)
+        revoked = set(tps)
+        for lane in self._lanes.values():
+            if len(lane) > 1 and lane[0].tp in revoked:
+                head = lane[0]
+                lane.clear()
+                lane.append(head)
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _submit(self, job: _Job) -> None:
+        future = self._executor.submit(self._runner.run, job.task)
+        job.future = future
+
+        def done(fut: Future[TaskResult]) -> None:
+            self._completions.put((job, _outcome(fut)))
+
+        future.add_done_callback(done)
+
+    def _accept(self, msg: Message) -> None:
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        tp = (topic, partition)
+        self.stats.consumed += 1
+        headers = _headers(msg)
+        value = msg.value()
+        self._tracker.add(tp, offset)
+        try:
+            if value is None:
+                raise ValueError("task message has no value")
+            record = self._codec.decode(value, TASK_TYPES)
+            if not isinstance(record, ExecuteStep | CompensateStep):
+                raise TypeError(f"{type(record).__name__} is not a task")
+        except Exception as exc:
+            self._dead_letter(
+                tp,
+                offset,
+                msg.key(),
+                value,
+                headers,
+                f"undecodable task: {exc}",
+                type(exc).__name__,
+            )
+            self._tracker.done(tp, offset)
+            return
+        job = _Job(tp, offset, self._epochs.get(tp, 0), record, msg.key(), value, headers)
+        lane = self._lanes.get(record.envelope.saga_id)
+        if lane:
+            lane.append(job)
+        else:
+            self._lanes[record.envelope.saga_id] = deque([job])
+            self._submit(job)
+
+    def _drain_completions(self, timeout: float = 0.0) -> int:
+        handled = 0
+        while True:
+            try:
+                job, outcome = self._completions.get(timeout=timeout if handled == 0 else 0)
+            except Empty:
+                return handled
+            handled += 1
+            self._complete(job, outcome)
+
+    def _complete(self, job: _Job, outcome: TaskResult | BaseException) -> None:
+        saga_id = job.task.envelope.saga_id
+        lane = self._lanes.get(saga_id)
+        if lane and lane[0] is job:
+            lane.popleft()
+            if lane and not self._stopping.is_set():
+                self._submit(lane[0])
+            elif not lane:
+                del self._lanes[saga_id]
+        current = self._epochs.get(job.tp) == job.epoch
+        if isinstance(outcome, BaseException):
+            log.error("task %s failed in the worker: %r", job.task.task_id, outcome)
+            if current:
+                self._dead_letter(
+                    job.tp,
+                    job.offset,
+                    job.key,
+                    job.value,
+                    job.headers,
+                    f"worker error: {outcome!r}",
+                    type(outcome).__name__,
+                )
+                self._tracker.done(job.tp, job.offset)
+            return
+        if outcome.outcome == "abandoned":
+            return
+        self._count(outcome)
+        if current:
+            self._tracker.done(job.tp, job.offset, outcome.deliveries)
+
+    def _count(self, result: TaskResult) -> None:
+        if result.outcome == "succeeded":
+            self.stats.succeeded += 1
+        elif result.outcome == "failed":
+            self.stats.failed += 1
+        elif result.outcome == "retry":
+            self.stats.retried += 1
+        elif result.outcome == "re-emitted":
+            self.stats.re_emitted += 1
+
+    # -- committing --------------------------------------------------------------------
+
+    def _transactional(self) -> Producer:
+        if self._txn is None:
+            txn_id = f"{self.options.group_id}-worker-{uuid.uuid4().hex[:12]}"
+            producer = Producer(
+                {
+                    **self._producer_base,
+                    "transactional.id": txn_id,
+                    "transaction.timeout.ms": 30_000,
+                    "client.id": f"{self.options.group_id}-txn",
+                }
+            )
+            producer.init_transactions(30)
+            self._txn = producer
+        return self._txn
+
+    def _commit_ready(self) -> None:
+        ready = self._tracker.pop_ready()
+        if not ready:
+            return
+        offsets = [TopicPartition(t, p, r.next_offset) for (t, p), r in ready.items()]
+        deliveries = [d for r in ready.values() for d in r.items]
+        if not deliveries:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1
+            return
+        producer = self._transactional()
+        producer.begin_transaction()
+        try:
+            for d in deliveries:
+                producer.produce(
+                    d.topic,
+                    key=d.key,
+                    value=d.value,
+                    headers=[(k, v.encode()) for k, v in d.headers.items()],
+                )
+            producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata())
+            producer.commit_transaction()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.txn_requires_abort():
+                log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
+                producer.abort_transaction()
+                self._rewind([(t, p) for (t, p) in ready])
+                return
+            raise
+        self.stats.kafka_transactions += 1
+        self.stats.commits += 1
+
+    def _rewind(self, tps: list[TP]) -> None:
+        """After an aborted transaction: consume these partitions again from the last commit."""
+        self._release(tps)
+        committed = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=30)
+        for tp in committed:
+            self._consumer.seek(
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0)
+            )
+        for tp in committed:
+            self._epochs[(tp.topic, tp.partition)] = (
+                self._epochs.get((tp.topic, tp.partition), 0) + 1
+            )
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _buffered(self) -> int:
+        return sum(len(lane) for lane in self._lanes.values())
+
+    def _flow_control(self) -> None:
+        full = self._buffered() >= self.options.max_buffered
+        if full and not self._paused:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+        elif not full and self._paused:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and run tasks until ``stop`` is set, then shut down gracefully:
+        running steps finish (up to ``shutdown_grace``), offsets are committed,
+        the consumer leaves the group."""
+        self._consumer.subscribe(
+            [self.topics.tasks],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not stop.is_set():
+                busy = bool(self._lanes)
+                messages = self._consumer.consume(500, timeout=0.002 if busy else 0.1)
+                for msg in messages:
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise KafkaException(err)
+                        log.warning("consumer error: %s", err)
+                        continue
+                    self._accept(msg)
+                self._drain_completions(timeout=0.002 if busy and not messages else 0.0)
+                self._commit_ready()
+                self._flow_control()
+                self._plain.poll(0)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        deadline = time.monotonic() + self.options.shutdown_grace
+        for lane in self._lanes.values():
+            head = lane[0]
+            if head.future is not None and head.future.cancel():
+                lane.clear()
+        self._lanes = {k: v for k, v in self._lanes.items() if v}
+        while self._lanes and time.monotonic() < deadline:
+            self._drain_completions(timeout=0.1)
+            for lane in self._lanes.values():
+                while len(lane) > 1:
+                    lane.pop()
+        try:
+            self._commit_ready()
+        except KafkaException as exc:
+            log.warning("final offset commit failed: %s", exc)
+        self.close()
+
+    def close(self) -> None:
+        """Release Kafka and Postgres resources (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the consumer failed: %s", exc)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._plain.flush(10)
+        if self._txn is not None:
+            self._txn.flush(10)
+        if self._pool is not None:
+            self._pool.close()
+
+
+def _outcome(future: Future[TaskResult]) -> TaskResult | BaseException:
+    if future.cancelled():
+        return TaskResult(outcome="abandoned", path="outbox")
+    exc = future.exception()
+    return exc if exc is not None else future.result()
+
+
+def _headers(msg: Message) -> dict[str, bytes]:
+    raw = msg.headers() or []
+    pairs = list(raw.items()) if isinstance(raw, dict) else list(raw)
+    return {k: v if isinstance(v, bytes) else str(v).encode() for k, v in pairs if v is not None}
