@@ -1,0 +1,256 @@
+"""Shared fixtures: real Apache Kafka and PostgreSQL for every test.
+
+Session services (resolution order, per service; see ``orchestrator.devenv.provision``):
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` from the environment, as they are;
+2. testcontainers, when a Docker engine answers (``SAGALINE_TEST_DOCKER=0`` disables it);
+3. private local processes on free ports, started by ``orchestrator.devenv`` and torn
+   down at the end of the session.
+
+Kafka and PostgreSQL are started in the background, concurrently, as soon as
+collection shows that a selected test needs them; a run of unit tests starts nothing.
+Once resolved, both values are also exported to ``os.environ`` so that code under test
+(``Settings.from_env()``) and subprocesses see the same servers.
+
+Fixtures for everyone:
+
+- ``kafka_bootstrap`` (session, str) and ``database_url`` (session, str);
+- ``topic_prefix`` (function): unique per test, e.g. ``t-1a2b3c4d``; use it for topic
+  names, consumer groups and transactional ids;
+- ``create_topics`` (function): ``create_topics(names, partitions=1, config=None)``
+  creates topics and waits until they have leaders; they are deleted after the test;
+- ``kafka_admin`` (session): an ``AdminClient`` on ``kafka_bootstrap``;
+- ``pg_schema`` (function): a fresh schema (name) in ``database_url``, dropped afterwards;
+  ``pg_schema_url``: a URL whose connections use that schema as ``search_path``;
+- ``fresh_database_url`` (function): a brand-new database, dropped afterwards.
+
+For chaos tests only (each test gets servers of its own, which it may SIGKILL):
+
+- ``private_kafka``: a started single-broker ``LocalKafka`` (``.kill()``, ``.restart()``);
+- ``private_kafka_cluster``: a started 3-broker ``LocalKafka`` (RF 3, min ISR 2;
+  ``.kill(i)``, ``.start_node(i)``);
+- ``private_postgres``: a started ``LocalPostgres`` (``.kill()``, ``.restart(crash=True)``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from psycopg import sql
+
+from orchestrator.devenv.kafka import LocalKafka
+from orchestrator.devenv.postgres import LocalPostgres
+from orchestrator.devenv.provision import (
+    KAFKA_ENV,
+    POSTGRES_ENV,
+    SessionInfra,
+    local_postgres_settings,
+)
+
+_INFRA = pytest.StashKey[SessionInfra]()
+
+_KAFKA_FIXTURES = {"kafka_bootstrap"}
+_POSTGRES_FIXTURES = {"database_url"}
+
+CreateTopics = Callable[..., list[str]]
+
+
+# -- session services ---------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_INFRA] = SessionInfra(os.environ)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    used: set[str] = set()
+    for item in items:
+        used.update(getattr(item, "fixturenames", ()))
+    config.stash[_INFRA].prepare(
+        kafka=bool(used & _KAFKA_FIXTURES), postgres=bool(used & _POSTGRES_FIXTURES)
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    infra = config.stash.get(_INFRA, None)
+    if infra is not None:
+        infra.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(pytestconfig: pytest.Config) -> str:
+    """Bootstrap servers of the session's Kafka (env, Docker or local process)."""
+    value = pytestconfig.stash[_INFRA].kafka_bootstrap()
+    os.environ.setdefault(KAFKA_ENV, value)
+    return value
+
+
+@pytest.fixture(scope="session")
+def database_url(pytestconfig: pytest.Config) -> str:
+    """URL of the session's PostgreSQL database (env, Docker or local process)."""
+    value = pytestconfig.stash[_INFRA].database_url()
+    os.environ.setdefault(POSTGRES_ENV, value)
+    return value
+
+
+# -- Kafka helpers ------------------------------------------------------------------
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix no other test uses: ``t-<8 hex digits>``."""
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@pytest.fixture
+def create_topics(kafka_admin: AdminClient) -> Iterator[CreateTopics]:
+    """``create_topics(names, partitions=1, config=None, replication_factor=-1)``."""
+    created: list[str] = []
+
+    def create(
+        names: str | Iterable[str],
+        partitions: int = 1,
+        config: Mapping[str, str] | None = None,
+        replication_factor: int = -1,
+    ) -> list[str]:
+        wanted = [names] if isinstance(names, str) else list(names)
+        specs = [
+            NewTopic(name, partitions, replication_factor, config=dict(config or {}))
+            for name in wanted
+        ]
+        for future in kafka_admin.create_topics(specs, operation_timeout=30).values():
+            future.result(60)
+        created.extend(wanted)
+        _wait_for_leaders(kafka_admin, wanted, partitions)
+        return wanted
+
+    yield create
+    if created:
+        for future in kafka_admin.delete_topics(created, operation_timeout=30).values():
+            try:
+                future.result(30)
+            except Exception:  # cleanup is best effort
+                continue
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], partitions: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=5)
+        ready = all(
+            name in metadata.topics
+            and len(metadata.topics[name].partitions) >= partitions
+            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+            for name in topics
+        )
+        if ready:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topics {topics} have no leaders after 30 s")
+
+
+# -- PostgreSQL helpers -----------------------------------------------------------
+
+
+@pytest.fixture
+def pg_schema(database_url: str) -> Iterator[str]:
+    """A new, empty schema ``t_<8 hex digits>`` in ``database_url``; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_schema_url(database_url: str, pg_schema: str) -> str:
+    """``database_url`` whose connections use ``pg_schema`` as their ``search_path``."""
+    return with_search_path(database_url, pg_schema)
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """Add ``options=-c search_path=<schema>`` to a PostgreSQL URL."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-c search_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str) -> Iterator[str]:
+    """A brand-new database on the session's server; dropped (forcibly) afterwards."""
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(database_url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+# -- private, killable servers for chaos tests ----------------------------------------
+
+
+def _private_dir(kind: str) -> Path:
+    # Directly under the temp dir and world-traversable: PostgreSQL runs as its own user.
+    path = Path(tempfile.mkdtemp(prefix=f"sagaline-chaos-{kind}-"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[LocalKafka]:
+    """A single-broker Kafka of this test's own; SIGKILL and restart it at will."""
+    base = _private_dir("kafka")
+    kafka = LocalKafka(base)
+    try:
+        kafka.start()
+        yield kafka
+    finally:
+        kafka.kill_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def private_kafka_cluster() -> Iterator[LocalKafka]:
+    """A 3-broker Kafka (RF 3, min.insync.replicas 2) of this test's own."""
+    base = _private_dir("kafka3")
+    kafka = LocalKafka(base, brokers=3)
+    try:
+        kafka.start()
+        yield kafka
+    finally:
+        kafka.kill_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this test's own; SIGKILL and restart it at will."""
+    base = _private_dir("postgres")
+    postgres = LocalPostgres(base, settings=local_postgres_settings())
+    try:
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.kill()
+        shutil.rmtree(base, ignore_errors=True)
