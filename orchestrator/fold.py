@@ -1,0 +1,549 @@
+"""Fold decision events into saga state: ``evolve`` and ``fold``.
+
+``evolve`` needs no saga definition and no clock: every fact it uses is in
+the events, so a journal can be folded back into state by anyone (audit,
+replay, projections) without the user's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+from schemas.base import Usage
+from schemas.events import (
+    AgentAnswered,
+    AgentGaveUp,
+    AgentObservation,
+    AgentTurnRecorded,
+    AgentTurnStarted,
+    BudgetExceeded,
+    ChildSagaRequested,
+    CompensationAttemptFailed,
+    CompensationDispatched,
+    CompensationRetryDue,
+    CompensationStarted,
+    HeartbeatRecorded,
+    InputIgnored,
+    NodeEntered,
+    SagaEvent,
+    SagaFinished,
+    SagaPaused,
+    SagaResumed,
+    SagaStarted,
+    SignalAccepted,
+    SignalRejected,
+    SleepEnded,
+    SleepStarted,
+    StepAttemptFailed,
+    StepCompensated,
+    StepCompleted,
+    StepDispatched,
+    StepRetryDue,
+    StepRetryRequested,
+    StepSkipped,
+    StepTimedOut,
+    ToolCallRequested,
+    UsageRecorded,
+    WaitOpened,
+    WaitTimedOut,
+)
+from schemas.state import AgentHistoryItem, AgentState, SagaState, StepState, Timer, WaitState
+
+__all__ = ["FoldError", "evolve", "fold"]
+
+_STEP_TIMER_KINDS = frozenset({"retry", "step_timeout", "heartbeat_timeout"})
+
+
+class FoldError(OrchestratorError):
+    """An event cannot apply to the state (a corrupt or misordered journal)."""
+
+
+def fold(events: Iterable[SagaEvent], state: SagaState | None = None) -> SagaState | None:
+    """Apply ``events`` in order, starting from ``state`` (``None``: before the start)."""
+    for event in events:
+        if state is None and isinstance(event, InputIgnored):
+            continue
+        state = evolve(state, event)
+    return state
+
+
+def evolve(state: SagaState | None, event: SagaEvent) -> SagaState:
+    """The state after ``event``."""
+    if isinstance(event, SagaStarted):
+        if state is not None:
+            raise FoldError(f"saga {state.saga_id} started twice")
+        return _started(event)
+    if state is None:
+        raise FoldError(f"{type(event).__name__} before SagaStarted")
+    if isinstance(event, InputIgnored):
+        return state
+    handler = _HANDLERS.get(type(event))
+    if handler is None:  # pragma: no cover - every event type has a handler
+        raise FoldError(f"no fold for {type(event).__name__}")
+    updates = handler(state, event)
+    updates.setdefault("updated_at", event.at)
+    new = state.model_copy(update=updates)
+    return _settle_status(new)
+
+
+def _started(e: SagaStarted) -> SagaState:
+    timers = []
+    if e.deadline_at is not None:
+        timers.append(Timer(timer_id="saga_deadline", kind="saga_deadline", due_at=e.deadline_at))
+    return SagaState(
+        saga_id=e.saga_id,
+        saga_type=e.saga_type,
+        saga_version=e.saga_version,
+        data=e.data,
+        started_at=e.at,
+        updated_at=e.at,
+        deadline_at=e.deadline_at,
+        input_sha256=e.input_sha256,
+        requested_by=e.requested_by,
+        parent=e.parent,
+        timers=timers,
+    )
+
+
+def _settle_status(state: SagaState) -> SagaState:
+    if state.status not in ("running", "waiting"):
+        return state
+    busy = any(s.status == "running" for s in state.steps.values())
+    waiting = (bool(state.waits) or state.sleeping_until is not None) and not busy
+    status = "waiting" if waiting else "running"
+    return state if status == state.status else state.model_copy(update={"status": status})
+
+
+def _drop(timers: list[Timer], keep: Callable[[Timer], bool]) -> list[Timer]:
+    return [t for t in timers if keep(t)]
+
+
+def _drop_step_timers(state: SagaState, step: str) -> list[Timer]:
+    return _drop(state.timers, lambda t: not (t.step == step and t.kind in _STEP_TIMER_KINDS))
+
+
+def _with_step(state: SagaState, step: StepState) -> dict[str, StepState]:
+    steps = dict(state.steps)
+    steps[step.name] = step
+    return steps
+
+
+def _step(state: SagaState, name: str) -> StepState:
+    found = state.steps.get(name)
+    return found if found is not None else StepState(name=name)
+
+
+def _fresh_step(state: SagaState, name: str) -> StepState:
+    old = state.steps.get(name)
+    if old is None:
+        return StepState(name=name, run=1)
+    return StepState(name=name, run=old.run + 1, compensable=old.compensable, result=old.result)
+
+
+def _agent(state: SagaState, name: str) -> AgentState:
+    found = state.agents.get(name)
+    return found if found is not None else AgentState(name=name)
+
+
+def _with_agent(state: SagaState, agent: AgentState) -> dict[str, AgentState]:
+    agents = dict(state.agents)
+    agents[agent.name] = agent
+    return agents
+
+
+Updates = dict[str, Any]
+
+
+def _node_entered(s: SagaState, e: NodeEntered) -> Updates:
+    up: Updates = {"node": e.node, "node_kind": e.kind, "branches": list(e.branches)}
+    steps = dict(s.steps)
+    if e.node is not None and e.kind in ("step", "child"):
+        steps[e.node] = _fresh_step(s, e.node)
+    for branch in e.branches:
+        steps[branch] = _fresh_step(s, branch)
+    up["steps"] = steps
+    if e.node is not None and e.kind == "agent":
+        up["agents"] = _with_agent(s, AgentState(name=e.node))
+    return up
+
+
+def _dispatched(s: SagaState, e: StepDispatched) -> Updates:
+    step = _step(s, e.step).model_copy(
+        update={
+            "status": "running",
+            "attempt": e.attempt,
+            "run": e.run,
+            "idempotency_key": e.idempotency_key,
+            "task_id": e.task_id,
+            "destination": e.destination,
+            "compensable": e.compensable,
+            "dispatched_at": e.at,
+            "deadline_at": e.deadline_at,
+            "heartbeat_deadline_at": e.heartbeat_deadline_at,
+            "heartbeat_timeout_ms": e.heartbeat_timeout_ms,
+            "args": e.args,
+            "progress": None,
+        }
+    )
+    timers = _drop_step_timers(s, e.step)
+    if e.deadline_at is not None:
+        timers.append(
+            Timer(
+                timer_id=f"step_timeout:{e.step}:{e.attempt}",
+                kind="step_timeout",
+                due_at=e.deadline_at,
+                step=e.step,
+                attempt=e.attempt,
+            )
+        )
+    if e.heartbeat_deadline_at is not None:
+        timers.append(_heartbeat_timer(e.step, e.attempt, e))
+    return {"steps": _with_step(s, step), "timers": timers}
+
+
+def _heartbeat_timer(step: str, attempt: int, e: StepDispatched | HeartbeatRecorded) -> Timer:
+    assert e.heartbeat_deadline_at is not None
+    return Timer(
+        timer_id=f"heartbeat_timeout:{step}:{attempt}",
+        kind="heartbeat_timeout",
+        due_at=e.heartbeat_deadline_at,
+        step=step,
+        attempt=attempt,
+    )
+
+
+def _completed(s: SagaState, e: StepCompleted) -> Updates:
+    old = _step(s, e.step)
+    step = old.model_copy(
+        update={"status": "succeeded", "result": e.result, "completed_at": e.at, "last_error": None}
+    )
+    up: Updates = {
+        "steps": _with_step(s, step),
+        "timers": _drop_step_timers(s, e.step),
+        "data": e.data,
+    }
+    if step.compensable:
+        up["completed_compensable"] = [n for n in s.completed_compensable if n != e.step] + [e.step]
+        if s.status == "compensating" and e.step not in s.compensation_plan:
+            up["compensation_plan"] = [e.step, *s.compensation_plan]
+            step = step.model_copy(update={"compensation_status": "ready"})
+            up["steps"] = _with_step(s, step)
+    return up
+
+
+def _attempt_failed(s: SagaState, e: StepAttemptFailed) -> Updates:
+    old = _step(s, e.step)
+    error = f"{e.error_type}: {e.error_message}"
+    timers = _drop_step_timers(s, e.step)
+    up: Updates = {"timers": timers}
+    if e.retry_at is not None:
+        step = old.model_copy(update={"status": "retry_wait", "last_error": error})
+        timers.append(
+            Timer(
+                timer_id=f"retry:{e.step}:{e.attempt}",
+                kind="retry",
+                due_at=e.retry_at,
+                step=e.step,
+                attempt=e.attempt,
+            )
+        )
+        up["retries_used"] = s.retries_used + 1
+    else:
+        step = old.model_copy(update={"status": "failed", "last_error": error})
+    up["steps"] = _with_step(s, step)
+    return up
+
+
+def _timed_out(s: SagaState, e: StepTimedOut) -> Updates:
+    return {"timers": _drop_step_timers(s, e.step)}
+
+
+def _retry_due(s: SagaState, e: StepRetryDue) -> Updates:
+    step = _step(s, e.step).model_copy(update={"status": "ready"})
+    return {"steps": _with_step(s, step), "timers": _drop_step_timers(s, e.step)}
+
+
+def _heartbeat(s: SagaState, e: HeartbeatRecorded) -> Updates:
+    step = _step(s, e.step).model_copy(
+        update={"progress": e.progress, "heartbeat_deadline_at": e.heartbeat_deadline_at}
+    )
+    timers = _drop(s.timers, lambda t: not (t.step == e.step and t.kind == "heartbeat_timeout"))
+    if e.heartbeat_deadline_at is not None:
+        timers.append(_heartbeat_timer(e.step, e.attempt, e))
+    return {"steps": _with_step(s, step), "timers": timers}
+
+
+def _usage(s: SagaState, e: UsageRecorded) -> Updates:
+    u = s.usage
+    return {
+        "usage": Usage(
+            llm_calls=u.llm_calls + e.usage.llm_calls,
+            tokens_in=u.tokens_in + e.usage.tokens_in,
+            tokens_out=u.tokens_out + e.usage.tokens_out,
+            cost_micros=u.cost_micros + e.usage.cost_micros,
+        )
+    }
+
+
+def _wait_opened(s: SagaState, e: WaitOpened) -> Updates:
+    wait = WaitState(
+        name=e.name,
+        kind=e.kind,
+        opened_at=e.at,
+        timeout_at=e.timeout_at,
+        agent=e.agent,
+        tool_step=e.tool_step,
+    )
+    timers = list(s.timers)
+    if e.timeout_at is not None:
+        timers.append(
+            Timer(timer_id=f"wait_timeout:{e.name}", kind="wait_timeout", due_at=e.timeout_at)
+        )
+    up: Updates = {"waits": [*s.waits, wait], "timers": timers}
+    if e.agent is not None:
+        up["agents"] = _with_agent(s, _agent(s, e.agent).model_copy(update={"phase": "approval"}))
+    return up
+
+
+def _close_wait(s: SagaState, name: str) -> Updates:
+    return {
+        "waits": [w for w in s.waits if w.name != name],
+        "timers": _drop(s.timers, lambda t: t.timer_id != f"wait_timeout:{name}"),
+    }
+
+
+def _signal_accepted(s: SagaState, e: SignalAccepted) -> Updates:
+    up = _close_wait(s, e.name)
+    up["data"] = e.data
+    return up
+
+
+def _wait_timed_out(s: SagaState, e: WaitTimedOut) -> Updates:
+    return _close_wait(s, e.name)
+
+
+def _sleep_started(s: SagaState, e: SleepStarted) -> Updates:
+    timer = Timer(timer_id=f"sleep:{e.name}", kind="sleep", due_at=e.until, step=e.name)
+    return {"sleeping_until": e.until, "timers": [*s.timers, timer]}
+
+
+def _sleep_ended(s: SagaState, e: SleepEnded) -> Updates:
+    return {
+        "sleeping_until": None,
+        "timers": _drop(s.timers, lambda t: t.timer_id != f"sleep:{e.name}"),
+    }
+
+
+def _budget(s: SagaState, e: BudgetExceeded) -> Updates:
+    return {"budget_exceeded": [*s.budget_exceeded, e.kind]}
+
+
+def _paused(s: SagaState, e: SagaPaused) -> Updates:
+    return {"status": "paused", "paused_from": s.status, "pause_reason": e.reason}
+
+
+def _resumed(s: SagaState, e: SagaResumed) -> Updates:
+    return {"status": s.paused_from or "running", "paused_from": None, "pause_reason": None}
+
+
+def _skipped(s: SagaState, e: StepSkipped) -> Updates:
+    step = _step(s, e.step).model_copy(
+        update={"status": "skipped", "result": e.result, "completed_at": e.at}
+    )
+    return {"steps": _with_step(s, step), "timers": _drop_step_timers(s, e.step), "data": e.data}
+
+
+def _retry_requested(s: SagaState, e: StepRetryRequested) -> Updates:
+    step = _step(s, e.step).model_copy(update={"status": "ready"})
+    return {"steps": _with_step(s, step), "timers": _drop_step_timers(s, e.step)}
+
+
+def _compensation_started(s: SagaState, e: CompensationStarted) -> Updates:
+    steps = dict(s.steps)
+    dropped: set[str] = set()
+    for name, st in s.steps.items():
+        if st.status in ("pending", "ready", "retry_wait"):
+            steps[name] = st.model_copy(update={"status": "abandoned"})
+            dropped.add(name)
+    for name in e.steps:
+        steps[name] = _step(s, name).model_copy(update={"compensation_status": "ready"})
+    timers = _drop(
+        s.timers,
+        lambda t: t.kind in ("step_timeout", "heartbeat_timeout") and t.step not in dropped,
+    )
+    return {
+        "status": "compensating",
+        "steps": steps,
+        "timers": timers,
+        "waits": [],
+        "sleeping_until": None,
+        "compensation_plan": list(e.steps),
+        "compensation_reason": e.reason,
+        "final_status": e.final_status,
+        "paused_from": None,
+        "pause_reason": None,
+    }
+
+
+def _compensation_dispatched(s: SagaState, e: CompensationDispatched) -> Updates:
+    step = _step(s, e.step).model_copy(
+        update={
+            "compensation_status": "running",
+            "compensation_attempt": e.attempt,
+            "compensation_task_id": e.task_id,
+            "compensation_idempotency_key": e.idempotency_key,
+        }
+    )
+    return {"steps": _with_step(s, step)}
+
+
+def _drop_compensation_timers(s: SagaState, step: str) -> list[Timer]:
+    return _drop(s.timers, lambda t: not (t.step == step and t.kind == "compensation_retry"))
+
+
+def _compensated(s: SagaState, e: StepCompensated) -> Updates:
+    step = _step(s, e.step).model_copy(update={"compensation_status": "compensated"})
+    return {"steps": _with_step(s, step), "timers": _drop_compensation_timers(s, e.step)}
+
+
+def _compensation_failed(s: SagaState, e: CompensationAttemptFailed) -> Updates:
+    timers = _drop_compensation_timers(s, e.step)
+    error = f"{e.error_type}: {e.error_message}"
+    if e.retry_at is not None:
+        status = "retry_wait"
+        timers.append(
+            Timer(
+                timer_id=f"compensation_retry:{e.step}:{e.attempt}",
+                kind="compensation_retry",
+                due_at=e.retry_at,
+                step=e.step,
+                attempt=e.attempt,
+            )
+        )
+    else:
+        status = "failed"
+    step = _step(s, e.step).model_copy(update={"compensation_status": status, "last_error": error})
+    return {"steps": _with_step(s, step), "timers": timers}
+
+
+def _compensation_retry_due(s: SagaState, e: CompensationRetryDue) -> Updates:
+    step = _step(s, e.step).model_copy(update={"compensation_status": "ready"})
+    return {"steps": _with_step(s, step), "timers": _drop_compensation_timers(s, e.step)}
+
+
+def _agent_turn_started(s: SagaState, e: AgentTurnStarted) -> Updates:
+    agent = _agent(s, e.agent).model_copy(update={"turn": e.turn, "phase": "thinking"})
+    return {"agents": _with_agent(s, agent)}
+
+
+def _agent_turn_recorded(s: SagaState, e: AgentTurnRecorded) -> Updates:
+    agent = _agent(s, e.agent)
+    if e.outcome == "tool":
+        content = f"call {e.tool} {e.arguments_json or '{}'}"
+    elif e.outcome == "answer":
+        content = e.answer or ""
+    else:
+        content = f"invalid decision: call {e.tool} {e.arguments_json or '{}'}"
+    item = AgentHistoryItem(turn=e.turn, role="assistant", tool=e.tool, content=content)
+    phase = {"tool": "tool", "answer": "answered", "invalid": "idle"}[e.outcome]
+    agent = agent.model_copy(
+        update={
+            "history": [*agent.history, item],
+            "phase": phase,
+            "pending_tool": e.tool if e.outcome == "tool" else None,
+        }
+    )
+    return {"agents": _with_agent(s, agent)}
+
+
+def _tool_requested(s: SagaState, e: ToolCallRequested) -> Updates:
+    agent = _agent(s, e.agent).model_copy(
+        update={
+            "phase": "approval" if e.needs_approval else "tool",
+            "pending_tool": e.tool,
+            "pending_tool_step": e.step,
+            "pending_args": e.args,
+        }
+    )
+    return {"agents": _with_agent(s, agent)}
+
+
+def _observation(s: SagaState, e: AgentObservation) -> Updates:
+    agent = _agent(s, e.agent)
+    item = AgentHistoryItem(
+        turn=e.turn, role="tool" if e.ok else "error", tool=e.tool, content=e.content
+    )
+    agent = agent.model_copy(
+        update={
+            "history": [*agent.history, item],
+            "phase": "idle",
+            "pending_tool": None,
+            "pending_tool_step": None,
+            "pending_args": None,
+        }
+    )
+    return {"agents": _with_agent(s, agent)}
+
+
+def _answered(s: SagaState, e: AgentAnswered) -> Updates:
+    agent = _agent(s, e.agent).model_copy(update={"phase": "answered", "answer": e.answer})
+    return {"agents": _with_agent(s, agent), "data": e.data}
+
+
+def _gave_up(s: SagaState, e: AgentGaveUp) -> Updates:
+    agent = _agent(s, e.agent).model_copy(update={"phase": "gave_up"})
+    return {"agents": _with_agent(s, agent)}
+
+
+def _finished(s: SagaState, e: SagaFinished) -> Updates:
+    return {
+        "status": e.status,
+        "finished_at": e.at,
+        "outcome_reason": e.reason,
+        "timers": [],
+        "waits": [],
+        "sleeping_until": None,
+        "paused_from": None,
+    }
+
+
+def _no_change(s: SagaState, e: Any) -> Updates:
+    return {}
+
+
+_HANDLERS: dict[type[Any], Callable[[SagaState, Any], Updates]] = {
+    NodeEntered: _node_entered,
+    StepDispatched: _dispatched,
+    StepCompleted: _completed,
+    StepAttemptFailed: _attempt_failed,
+    StepTimedOut: _timed_out,
+    StepRetryDue: _retry_due,
+    HeartbeatRecorded: _heartbeat,
+    UsageRecorded: _usage,
+    WaitOpened: _wait_opened,
+    SignalAccepted: _signal_accepted,
+    WaitTimedOut: _wait_timed_out,
+    SleepStarted: _sleep_started,
+    SleepEnded: _sleep_ended,
+    BudgetExceeded: _budget,
+    SagaPaused: _paused,
+    SagaResumed: _resumed,
+    StepSkipped: _skipped,
+    StepRetryRequested: _retry_requested,
+    CompensationStarted: _compensation_started,
+    CompensationDispatched: _compensation_dispatched,
+    StepCompensated: _compensated,
+    CompensationAttemptFailed: _compensation_failed,
+    CompensationRetryDue: _compensation_retry_due,
+    AgentTurnStarted: _agent_turn_started,
+    AgentTurnRecorded: _agent_turn_recorded,
+    ToolCallRequested: _tool_requested,
+    AgentObservation: _observation,
+    AgentAnswered: _answered,
+    AgentGaveUp: _gave_up,
+    SagaFinished: _finished,
+    SignalRejected: _no_change,
+    ChildSagaRequested: _no_change,
+}

@@ -1,0 +1,146 @@
+"""The hash-chained journal: build entries, verify chains, fold them back.
+
+``hash = sha256(prev_hash + canonical JSON of the entry without "hash")``.
+The canonical JSON is the pydantic model dumped with sorted keys, bytes as
+base64 and datetimes in ISO 8601 (UTC): it does not depend on the Avro codec.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from orchestrator.decider import Decision, Input, derive_message_id
+from orchestrator.errors import JournalError
+from orchestrator.fold import fold
+from schemas.base import Envelope
+from schemas.events import SagaEvent
+from schemas.journal import GENESIS_HASH, JournalEntry
+from schemas.state import SagaState
+
+__all__ = [
+    "canonical_json",
+    "entry_hash",
+    "fold_journal",
+    "make_journal_entry",
+    "record_decision",
+    "verify_chain",
+]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical_json(entry: JournalEntry) -> bytes:
+    """The canonical bytes of ``entry`` without its ``hash`` field."""
+    body = _plain(entry.model_dump(mode="python", exclude={"hash"}))
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(entry: JournalEntry) -> str:
+    """``sha256(prev_hash + canonical_json(entry))`` as hex."""
+    return hashlib.sha256(entry.prev_hash.encode() + canonical_json(entry)).hexdigest()
+
+
+def make_journal_entry(
+    state_before: SagaState | None,
+    input: Input | None,
+    events: Sequence[SagaEvent],
+    *,
+    state_after: SagaState | None = None,
+) -> JournalEntry:
+    """The journal entry recording ``input`` and the ``events`` decided from it.
+
+    ``seq`` and ``prev_hash`` continue ``state_before``'s chain (a new saga
+    starts at seq 1 after :data:`GENESIS_HASH`).
+    """
+    reference = state_before or state_after
+    if reference is None:
+        raise JournalError("a journal entry needs the saga state before or after the input")
+    seq = (state_before.journal_seq if state_before else 0) + 1
+    prev = state_before.journal_hash if state_before and state_before.journal_hash else GENESIS_HASH
+    cause = input.envelope if input is not None else None
+    envelope = Envelope(
+        message_id=derive_message_id(
+            reference.saga_id, "journal", cause.message_id if cause else seq
+        ),
+        saga_id=reference.saga_id,
+        saga_type=reference.saga_type,
+        saga_version=reference.saga_version,
+        occurred_at=cause.occurred_at if cause else reference.updated_at,
+        causation_id=cause.message_id if cause else None,
+        correlation_id=(cause.correlation_id if cause else None) or reference.saga_id,
+        trace=dict(cause.trace) if cause else {},
+    )
+    unsigned = JournalEntry(
+        envelope=envelope,
+        seq=seq,
+        input_type=type(input).__name__ if input is not None else None,
+        input=input,
+        events=list(events),
+        prev_hash=prev,
+        hash="",
+    )
+    return unsigned.model_copy(update={"hash": entry_hash(unsigned)})
+
+
+def record_decision(
+    state_before: SagaState | None, input: Input, decision: Decision
+) -> tuple[JournalEntry | None, SagaState | None]:
+    """The journal entry of ``decision`` and the state stamped with its seq and hash.
+
+    Returns ``(None, state_before)`` when the decision has no events (a
+    rejected input): nothing is journaled.
+    """
+    if not decision.events or decision.state is None:
+        return None, state_before
+    entry = make_journal_entry(state_before, input, decision.events, state_after=decision.state)
+    stamped = decision.state.model_copy(
+        update={"journal_seq": entry.seq, "journal_hash": entry.hash}
+    )
+    return entry, stamped
+
+
+def verify_chain(entries: Iterable[JournalEntry]) -> list[str]:
+    """Problems in one saga's chain (empty when sound): gaps, broken links, bad hashes."""
+    problems: list[str] = []
+    prev_hash = GENESIS_HASH
+    expected_seq = 1
+    saga_id: str | None = None
+    for entry in entries:
+        if saga_id is None:
+            saga_id = entry.envelope.saga_id
+        elif entry.envelope.saga_id != saga_id:
+            problems.append(f"seq {entry.seq}: belongs to saga {entry.envelope.saga_id}")
+        if entry.seq != expected_seq:
+            problems.append(f"seq {entry.seq}: expected seq {expected_seq}")
+        if entry.prev_hash != prev_hash:
+            problems.append(f"seq {entry.seq}: prev_hash does not match the previous entry")
+        if entry_hash(entry) != entry.hash:
+            problems.append(f"seq {entry.seq}: hash does not match its content")
+        prev_hash = entry.hash
+        expected_seq = entry.seq + 1
+    return problems
+
+
+def fold_journal(entries: Iterable[JournalEntry]) -> SagaState | None:
+    """Rebuild the state snapshot from journal entries (events folded, seq and hash stamped)."""
+    state: SagaState | None = None
+    for entry in entries:
+        state = fold(entry.events, state)
+        if state is not None:
+            state = state.model_copy(update={"journal_seq": entry.seq, "journal_hash": entry.hash})
+    return state
