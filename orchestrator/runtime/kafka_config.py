@@ -1,0 +1,135 @@
+"""librdkafka configuration for every sagaline Kafka client.
+
+All producers that write keyed sagaline records must use the same
+partitioner so that a saga's commands, replies and state share a partition
+number.  sagaline uses librdkafka's default, ``consistent_random``
+(CRC32 of the key), set explicitly here; a producer on another client
+library must choose the partition itself with
+``orchestrator.runtime.partitioner.partition_for``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "PARTITIONER",
+    "ConfigValue",
+    "KafkaConfig",
+    "client_producer_config",
+    "input_consumer_config",
+    "reader_config",
+    "transactional_producer_config",
+]
+
+PARTITIONER = "consistent_random"
+
+ConfigValue = str | int | float | bool | Callable[..., Any]
+KafkaConfig = dict[str, ConfigValue]
+
+
+def _merge(base: KafkaConfig, extra: Mapping[str, ConfigValue] | None) -> KafkaConfig:
+    merged = dict(base)
+    if extra:
+        merged.update(extra)
+    return merged
+
+
+def transactional_producer_config(
+    bootstrap_servers: str,
+    transactional_id: str,
+    *,
+    linger_ms: float = 1.0,
+    transaction_timeout_ms: int = 30_000,
+    extra: Mapping[str, ConfigValue] | None = None,
+) -> KafkaConfig:
+    """The orchestrator's one transactional producer (stable ``transactional.id``)."""
+    return _merge(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "transactional.id": transactional_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "transaction.timeout.ms": transaction_timeout_ms,
+            "partitioner": PARTITIONER,
+            "compression.type": "lz4",
+        },
+        extra,
+    )
+
+
+def input_consumer_config(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    instance_id: str,
+    fetch_wait_max_ms: int = 10,
+    session_timeout_ms: int = 10_000,
+    extra: Mapping[str, ConfigValue] | None = None,
+) -> KafkaConfig:
+    """The orchestrator's consumer of commands and replies.
+
+    ``range`` assignment (eager) gives partition *p* of both co-partitioned
+    input topics to the same member, which is what lets one process own the
+    state partition *p*.
+    """
+    return _merge(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "client.id": f"{group_id}-{instance_id}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "fetch.wait.max.ms": fetch_wait_max_ms,
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
+            "enable.partition.eof": False,
+        },
+        extra,
+    )
+
+
+def reader_config(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    extra: Mapping[str, ConfigValue] | None = None,
+) -> KafkaConfig:
+    """An assign-based read_committed reader (restore, status, tests); commits nothing."""
+    return _merge(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        },
+        extra,
+    )
+
+
+def client_producer_config(
+    bootstrap_servers: str,
+    *,
+    linger_ms: float = 0.0,
+    extra: Mapping[str, ConfigValue] | None = None,
+) -> KafkaConfig:
+    """An idempotent, non-transactional producer (the client API)."""
+    return _merge(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "partitioner": PARTITIONER,
+        },
+        extra,
+    )

@@ -1,0 +1,176 @@
+"""Declare, create and verify sagaline's topics.
+
+commands, replies and state must have the same partition count (a saga's
+inputs and its state snapshot share the partition number); the state topic
+is compacted with segment settings that keep restore short; the journal is
+kept forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from orchestrator.config import TopicNames
+from orchestrator.runtime.errors import TopicConfigError
+
+__all__ = [
+    "TopicLayout",
+    "TopicSpec",
+    "ensure_topics",
+    "partition_count",
+    "topic_specs",
+    "verify_topics",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: name, partitions, replication and the configs that must hold."""
+
+    name: str
+    partitions: int
+    replication: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+    #: config keys whose value is verified on an existing topic
+    required: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """Partition counts and the state topic's compaction settings."""
+
+    partitions: int = 6
+    replication: int = 1
+    state_segment_ms: int = 3_600_000
+    state_min_cleanable_dirty_ratio: float = 0.1
+    state_delete_retention_ms: int = 86_400_000
+
+
+def topic_specs(names: TopicNames, layout: TopicLayout | None = None) -> tuple[TopicSpec, ...]:
+    """The full set of sagaline topics under ``names.prefix``."""
+    lay = layout or TopicLayout()
+    n, rf = lay.partitions, lay.replication
+    delete = {"cleanup.policy": "delete"}
+    return (
+        TopicSpec(names.commands, n, rf, delete),
+        TopicSpec(names.replies, n, rf, delete),
+        TopicSpec(names.tasks, n, rf, delete),
+        TopicSpec(
+            names.state,
+            n,
+            rf,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(lay.state_segment_ms),
+                "min.cleanable.dirty.ratio": str(lay.state_min_cleanable_dirty_ratio),
+                "delete.retention.ms": str(lay.state_delete_retention_ms),
+            },
+            required=("cleanup.policy",),
+        ),
+        TopicSpec(
+            names.journal,
+            n,
+            rf,
+            {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+            required=("cleanup.policy", "retention.ms", "retention.bytes"),
+        ),
+        TopicSpec(names.deadletter, 1, rf, {"cleanup.policy": "delete", "retention.ms": "-1"}),
+    )
+
+
+def _existing_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
+    metadata = admin.list_topics(timeout=timeout)
+    return {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if topic.error is None
+    }
+
+
+def _create(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float) -> None:
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=s.replication,
+            config=dict(s.config),
+        )
+        for s in specs
+    ]
+    if not new:
+        return
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result()
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise TopicConfigError(f"cannot create topic {name}: {exc}") from exc
+
+
+def verify_topics(
+    admin: AdminClient, specs: tuple[TopicSpec, ...], names: TopicNames, timeout: float = 15.0
+) -> None:
+    """Check existence, co-partitioning and required configs; raise ``TopicConfigError``."""
+    existing = _existing_partitions(admin, timeout)
+    missing = [s.name for s in specs if s.name not in existing]
+    if missing:
+        raise TopicConfigError(
+            f"missing topics: {', '.join(missing)}; run `sagaline topics ensure` first"
+        )
+    copartitioned = {t: existing[t] for t in (names.commands, names.replies, names.state)}
+    if len(set(copartitioned.values())) != 1:
+        detail = ", ".join(f"{t}={p}" for t, p in copartitioned.items())
+        raise TopicConfigError(
+            "commands, replies and state must have the same partition count "
+            f"(co-partitioned by saga id), found {detail}; refusing to start"
+        )
+    resources = [ConfigResource("topic", s.name) for s in specs if s.required]
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        actual = future.result()
+        spec = next(s for s in specs if s.name == resource.name)
+        for key in spec.required:
+            entry = actual.get(key)
+            value = entry.value if entry is not None else None
+            if value != spec.config[key]:
+                raise TopicConfigError(
+                    f"topic {spec.name} has {key}={value}, expected {spec.config[key]}"
+                )
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    names: TopicNames,
+    layout: TopicLayout | None = None,
+    *,
+    create: bool = True,
+    timeout: float = 15.0,
+) -> tuple[TopicSpec, ...]:
+    """Create the missing topics (when ``create``), then verify all of them."""
+    specs = topic_specs(names, layout)
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    if create:
+        existing = _existing_partitions(admin, timeout)
+        _create(admin, [s for s in specs if s.name not in existing], timeout)
+    verify_topics(admin, specs, names, timeout)
+    return specs
+
+
+def partition_count(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> int:
+    """How many partitions ``topic`` has (``TopicConfigError`` if it does not exist)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = _existing_partitions(admin, timeout)
+    if topic not in existing:
+        raise TopicConfigError(f"topic {topic} does not exist")
+    return existing[topic]

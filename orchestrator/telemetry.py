@@ -1,0 +1,87 @@
+"""OpenTelemetry for the orchestrator: spans and W3C trace context in Kafka headers.
+
+Live inputs carry the producer's trace context in the ``traceparent`` /
+``tracestate`` Kafka headers (and in ``Envelope.trace``).  A batch span links
+to every input's context; a decision span is parented on its input's context;
+outgoing tasks and commands carry the decision span's context.  Restore and
+replay read stored contexts but never parent new spans on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "TRACE_HEADERS",
+    "KafkaHeaders",
+    "ProducerHeaders",
+    "carrier_from_context",
+    "carrier_from_headers",
+    "context_from_carrier",
+    "context_from_headers",
+    "get_tracer",
+    "headers_from_carrier",
+    "link_for",
+]
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+KafkaHeaders = Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | str | None]] | None
+#: what ``Producer.produce(headers=...)`` accepts
+ProducerHeaders = list[tuple[str, str | bytes | None]]
+
+
+def get_tracer() -> Tracer:
+    """The tracer sagaline uses (from the globally configured provider)."""
+    return trace.get_tracer("sagaline.orchestrator")
+
+
+def carrier_from_headers(headers: KafkaHeaders) -> dict[str, str]:
+    """The W3C headers found among Kafka message headers."""
+    carrier: dict[str, str] = {}
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for key, value in items:
+        if key in TRACE_HEADERS and value is not None:
+            carrier[key] = value.decode("ascii") if isinstance(value, bytes) else value
+    return carrier
+
+
+def context_from_carrier(carrier: Mapping[str, str]) -> Context | None:
+    """The remote span context carried in ``carrier`` (``None`` when there is none)."""
+    if "traceparent" not in carrier:
+        return None
+    ctx = _PROPAGATOR.extract(carrier=dict(carrier))
+    span_ctx = trace.get_current_span(ctx).get_span_context()
+    return ctx if span_ctx.is_valid else None
+
+
+def context_from_headers(headers: KafkaHeaders) -> Context | None:
+    """The remote span context in Kafka message headers."""
+    return context_from_carrier(carrier_from_headers(headers))
+
+
+def link_for(ctx: Context | None) -> Link | None:
+    """A span link to the span in ``ctx`` (``None`` when invalid)."""
+    if ctx is None:
+        return None
+    span_ctx = trace.get_current_span(ctx).get_span_context()
+    return Link(span_ctx) if span_ctx.is_valid else None
+
+
+def carrier_from_context(ctx: Context | None = None) -> dict[str, str]:
+    """W3C headers for ``ctx`` (default: the current context)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=ctx if ctx is not None else otel_context.get_current())
+    return carrier
+
+
+def headers_from_carrier(carrier: Mapping[str, str]) -> ProducerHeaders:
+    """Kafka headers for a W3C carrier."""
+    return [(k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS]

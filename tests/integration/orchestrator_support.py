@@ -1,0 +1,230 @@
+"""Helpers for the orchestrator's integration and chaos tests (real Kafka).
+
+* :class:`Responder` — a worker-like process: consumes tasks read_committed and
+  answers each ``ExecuteStep`` / ``CompensateStep`` with a success reply in a
+  Kafka transaction (consumed offsets included), so replies are exactly-once.
+* :func:`read_committed` — reads a whole topic with a read_committed consumer.
+* :func:`fresh_prefix` — unique topic prefix per test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
+from orchestrator.runtime.ports import Codec
+from schemas.base import Envelope, Record
+from schemas.replies import CompensationSucceeded, StepSucceeded
+from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+
+log = logging.getLogger(__name__)
+
+
+def fresh_prefix(tag: str) -> str:
+    """A unique topic prefix so concurrent tests never share topics."""
+    return f"t-orch-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def bootstrap_from_env() -> str | None:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+
+
+@dataclass
+class ReadRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes | None
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+def read_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ReadRecord]:
+    """Every committed record of ``topic`` (all partitions), in partition order."""
+    reader = Consumer(reader_config(bootstrap, f"verify-{uuid.uuid4().hex[:8]}"))
+    try:
+        meta = reader.list_topics(topic, timeout=10)
+        parts = sorted(meta.topics[topic].partitions)
+        ends: dict[int, int] = {}
+        assign = []
+        for p in parts:
+            low, high = reader.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10, cached=False
+            )
+            ends[p] = high
+            if high > low:
+                assign.append(TopicPartition(topic, p, low))
+        out: list[ReadRecord] = []
+        pending = {tp.partition for tp in assign}
+        if not pending:
+            return out
+        reader.assign(assign)
+        import time
+
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in reader.consume(500, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if (msg.offset() or 0) >= ends[msg.partition() or 0]:
+                            pending.discard(msg.partition() or 0)
+                        continue
+                    raise KafkaException(err)
+                key = msg.key()
+                raw_headers = msg.headers() or []
+                headers = {k: v for k, v in raw_headers if isinstance(v, bytes)}  # type: ignore[misc]
+                out.append(
+                    ReadRecord(
+                        topic,
+                        msg.partition() or 0,
+                        msg.offset() or 0,
+                        key.decode() if key is not None else None,
+                        msg.value(),
+                        headers,
+                    )
+                )
+            for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
+                if tp.offset >= ends[tp.partition]:
+                    pending.discard(tp.partition)
+        if pending:
+            raise AssertionError(f"could not read {topic} partitions {sorted(pending)} to the end")
+        return out
+    finally:
+        reader.close()
+
+
+def _reply_envelope(task: ExecuteStep | CompensateStep, now: datetime) -> Envelope:
+    digest = hashlib.sha256(f"reply:{task.task_id}".encode()).hexdigest()[:32]
+    return Envelope(
+        message_id=digest,
+        saga_id=task.envelope.saga_id,
+        saga_type=task.envelope.saga_type,
+        saga_version=task.envelope.saga_version,
+        occurred_at=now,
+        causation_id=task.envelope.message_id,
+        correlation_id=task.envelope.correlation_id,
+        trace=task.envelope.trace,
+    )
+
+
+class Responder:
+    """Answers tasks with success replies, exactly-once (transactional)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        codec: Codec,
+        *,
+        result_for: object = None,
+        skip: Sequence[str] = (),
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.codec = codec
+        self.skip = set(skip)
+        self.answered = 0
+        self.seen: list[ExecuteStep | CompensateStep] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.group = f"{prefix}-responder"
+
+    def start(self) -> Responder:
+        self._thread = threading.Thread(target=self._run_safe, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run_safe(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced by the test
+            log.exception("responder failed")
+            self.error = exc
+
+    def _reply(self, task: Record, now: datetime) -> Record | None:
+        if isinstance(task, ExecuteStep):
+            if task.step in self.skip:
+                return None
+            return StepSucceeded(
+                envelope=_reply_envelope(task, now),
+                step=task.step,
+                attempt=task.attempt,
+                idempotency_key=task.idempotency_key,
+                task_id=task.task_id,
+                result=None,
+            )
+        if isinstance(task, CompensateStep):
+            return CompensationSucceeded(
+                envelope=_reply_envelope(task, now),
+                step=task.step,
+                attempt=task.attempt,
+                idempotency_key=task.idempotency_key,
+                task_id=task.task_id,
+            )
+        return None
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                **reader_config(self.bootstrap, self.group),
+                "enable.partition.eof": False,
+                "session.timeout.ms": 6000,
+            }
+        )
+        producer = Producer(
+            transactional_producer_config(self.bootstrap, f"{self.group}-{uuid.uuid4().hex[:6]}")
+        )
+        producer.init_transactions(30)
+        consumer.subscribe([f"{self.prefix}.tasks"])
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(200, 0.1)
+                msgs = [m for m in msgs if m.error() is None]
+                if not msgs:
+                    continue
+                now = datetime.now(UTC)
+                producer.begin_transaction()
+                for msg in msgs:
+                    value = msg.value()
+                    if value is None:
+                        continue
+                    task = self.codec.decode(value, TASK_TYPES)
+                    assert isinstance(task, ExecuteStep | CompensateStep)
+                    self.seen.append(task)
+                    reply = self._reply(task, now)
+                    if reply is None:
+                        continue
+                    headers = [
+                        (k, v)
+                        for k, v in (msg.headers() or [])
+                        if k in ("traceparent", "tracestate")
+                    ]  # type: ignore[misc]
+                    producer.produce(
+                        f"{self.prefix}.replies",
+                        key=msg.key(),
+                        value=self.codec.encode(reply),
+                        headers=headers or None,
+                    )
+                    self.answered += 1
+                producer.send_offsets_to_transaction(
+                    consumer.position(consumer.assignment()), consumer.consumer_group_metadata()
+                )
+                producer.commit_transaction()
+        finally:
+            consumer.close()

@@ -1,0 +1,208 @@
+"""The Kafka runtime with a minimal real saga logic (ChainLogic) on real Kafka."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Producer
+from orchestrator_chain import ChainLogic, JsonCodec, start_command
+from orchestrator_support import Responder, fresh_prefix, read_committed
+
+from orchestrator.config import Settings, TopicNames
+from orchestrator.runtime.engine import EngineConfig, Orchestrator
+from orchestrator.runtime.errors import TopicConfigError
+from orchestrator.runtime.kafka_config import client_producer_config
+from orchestrator.runtime.topics import TopicLayout, ensure_topics
+from schemas.deadletter import DeadLetter
+from schemas.state import SagaState
+from schemas.tasks import TASK_TYPES, ExecuteStep
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def bootstrap() -> str:
+    value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not value:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set")
+    return value
+
+
+class Running:
+    def __init__(self, orch: Orchestrator) -> None:
+        self.orch = orch
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.orch.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.orch.request_stop()
+        self.thread.join(30)
+
+
+def latest_states(bootstrap: str, prefix: str, codec: JsonCodec) -> dict[str, SagaState]:
+    states: dict[str, SagaState] = {}
+    for rec in read_committed(bootstrap, f"{prefix}.state"):
+        assert rec.key is not None
+        if rec.value is None:
+            states.pop(rec.key, None)
+            continue
+        state = codec.decode(rec.value, (SagaState,))
+        assert isinstance(state, SagaState)
+        states[rec.key] = state
+    return states
+
+
+def wait_terminal(
+    bootstrap: str, prefix: str, codec: JsonCodec, ids: list[str], timeout: float
+) -> dict[str, SagaState]:
+    deadline = time.monotonic() + timeout
+    states: dict[str, SagaState] = {}
+    while time.monotonic() < deadline:
+        states = latest_states(bootstrap, prefix, codec)
+        if all(i in states and states[i].is_terminal for i in ids):
+            return states
+        time.sleep(0.5)
+    unfinished = [i for i in ids if i not in states or not states[i].is_terminal]
+    detail = [states.get(i) for i in unfinished[:2]]
+    raise AssertionError(f"{len(unfinished)} sagas not terminal, e.g. {unfinished[:3]}: {detail}")
+
+
+def send_starts(bootstrap: str, prefix: str, codec: JsonCodec, ids: list[str]) -> None:
+    producer = Producer(client_producer_config(bootstrap))
+    now = datetime.now(UTC)
+    for saga_id in ids:
+        producer.produce(
+            f"{prefix}.commands", key=saga_id, value=codec.encode(start_command(saga_id, when=now))
+        )
+    assert producer.flush(30) == 0
+
+
+def make_orchestrator(bootstrap: str, prefix: str, instance: str, **kw: object) -> Orchestrator:
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topics=TopicNames(prefix))
+    config = EngineConfig(instance_id=instance, group_id=f"{prefix}-orch", **kw)  # type: ignore[arg-type]
+    return Orchestrator(
+        settings, ChainLogic(steps=3, step_timeout_s=2.0), config, codec=JsonCodec()
+    )
+
+
+@pytest.fixture
+def prefix(bootstrap: str) -> Iterator[str]:
+    p = fresh_prefix("rt")
+    ensure_topics(bootstrap, TopicNames(p), TopicLayout(partitions=3))
+    yield p
+
+
+def test_sagas_complete_exactly_once(bootstrap: str, prefix: str) -> None:
+    codec = JsonCodec()
+    ids = [f"chain-{i}" for i in range(40)]
+    responder = Responder(bootstrap, prefix, codec).start()
+    try:
+        with Running(make_orchestrator(bootstrap, prefix, "a")) as run:
+            send_starts(bootstrap, prefix, codec, ids)
+            states = wait_terminal(bootstrap, prefix, codec, ids, timeout=60)
+            assert run.error is None
+    finally:
+        responder.stop()
+    assert responder.error is None
+    assert {states[i].status for i in ids} == {"completed"}
+    tasks = [
+        codec.decode(r.value, TASK_TYPES)
+        for r in read_committed(bootstrap, f"{prefix}.tasks")
+        if r.value
+    ]
+    # every task exactly once: the transaction either published it once or not at all
+    counts = Counter(t.task_id for t in tasks if isinstance(t, ExecuteStep))
+    assert set(counts.values()) == {1}
+    assert len(counts) == 3 * len(ids)
+    # state snapshots live in the partition of the saga's commands
+    commands = {r.key: r.partition for r in read_committed(bootstrap, f"{prefix}.commands")}
+    for rec in read_committed(bootstrap, f"{prefix}.state"):
+        assert rec.partition == commands[rec.key]
+
+
+def test_step_timeout_timer_redispatches(bootstrap: str, prefix: str) -> None:
+    codec = JsonCodec()
+    ids = ["timer-1", "timer-2"]
+    # the responder ignores step s2 once: only the step-timeout timer moves the saga
+    responder = Responder(bootstrap, prefix, codec, skip=["s2"]).start()
+    try:
+        with Running(make_orchestrator(bootstrap, prefix, "a")) as run:
+            send_starts(bootstrap, prefix, codec, ids)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                attempts = [
+                    t for t in responder.seen if isinstance(t, ExecuteStep) and t.step == "s2"
+                ]
+                if len([t for t in attempts if t.attempt >= 2]) >= 2:
+                    break
+                time.sleep(0.2)
+            responder.skip.clear()
+            states = wait_terminal(bootstrap, prefix, codec, ids, timeout=30)
+            assert run.error is None
+    finally:
+        responder.stop()
+    assert {states[i].status for i in ids} == {"completed"}
+    for i in ids:
+        assert states[i].steps["s2"].attempt >= 2
+        assert states[i].steps["s2"].idempotency_key == states[i].steps["s2"].idempotency_key
+
+
+def test_poison_input_is_dead_lettered_and_partition_keeps_flowing(
+    bootstrap: str, prefix: str
+) -> None:
+    codec = JsonCodec()
+    responder = Responder(bootstrap, prefix, codec).start()
+    try:
+        with Running(make_orchestrator(bootstrap, prefix, "a")) as run:
+            producer = Producer(client_producer_config(bootstrap))
+            producer.produce(f"{prefix}.commands", key="poison", value=b"\x00not a record")
+            producer.produce(f"{prefix}.replies", key="ghost", value=b"{}")
+            assert producer.flush(10) == 0
+            send_starts(bootstrap, prefix, codec, ["poison", "after-poison"])
+            wait_terminal(bootstrap, prefix, codec, ["poison", "after-poison"], timeout=30)
+            assert run.error is None
+    finally:
+        responder.stop()
+    letters = [
+        codec.decode(r.value, (DeadLetter,))
+        for r in read_committed(bootstrap, f"{prefix}.deadletter")
+        if r.value
+    ]
+    assert len(letters) == 2
+    assert all(isinstance(letter, DeadLetter) for letter in letters)
+    assert {letter.key for letter in letters} == {b"poison", b"ghost"}  # type: ignore[attr-defined]
+    assert all(letter.reason for letter in letters)  # type: ignore[attr-defined]
+
+
+def test_refuses_topics_that_are_not_copartitioned(bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    p = fresh_prefix("copart")
+    names = TopicNames(p)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [
+            NewTopic(names.commands, num_partitions=2, replication_factor=1),
+            NewTopic(names.replies, num_partitions=3, replication_factor=1),
+        ]
+    )
+    for f in futures.values():
+        f.result(30)
+    with pytest.raises(TopicConfigError, match="same partition count"):
+        ensure_topics(bootstrap, names, TopicLayout(partitions=3))
