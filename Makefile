@@ -1,0 +1,47 @@
+# sagaline: the two commands of the README, and the steps they are made of.
+#
+#   make demo   set everything up, start local Kafka + PostgreSQL, run the main job
+#   make test   set everything up, then ruff check, ruff format --check, mypy --strict, pytest
+#
+# Neither needs Docker or any exported setting: Python dependencies go into .venv,
+# Kafka comes from Maven Central into ~/.cache/sagaline, PostgreSQL from apt when absent,
+# and the test session starts (and stops) its own Kafka and PostgreSQL.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sagaline-installed
+
+# The main job, run after `sagaline dev up`. Swap it for the full demo when it exists.
+DEMO_COMMAND ?= $(BIN)/sagaline dev smoke
+
+.PHONY: demo test setup infra lint typecheck pytest down
+
+demo: infra
+	$(BIN)/sagaline dev up
+	$(DEMO_COMMAND)
+
+test: infra lint typecheck pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+infra: setup
+	$(BIN)/sagaline dev install
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: infra
+	$(BIN)/pytest
+
+down: setup
+	$(BIN)/sagaline dev down
