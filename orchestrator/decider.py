@@ -381,7 +381,8 @@ class _Decider:
                 return
             if state.node is None:
                 return
-            if not self.drive(self.defn.node(state.node)):
+            moved = self.drive(self.defn.node(state.node))
+            if not moved and self.s.status == state.status:
                 return
         raise RoutingError(f"{self.defn.type_name}: more than {_MAX_MOVES} moves in one decision")
 
