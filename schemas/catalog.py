@@ -15,7 +15,10 @@ from types import MappingProxyType
 from schemas.base import Envelope, Payload, Record
 from schemas.commands import COMMAND_TYPES
 from schemas.deadletter import DeadLetter
+from schemas.events import EVENT_TYPES
+from schemas.journal import JournalEntry
 from schemas.replies import REPLY_TYPES
+from schemas.state import SagaState
 from schemas.tasks import TASK_TYPES
 from schemas.timers import TimerFired
 
@@ -27,7 +30,11 @@ RECORDS_BY_TOPIC: Mapping[str, tuple[type[Record], ...]] = MappingProxyType(
         "commands": COMMAND_TYPES,
         "replies": REPLY_TYPES,
         "tasks": TASK_TYPES,
+        "state": (SagaState,),
+        "journal": (JournalEntry,),
         "deadletter": (DeadLetter,),
+        # the decision events (inside journal entries; published on their own too)
+        "events": EVENT_TYPES,
         # inputs the orchestrator makes for itself (journaled, never on a topic)
         "timers": (TimerFired,),
         # shared building blocks, published so other languages can use them alone
