@@ -8,9 +8,11 @@ Session services (resolution order, per service; see ``orchestrator.devenv.provi
    down at the end of the session.
 
 Kafka and PostgreSQL are started in the background, concurrently, as soon as
-collection shows that a selected test needs them; a run of unit tests starts nothing.
-Once resolved, both values are also exported to ``os.environ`` so that code under test
-(``Settings.from_env()``) and subprocesses see the same servers.
+collection shows that a selected test needs them (it uses ``kafka_bootstrap`` or
+``database_url``, or is marked ``integration``); a run of unit tests starts nothing.
+Once resolved, both values are exported to ``os.environ`` before the first test, so
+that code under test (``Settings.from_env()``), tests reading the variables directly
+and subprocesses all see the same servers.
 
 Fixtures for everyone:
 
@@ -75,10 +77,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     used: set[str] = set()
+    integration = False
     for item in items:
         used.update(getattr(item, "fixturenames", ()))
+        integration = integration or item.get_closest_marker("integration") is not None
     config.stash[_INFRA].prepare(
-        kafka=bool(used & _KAFKA_FIXTURES), postgres=bool(used & _POSTGRES_FIXTURES)
+        kafka=integration or bool(used & _KAFKA_FIXTURES),
+        postgres=integration or bool(used & _POSTGRES_FIXTURES),
     )
 
 
@@ -86,6 +91,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     infra = config.stash.get(_INFRA, None)
     if infra is not None:
         infra.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _export_session_infra(pytestconfig: pytest.Config) -> None:
+    """Export the session's servers to the environment once they are needed."""
+    infra = pytestconfig.stash[_INFRA]
+    if infra.kafka_prepared:
+        os.environ.setdefault(KAFKA_ENV, infra.kafka_bootstrap())
+    if infra.postgres_prepared:
+        os.environ.setdefault(POSTGRES_ENV, infra.database_url())
 
 
 @pytest.fixture(scope="session")

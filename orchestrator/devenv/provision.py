@@ -122,6 +122,16 @@ class SessionInfra:
             if postgres and self._postgres is None:
                 self._postgres = self._pool.submit(self._resolve_postgres)
 
+    @property
+    def kafka_prepared(self) -> bool:
+        """True once Kafka is being (or has been) resolved."""
+        return self._kafka is not None
+
+    @property
+    def postgres_prepared(self) -> bool:
+        """True once PostgreSQL is being (or has been) resolved."""
+        return self._postgres is not None
+
     def kafka_bootstrap(self) -> str:
         """The session's bootstrap servers (starting Kafka now if it is not under way)."""
         self.prepare(kafka=True, postgres=False)
