@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from confluent_kafka import Consumer, Producer
@@ -61,6 +61,8 @@ EFFECTS_SAGA = "effects"
 class EffectArgs(BaseModel):
     """Arguments of the ``effects`` steps."""
 
+    payload_type: ClassVar[str] = "sagaline.testkit.EffectArgs"
+
     amount: int = 1
     #: ``retry`` raises RetryableError, ``terminal`` TerminalError, ``funds`` a non-retryable type.
     fail: str | None = None
@@ -75,6 +77,8 @@ class EffectArgs(BaseModel):
 class EffectResult(BaseModel):
     """Result of the ``effects`` steps."""
 
+    payload_type: ClassVar[str] = "sagaline.testkit.EffectResult"
+
     key: str
     amount: int
     padding: str = ""
@@ -86,12 +90,16 @@ class InsufficientFunds(Exception):
 
 def create_effect_tables(conn: psycopg.Connection, table: str) -> None:
     """``{table}`` (one row per executed effect, no unique key: duplicates would show)
-    and ``{table}_attempts`` (one row per execution start, committed at once)."""
+    and ``{table}_attempts`` (one row per execution start, committed at once).
+
+    An attempt that started after the effect row of its key was written
+    (``attempts.at > effects.at``) would be a completed step running again."""
     table = _table_name(table)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY,"
         " idempotency_key text NOT NULL, saga_id text NOT NULL, step text NOT NULL,"
-        " amount integer NOT NULL, kind text NOT NULL DEFAULT 'step')"
+        " amount integer NOT NULL, kind text NOT NULL DEFAULT 'step',"
+        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
     )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {table}_attempts (id bigserial PRIMARY KEY,"
@@ -370,4 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main, so payload models keep their import name.
+    from consumers.testkit import main as _main
+
+    raise SystemExit(_main())
