@@ -1,4 +1,4 @@
-"""Build dead letters for inputs the orchestrator cannot decide."""
+"""Dead letters for inputs the orchestrator cannot decide."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 
 from confluent_kafka import Message
 
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, dead_letter_for
 
 __all__ = ["dead_letter_from_message"]
 
@@ -15,22 +15,15 @@ def dead_letter_from_message(
     msg: Message, *, reason: str, error_type: str, rejected_by: str, now: datetime
 ) -> DeadLetter:
     """A ``DeadLetter`` carrying the original bytes, headers and position of ``msg``."""
-    headers: dict[str, bytes] = {}
-    raw = msg.headers() or []
-    items = raw.items() if isinstance(raw, dict) else raw
-    for key, value in items:
-        if value is None:
-            continue
-        headers[key] = value if isinstance(value, bytes) else str(value).encode("utf-8")
-    return DeadLetter(
-        source_topic=msg.topic() or "",
-        source_partition=msg.partition() or 0,
-        source_offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=headers,
-        reason=reason[:4000],
-        error_type=error_type,
-        rejected_by=rejected_by,
-        rejected_at=now,
+    letter = dead_letter_for(
+        msg.topic() or "",
+        msg.partition() or 0,
+        msg.offset() or 0,
+        msg.key(),
+        msg.value(),
+        msg.headers(),
+        reason,
+        rejected_by,
+        now,
     )
+    return letter.model_copy(update={"error_type": error_type})

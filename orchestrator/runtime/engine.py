@@ -487,9 +487,11 @@ class Orchestrator:
         ):
             outcome = self.logic.decide(state, record)
             carrier = carrier_from_context()
-        batch.overlay[saga_id] = outcome.state
-        batch.partition_of[saga_id] = partition
         batch.decisions += 1
+        if outcome.state is not state or outcome.journal:
+            # an ignored input (no events) leaves the snapshot as it was
+            batch.overlay[saga_id] = outcome.state
+            batch.partition_of[saga_id] = partition
         key = saga_id.encode("utf-8")
         for entry in outcome.journal:
             batch.produces.append(_Produce(self.names.journal, key, self.codec.encode(entry)))

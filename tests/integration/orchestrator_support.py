@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
 from orchestrator.runtime.ports import Codec
 from schemas.base import Envelope, Record
+from schemas.journal import JournalEntry
 from schemas.replies import CompensationSucceeded, StepSucceeded
+from schemas.state import SagaState
 from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 log = logging.getLogger(__name__)
@@ -228,3 +231,95 @@ class Responder:
                 producer.commit_transaction()
         finally:
             consumer.close()
+
+
+def latest_snapshots(bootstrap: str, prefix: str, codec: Codec) -> dict[str, SagaState]:
+    """The latest committed state snapshot of every saga (tombstoned ones omitted)."""
+    states: dict[str, SagaState] = {}
+    for rec in read_committed(bootstrap, f"{prefix}.state"):
+        assert rec.key is not None
+        if rec.value is None:
+            states.pop(rec.key, None)
+            continue
+        state = codec.decode(rec.value, (SagaState,))
+        assert isinstance(state, SagaState)
+        states[rec.key] = state
+    return states
+
+
+def wait_all_terminal(
+    bootstrap: str, prefix: str, codec: Codec, ids: Sequence[str], timeout: float
+) -> dict[str, SagaState]:
+    """Poll the state topic until every saga in ``ids`` is terminal."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    states: dict[str, SagaState] = {}
+    while time.monotonic() < deadline:
+        states = latest_snapshots(bootstrap, prefix, codec)
+        if all(i in states and states[i].is_terminal for i in ids):
+            return states
+        time.sleep(0.5)
+    unfinished = [i for i in ids if i not in states or not states[i].is_terminal]
+    sample = [
+        (i, states[i].status, states[i].node) if i in states else (i, None, None)
+        for i in unfinished[:3]
+    ]
+    raise AssertionError(f"{len(unfinished)} of {len(ids)} sagas not terminal, e.g. {sample}")
+
+
+def journals(bootstrap: str, prefix: str, codec: Codec) -> dict[str, list[JournalEntry]]:
+    """Every committed journal entry, per saga, in topic order."""
+    out: dict[str, list[JournalEntry]] = {}
+    for rec in read_committed(bootstrap, f"{prefix}.journal"):
+        assert rec.key is not None and rec.value is not None
+        entry = codec.decode(rec.value, (JournalEntry,))
+        assert isinstance(entry, JournalEntry)
+        out.setdefault(rec.key, []).append(entry)
+    return out
+
+
+def check_saga_invariants(
+    bootstrap: str, prefix: str, codec: Codec, ids: Sequence[str]
+) -> dict[str, SagaState]:
+    """The orchestrator's exactly-once invariants over committed topic contents.
+
+    * every saga is terminal;
+    * each saga's journal is one unbroken hash chain (no duplicate or lost entry);
+    * no step is dispatched after its completion was journaled;
+    * the state snapshot equals the fold of the journal;
+    * every task on the tasks topic appears once (no duplicate dispatch).
+    """
+    from orchestrator.journal import fold_journal, verify_chain
+    from schemas.events import StepCompleted, StepDispatched
+
+    states = latest_snapshots(bootstrap, prefix, codec)
+    by_saga = journals(bootstrap, prefix, codec)
+    for saga_id in ids:
+        state = states.get(saga_id)
+        assert state is not None, f"{saga_id}: no snapshot"
+        assert state.is_terminal, f"{saga_id}: {state.status}"
+        entries = by_saga.get(saga_id, [])
+        problems = verify_chain(entries)
+        assert not problems, f"{saga_id}: {problems}"
+        completed: set[str] = set()
+        for entry in entries:
+            for event in entry.events:
+                if isinstance(event, StepCompleted):
+                    completed.add(event.step)
+                if isinstance(event, StepDispatched):
+                    assert event.step not in completed, (
+                        f"{saga_id}: {event.step} dispatched after it completed"
+                    )
+        folded = fold_journal(entries)
+        assert folded == state, f"{saga_id}: state topic differs from the fold of the journal"
+    task_ids = [
+        t.task_id
+        for r in read_committed(bootstrap, f"{prefix}.tasks")
+        if r.value is not None
+        for t in [codec.decode(r.value, TASK_TYPES)]
+        if isinstance(t, ExecuteStep | CompensateStep)
+    ]
+    dupes = [t for t, n in Counter(task_ids).items() if n > 1]
+    assert not dupes, f"tasks published more than once: {dupes[:5]}"
+    return states

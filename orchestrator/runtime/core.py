@@ -1,0 +1,119 @@
+"""Adapters from the pure core and the Avro codec to the runtime's ports.
+
+:class:`CoreLogic` runs ``orchestrator.decider.decide`` with the definition
+registered for the saga's type and version, chains a journal entry per
+decision (``orchestrator.journal.record_decision``) and turns rejected inputs
+into :class:`InputRejected` (dead-lettered).  :class:`AvroCodec` is
+``schemas.codec``'s codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from orchestrator.decider import Input, decide, pending_timers, timer_input
+from orchestrator.errors import UnknownSagaType
+from orchestrator.journal import record_decision
+from orchestrator.registry import SagaRegistry
+from orchestrator.runtime.errors import InputRejected
+from orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
+from orchestrator.saga import Saga
+from schemas.base import Record
+from schemas.codec import Codec as SchemasCodec
+from schemas.codec import default_codec
+from schemas.commands import StartSaga
+from schemas.state import SagaState
+
+__all__ = ["AvroCodec", "CoreLogic"]
+
+
+class AvroCodec:
+    """The Avro single-object codec of ``schemas.codec`` (shared, thread-safe)."""
+
+    def __init__(self, codec: SchemasCodec | None = None) -> None:
+        self._codec = codec or default_codec()
+
+    def encode(self, record: Record) -> bytes:
+        return self._codec.encode(record)
+
+    def decode(self, data: bytes, expected: tuple[type[Record], ...]) -> Record:
+        return self._codec.decode(data, expected)
+
+
+def _as_state(state: Record | None) -> SagaState | None:
+    if state is not None and not isinstance(state, SagaState):
+        raise TypeError(f"expected a SagaState, got {type(state).__name__}")
+    return state
+
+
+class CoreLogic:
+    """The pure decider behind the runtime's :class:`~orchestrator.runtime.ports.SagaLogic`."""
+
+    def __init__(self, registry: SagaRegistry) -> None:
+        self.registry = registry
+
+    @classmethod
+    def from_object(cls, obj: object) -> CoreLogic:
+        """Build from a ``SagaRegistry``, a ``Saga`` class or an iterable of them."""
+        if isinstance(obj, SagaRegistry):
+            return cls(obj)
+        if isinstance(obj, type) and issubclass(obj, Saga):
+            return cls(SagaRegistry([obj]))
+        if isinstance(obj, Iterable):
+            items: list[Any] = list(obj)
+            if all(isinstance(i, type) and issubclass(i, Saga) for i in items):
+                return cls(SagaRegistry(items))
+        raise TypeError(f"cannot build saga logic from {obj!r}")
+
+    @property
+    def state_type(self) -> type[Record]:
+        return SagaState
+
+    def decide(self, state: Record | None, message: Record) -> Outcome:
+        before = _as_state(state)
+        envelope = getattr(message, "envelope", None)
+        if envelope is None:
+            raise InputRejected("NoEnvelope", f"{type(message).__name__} has no envelope")
+        if before is None and not isinstance(message, StartSaga):
+            raise InputRejected(
+                "UnknownSaga", f"no saga {envelope.saga_id!r} for {type(message).__name__}"
+            )
+        saga_type = before.saga_type if before is not None else envelope.saga_type
+        version = before.saga_version if before is not None else envelope.saga_version
+        try:
+            definition = self.registry.get(saga_type, version)
+        except UnknownSagaType as exc:
+            raise InputRejected("UnknownSagaType", str(exc)) from exc
+        decision = decide(definition, before, cast(Input, message))
+        if decision.rejected is not None:
+            raise InputRejected("Rejected", decision.rejected)
+        entry, after = record_decision(before, cast(Input, message), decision)
+        if after is None:
+            raise InputRejected("NoSaga", f"no saga {envelope.saga_id} and the input starts none")
+        return Outcome(
+            state=after,
+            journal=(entry,) if entry is not None else (),
+            outgoing=tuple(Outgoing(o.destination, o.record) for o in decision.outgoing),
+        )
+
+    def timers(self, state: Record) -> Sequence[TimerSpec]:
+        return [TimerSpec(t.timer_id, t.due_at) for t in pending_timers(_as_state(state))]
+
+    def timer_input(self, state: Record, timer_id: str, now: datetime) -> Record | None:
+        current = _as_state(state)
+        if current is None:
+            return None
+        for timer in current.timers:
+            if timer.timer_id == timer_id:
+                return timer_input(current, timer, now)
+        return None
+
+    def is_terminal(self, state: Record) -> bool:
+        current = _as_state(state)
+        return current is not None and current.is_terminal
+
+    def finished_at(self, state: Record) -> datetime | None:
+        current = _as_state(state)
+        return current.finished_at if current is not None else None

@@ -1,0 +1,141 @@
+"""Run one orchestrator process: ``python -m orchestrator.runtime.process --app ...``.
+
+SIGTERM / SIGINT finish the current batch, leave the consumer group and exit
+0.  A fatal Kafka error exits 3 so a supervisor restarts the process (the
+restarted instance, with the same ``--instance-id``, fences its zombie).
+Configuration errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from orchestrator.config import Settings
+from orchestrator.errors import SagalineError
+from orchestrator.runtime.engine import EngineConfig, Orchestrator
+from orchestrator.runtime.errors import FatalKafkaError
+from orchestrator.runtime.ports import Codec, SagaLogic
+from orchestrator.runtime.topics import TopicLayout, ensure_topics
+
+__all__ = ["EXIT_CONFIG", "EXIT_FATAL", "build_parser", "load_object", "main", "run_orchestrator"]
+
+EXIT_CONFIG = 2
+EXIT_FATAL = 3
+
+log = logging.getLogger("sagaline.orchestrator")
+
+
+def load_object(spec: str) -> object:
+    """Import ``module:attribute`` (a zero-argument callable is called)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not attr:
+        raise SagalineError(f"expected module:attribute, got {spec!r}")
+    obj: object = getattr(importlib.import_module(module_name), attr)
+    if callable(obj) and not isinstance(obj, type) and not hasattr(obj, "decide"):
+        obj = obj()
+    return obj
+
+
+def _as_logic(obj: object) -> SagaLogic:
+    if hasattr(obj, "decide") and hasattr(obj, "timers") and hasattr(obj, "state_type"):
+        return obj  # type: ignore[return-value]
+    from orchestrator.runtime.core import CoreLogic
+
+    return CoreLogic.from_object(obj)
+
+
+def _default_codec() -> Codec:
+    from orchestrator.runtime.core import AvroCodec
+
+    return AvroCodec()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``orchestrator run``."""
+    parser = argparse.ArgumentParser(prog="sagaline orchestrator run")
+    parser.add_argument(
+        "--app",
+        required=True,
+        help="module:attribute of a SagaRegistry, a list of Saga classes, or a SagaLogic",
+    )
+    parser.add_argument("--codec", help="module:attribute of a Codec (default: the Avro codec)")
+    parser.add_argument("--instance-id", required=True, help="stable id (transactional.id)")
+    parser.add_argument("--group", default="sagaline-orchestrator")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env)")
+    parser.add_argument("--prefix", help="topic prefix (default: env or 'sagaline')")
+    parser.add_argument("--max-batch", type=int, default=500)
+    parser.add_argument("--linger-ms", type=float, default=0.0)
+    parser.add_argument("--tombstone-grace-s", type=float, default=86_400.0)
+    parser.add_argument("--transaction-timeout-ms", type=int, default=30_000)
+    parser.add_argument("--session-timeout-ms", type=int, default=10_000)
+    parser.add_argument(
+        "--ensure-topics",
+        type=int,
+        metavar="PARTITIONS",
+        help="create missing topics with this many partitions before starting",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def run_orchestrator(orchestrator: Orchestrator) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping after the current batch", signum)
+        orchestrator.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        orchestrator.run()
+    except FatalKafkaError as exc:
+        log.error("fatal: %s", exc)
+        return EXIT_FATAL
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m orchestrator.runtime.process``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    try:
+        settings = Settings.from_env(
+            kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix
+        )
+        logic = _as_logic(load_object(args.app))
+        codec = load_object(args.codec) if args.codec else _default_codec()
+        layout = TopicLayout(partitions=args.ensure_topics or 1)
+        ensure_topics(
+            settings.kafka_bootstrap_servers,
+            settings.topics,
+            layout,
+            create=args.ensure_topics is not None,
+        )
+        config = EngineConfig(
+            instance_id=args.instance_id,
+            group_id=args.group,
+            max_batch=args.max_batch,
+            linger_ms=args.linger_ms,
+            tombstone_grace_s=args.tombstone_grace_s,
+            transaction_timeout_ms=args.transaction_timeout_ms,
+            session_timeout_ms=args.session_timeout_ms,
+        )
+        orchestrator = Orchestrator(settings, logic, config, codec=codec)  # type: ignore[arg-type]
+    except SagalineError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    return run_orchestrator(orchestrator)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
