@@ -44,6 +44,7 @@ __all__ = [
     "EffectArgs",
     "EffectResult",
     "InsufficientFunds",
+    "app",
     "compensate_task",
     "create_effect_tables",
     "create_topics",
@@ -218,6 +219,14 @@ def effects_table(dsn: str, table: str) -> StepTable:
     steps.add(EFFECTS_SAGA, "echo", Handler(fn=echo, uses_db=False, **common))
     steps.add(EFFECTS_SAGA, "write", Handler(fn=undo, args_type=EffectArgs), kind="compensate")
     return steps
+
+
+def app() -> StepTable:
+    """The ``effects`` steps for ``sagaline worker run --app consumers.testkit:app``
+    (table from ``SAGALINE_TESTKIT_TABLE``, database from ``DATABASE_URL``)."""
+    import os
+
+    return effects_table(os.environ["DATABASE_URL"], os.environ["SAGALINE_TESTKIT_TABLE"])
 
 
 def _envelope(saga_id: str) -> Envelope:
