@@ -608,11 +608,9 @@ class _Decider:
     def fold_result(self, node: Node | None, result: Payload | None) -> BaseModel:
         data = self.data()
         if isinstance(node, StepSpec):
-            if node.on_result_fn is None:
+            if node.on_result_fn is None or result is None:
                 return data
-            value = None
-            if node.result_type is not None and result is not None:
-                value = from_payload(result, node.result_type)
+            value = from_payload(result, node.result_type) if node.result_type else None
             out: BaseModel = node.on_result_fn(self.saga, data, value)
             return out
         if isinstance(node, ChildSpec) and node.on_result_fn is not None and result is not None:
@@ -1333,7 +1331,9 @@ def _classify_success(st: StepState | None, task_id: str, key: str) -> IgnoreRea
         return None
     if st.idempotency_key == key and st.status == "failed":
         return None
-    if st.status in ("succeeded", "skipped"):
+    if st.status == "skipped":
+        return "late"
+    if st.status == "succeeded":
         return "duplicate" if st.task_id == task_id else "late"
     if st.status == "pending":
         return "out_of_order"

@@ -24,6 +24,8 @@ I/O; the decider (``orchestrator.decider``) interprets the definition.
 from __future__ import annotations
 
 import inspect
+import sys
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,11 +92,13 @@ class Node:
 
     def __init__(self, name: str | None = None) -> None:
         self.name: str = name or ""
+        self.explicit_name = name is not None
         self.owner: type[Saga[Any]] | None = None
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
-        if not self.name:
+        if not self.explicit_name and self.owner is None:
             self.name = name
+            self.explicit_name = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -112,7 +116,8 @@ class _FunctionNode(Node):
     """A node backed by a method; calling the attribute on an instance calls the method."""
 
     def __init__(self, fn: Callable[..., Any], name: str | None) -> None:
-        super().__init__(name or fn.__name__)
+        super().__init__(name)
+        self.name = name or fn.__name__
         self.fn = fn
         self.__doc__ = fn.__doc__
 
@@ -646,7 +651,16 @@ class Saga(Generic[DataT]):
         super().__init_subclass__(**kwargs)
         from orchestrator.validation import build_definition
 
-        build_definition(cast("type[Saga[Any]]", cls))
+        # names visible where the class statement runs (models defined in a function)
+        localns: dict[str, Any] = {}
+        frame: types.FrameType | None = sys._getframe(1)
+        for _ in range(4):
+            if frame is None:
+                break
+            for key, value in frame.f_locals.items():
+                localns.setdefault(key, value)
+            frame = frame.f_back
+        build_definition(cast("type[Saga[Any]]", cls), localns)
 
     # -- lookups ------------------------------------------------------------
 
@@ -759,10 +773,10 @@ class Saga(Generic[DataT]):
         return text
 
 
-def resolve_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def resolve_hints(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> dict[str, Any]:
     """``typing.get_type_hints`` of ``fn`` as a definition error when it fails."""
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, localns=localns)
     except Exception as exc:
         raise SagaDefinitionError(
             f"cannot resolve the annotations of {fn.__qualname__}: {exc}"

@@ -28,7 +28,7 @@ __all__ = ["build_definition"]
 _RESERVED = ("#", ".", "/", ":")
 
 
-def build_definition(cls: type[Saga[Any]]) -> None:
+def build_definition(cls: type[Saga[Any]], localns: dict[str, Any] | None = None) -> None:
     """Collect ``cls``'s nodes, resolve their types and check the rules; set class attributes."""
     where = cls.__qualname__
     type_name = getattr(cls, "type_name", None)
@@ -40,7 +40,7 @@ def build_definition(cls: type[Saga[Any]]) -> None:
         raise SagaDefinitionError(f"{where}: version must be a positive int")
     cls.data_type = _data_type(cls)
     nodes = _collect(cls)
-    _resolve_types(cls, nodes)
+    _resolve_types(cls, nodes, localns or {})
     sequence = _sequence(cls, nodes)
     cls.nodes = {n.name: n for n in nodes}
     cls.sequence = tuple(sequence)
@@ -105,21 +105,21 @@ def _model_or_none(annotation: Any, what: str) -> type[BaseModel] | None:
     raise SagaDefinitionError(f"{what} must be a pydantic model or None, got {annotation!r}")
 
 
-def _resolve_types(cls: type[Saga[Any]], nodes: list[Node]) -> None:
+def _resolve_types(cls: type[Saga[Any]], nodes: list[Node], localns: dict[str, Any]) -> None:
     where = cls.__qualname__
     for n in nodes:
         if isinstance(n, StepSpec):
             if n.explicit_result_set:
                 n.result_type = _model_or_none(n.explicit_result, f"{where}.{n.name} result")
             else:
-                hints = resolve_hints(n.fn)
+                hints = resolve_hints(n.fn, localns)
                 n.result_type = _model_or_none(hints.get("return"), f"{where}.{n.name} result")
             _check_arity(n.fn, 3, f"{where}.{n.name}")
             if n.compensate_fn is not None:
                 _check_arity(n.compensate_fn, 3, f"{where}.{n.name} compensation")
         elif isinstance(n, ToolSpec):
             _check_arity(n.fn, 3, f"{where}.{n.name}")
-            hints = resolve_hints(n.fn)
+            hints = resolve_hints(n.fn, localns)
             params = list(inspect.signature(n.fn).parameters)
             args_annotation = hints.get(params[2]) if len(params) >= 3 else None
             args_type = _model_or_none(args_annotation, f"{where}.{n.name} arguments")
