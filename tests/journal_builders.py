@@ -1,0 +1,247 @@
+"""Real journals for the replay, audit and projection tests.
+
+Sagas are run through the real decider (:func:`orchestrator.decider.decide`)
+and every decision is recorded with :func:`orchestrator.journal.record_decision`,
+so the entries are exactly what the orchestrator journals.  A tiny in-memory
+"worker" answers each dispatched task with a success (or the failure the test
+asks for).  Tests then tamper with the entries to prove the audit fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.decider import Input, Outgoing, decide, derive_message_id, timer_input
+from orchestrator.journal import entry_hash, record_decision
+from orchestrator.payloads import input_sha256, to_payload
+from orchestrator.saga import Saga, approval, step
+from schemas.base import Envelope, Usage
+from schemas.commands import CancelSaga, SignalSaga, StartSaga
+from schemas.journal import JournalEntry
+from schemas.replies import CompensationSucceeded, StepFailed, StepSucceeded
+from schemas.state import SagaState
+from schemas.tasks import CompensateStep, ExecuteStep
+
+__all__ = [
+    "T0",
+    "FailingRefund",
+    "Refund",
+    "RefundData",
+    "SagaRun",
+    "rehash",
+    "renumber",
+    "run_refund",
+]
+
+T0 = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
+
+
+class RefundData(BaseModel):
+    customer_id: int = 12345
+    amount_cents: int = 15_000
+    eligible: bool = False
+    record_updated: bool = False
+    reversed: bool = False
+    notified: bool = False
+
+
+class Refund(Saga[RefundData]):
+    """Check eligibility → update the record → manager approval → reverse → notify."""
+
+    type_name = "test.refund"
+    version = 1
+
+    @step(compensate=None)
+    def check_eligibility(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @step
+    def update_record(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @update_record.compensation
+    def undo_update_record(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    manager_ok = approval(timeout=timedelta(days=7))
+
+    @step
+    def reverse_payment(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @reverse_payment.compensation
+    def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @step(compensate=None)
+    def notify(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+
+class FailingRefund(Refund):
+    """Same shape under another type name (for registry tests)."""
+
+    type_name = "test.refund_failing"
+
+
+Failure = Callable[[ExecuteStep], bool]
+
+
+@dataclass
+class SagaRun:
+    """One saga driven through the decider; ``entries`` is its journal."""
+
+    definition: type[Saga[Any]]
+    saga_id: str
+    now: datetime = T0
+    state: SagaState | None = None
+    entries: list[JournalEntry] = field(default_factory=list)
+    pending: list[Outgoing] = field(default_factory=list)
+    counter: int = 0
+
+    def feed(self, inp: Input) -> None:
+        decision = decide(self.definition, self.state, inp)
+        entry, self.state = record_decision(self.state, inp, decision)
+        if entry is not None:
+            self.entries.append(entry)
+        self.pending.extend(decision.outgoing)
+
+    def envelope(self, tag: str) -> Envelope:
+        self.counter += 1
+        self.now = self.now + timedelta(seconds=1)
+        return Envelope(
+            message_id=derive_message_id(self.saga_id, tag, self.counter),
+            saga_id=self.saga_id,
+            saga_type=self.definition.type_name,
+            saga_version=self.definition.version,
+            occurred_at=self.now,
+            correlation_id=self.saga_id,
+        )
+
+    def start(self, data: BaseModel) -> None:
+        payload = to_payload(data)
+        self.feed(
+            StartSaga(
+                envelope=self.envelope("start"),
+                data=payload,
+                input_sha256=input_sha256(payload),
+                requested_by="tests",
+            )
+        )
+
+    def work(self, fail: Failure | None = None, *, usage_tokens: int = 0) -> None:
+        """Answer every pending task (repeatedly) until none is left."""
+        while self.pending:
+            out = self.pending.pop(0)
+            task = out.record
+            if isinstance(task, ExecuteStep):
+                if fail is not None and fail(task):
+                    self.feed(
+                        StepFailed(
+                            envelope=self.envelope("reply"),
+                            step=task.step,
+                            attempt=task.attempt,
+                            idempotency_key=task.idempotency_key,
+                            task_id=task.task_id,
+                            retryable=False,
+                            error_type="Declined",
+                            error_message="declined by the bank",
+                        )
+                    )
+                else:
+                    self.feed(
+                        StepSucceeded(
+                            envelope=self.envelope("reply"),
+                            step=task.step,
+                            attempt=task.attempt,
+                            idempotency_key=task.idempotency_key,
+                            task_id=task.task_id,
+                            usage=Usage(llm_calls=1 if usage_tokens else 0, tokens_in=usage_tokens),
+                        )
+                    )
+            elif isinstance(task, CompensateStep):
+                self.feed(
+                    CompensationSucceeded(
+                        envelope=self.envelope("creply"),
+                        step=task.step,
+                        attempt=task.attempt,
+                        idempotency_key=task.idempotency_key,
+                        task_id=task.task_id,
+                    )
+                )
+
+    def signal(self, name: str, *, approved: bool, by: str) -> None:
+        self.feed(SignalSaga(envelope=self.envelope("signal"), name=name, by=by, approved=approved))
+
+    def cancel(self, by: str) -> None:
+        self.feed(CancelSaga(envelope=self.envelope("cancel"), by=by, reason="test"))
+
+    def fire_timers(self, advance: timedelta) -> None:
+        """Advance the clock by ``advance`` and fire every timer that is due."""
+        assert self.state is not None
+        self.now = self.now + advance
+        for timer in sorted(self.state.timers, key=lambda t: t.due_at):
+            if timer.due_at <= self.now and self.state is not None:
+                self.feed(timer_input(self.state, timer, self.now))
+
+    def redeliver_last_reply(self) -> None:
+        """Feed the last recorded input again (a duplicate, which the decider ignores)."""
+        last = self.entries[-1].input
+        assert last is not None
+        self.feed(last)
+
+
+def run_refund(
+    saga_id: str,
+    outcome: str = "approved",
+    *,
+    definition: type[Saga[Any]] = Refund,
+    approver: str = "manager@example.com",
+) -> SagaRun:
+    """A refund run to its end: ``approved``, ``rejected``, ``timeout``, ``failed_reverse``,
+    ``failed_notify`` (two compensations), ``waiting`` (stops at the approval) or
+    ``cancelled`` (cancelled while waiting)."""
+    run = SagaRun(definition, saga_id)
+    run.start(RefundData())
+    run.work()
+    if outcome == "waiting":
+        return run
+    if outcome == "cancelled":
+        run.cancel(by="operator@example.com")
+        run.work()
+        return run
+    if outcome == "timeout":
+        run.fire_timers(timedelta(days=8))
+        run.work()
+        return run
+    run.signal("manager_ok", approved=outcome != "rejected", by=approver)
+    if outcome == "failed_reverse":
+        run.work(fail=lambda task: task.step == "reverse_payment")
+    elif outcome == "failed_notify":
+        run.work(fail=lambda task: task.step == "notify")
+    else:
+        run.work()
+    return run
+
+
+def rehash(entries: Sequence[JournalEntry], start: int = 0) -> list[JournalEntry]:
+    """Re-sign ``entries[start:]`` so the chain is valid again (a careful forger)."""
+    out = list(entries[:start])
+    prev = out[-1].hash if out else "0" * 64
+    for entry in entries[start:]:
+        unsigned = entry.model_copy(update={"prev_hash": prev, "hash": ""})
+        signed = unsigned.model_copy(update={"hash": entry_hash(unsigned)})
+        out.append(signed)
+        prev = signed.hash
+    return out
+
+
+def renumber(entries: Iterable[JournalEntry]) -> list[JournalEntry]:
+    """Give ``entries`` contiguous seqs from 1 and a valid chain."""
+    numbered = [e.model_copy(update={"seq": i}) for i, e in enumerate(entries, start=1)]
+    return rehash(numbered)
