@@ -128,7 +128,9 @@ def test_garbage_is_dead_lettered_and_valid_messages_flow(
             )
             producer.produce(dlq, key=msg.key(), value=encode(letter))
             headers = dict(msg.headers() or [])
-            rejected[headers["label"].decode()] = (msg.partition() or 0, msg.offset() or 0)
+            label = headers["label"]
+            assert isinstance(label, bytes)
+            rejected[label.decode()] = (msg.partition() or 0, msg.offset() or 0)
             return
         assert isinstance(record, StepSucceeded)
         decoded.append(record)

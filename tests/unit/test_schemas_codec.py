@@ -87,8 +87,8 @@ def test_unions_of_records_keep_every_branch() -> None:
     )
     back = HOLDER_CODEC.decode(HOLDER_CODEC.encode(value))
     assert back == value
-    assert [type(x) for x in back.many] == [Right, Left, Right]  # type: ignore[attr-defined]
-    assert type(back.by_key["b"]) is Right  # type: ignore[attr-defined]
+    assert [type(x) for x in back.many] == [Right, Left, Right]
+    assert type(back.by_key["b"]) is Right
 
 
 def test_expected_types_are_enforced() -> None:
@@ -126,9 +126,9 @@ def test_bad_headers_name_the_cause(data: bytes, error: type[Exception], words: 
 
 def test_none_and_non_bytes_are_message_errors() -> None:
     with pytest.raises(TruncatedMessage, match="None"):
-        decode(None)  # type: ignore[arg-type]
+        decode(None)  # type: ignore[call-overload]
     with pytest.raises(BadHeader, match="expected bytes"):
-        decode("text")  # type: ignore[arg-type]
+        decode("text")  # type: ignore[call-overload]
 
 
 def test_truncated_body() -> None:
