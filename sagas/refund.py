@@ -1,97 +1,283 @@
-"""The refund agent: check eligibility, update the record, wait for a manager,
-reverse the payment, notify.  A rejection or a 7-day silence compensates.
+"""The refund agent: the seed case of sagaline.
 
-Step bodies are small and real: they write to the step's database
-transaction (``ctx.db``) when there is one and otherwise only compute.
+Customer 12345 asks for $150 back on the order of March 15 2026.  The saga
+
+1. checks eligibility against the order in Postgres (a rule step: the order
+   belongs to the customer and has enough left to refund);
+2. marks the customer record "refund pending" (compensation reverts it);
+3. asks a manager, and waits up to 7 days for the answer;
+4. reverses the payment through the payment provider, passing the step's
+   idempotency key (the pivot: no way back after it);
+5. notifies the customer.
+
+A rejection or a timeout of the approval compensates: the customer record
+is restored and nothing is paid.  Every write goes through ``ctx.db``, the
+step's own transaction, which commits together with the recorded result;
+so a crashed and redelivered step never writes twice.
+
+The approval timeout is part of the definition (7 days).  The demo cannot
+wait a week, so it registers :data:`DemoRefundAgent`, the same definition
+under its own type name with a short timeout (built by
+:func:`define_refund_agent`); in-flight sagas of one type never change
+their timeout.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from orchestrator.context import StepContext
+from orchestrator.errors import TerminalError
 from orchestrator.policies import Retry
-from orchestrator.saga import Saga, approval, step
+from orchestrator.saga import DONE, Saga, SignalInfo, approval, step
+from sagas.tables import Tables
 
-__all__ = ["Eligibility", "PaymentReversed", "RecordUpdated", "RefundAgent", "RefundData"]
+__all__ = [
+    "APPROVAL_TIMEOUT",
+    "CustomerUpdate",
+    "DemoRefundAgent",
+    "Eligibility",
+    "Notification",
+    "PaymentReversal",
+    "RefundAgent",
+    "RefundRequest",
+    "define_refund_agent",
+    "provider_reverse_payment",
+]
+
+#: How long a manager has to answer (the product behaviour).
+APPROVAL_TIMEOUT = timedelta(days=7)
+
+_STEP_RETRY = Retry(
+    max_attempts=5, initial=timedelta(milliseconds=200), max_interval=timedelta(seconds=5)
+)
 
 
-class RefundData(BaseModel):
+class RefundRequest(BaseModel):
+    """The saga data: the request, then what the steps found and did."""
+
+    customer_id: int
     order_id: str
-    customer: str
-    amount_cents: int
+    amount_cents: int = Field(gt=0)
+    reason: str = ""
     eligible: bool | None = None
-    record_version: int | None = None
+    eligibility_note: str | None = None
+    previous_refund_status: str | None = None
+    approved_by: str | None = None
+    decision_note: str | None = None
     reversal_id: str | None = None
-    notified: bool = False
+    notification_id: int | None = None
 
 
 class Eligibility(BaseModel):
+    """Result of ``check_eligibility``."""
+
     eligible: bool
-    reason: str = ""
+    note: str
+    refundable_cents: int = 0
 
 
-class RecordUpdated(BaseModel):
-    version: int
+class CustomerUpdate(BaseModel):
+    """Result of ``update_customer_record``: what to restore on compensation."""
+
+    previous_refund_status: str
+    pending_refund_cents: int
 
 
-class PaymentReversed(BaseModel):
+class PaymentReversal(BaseModel):
+    """Result of ``reverse_payment``: the provider's reversal id."""
+
     reversal_id: str
+    amount_cents: int
 
 
-class RefundAgent(Saga[RefundData]):
-    """Refund an order after a manager approves it."""
+class Notification(BaseModel):
+    """Result of ``notify_customer``."""
 
-    type_name = "refund"
-    version = 1
-    deadline = timedelta(days=8)
+    notification_id: int
+    channel: str
 
-    @step(retry=Retry(max_attempts=5), timeout=timedelta(seconds=30))
-    def check_eligibility(self, ctx: StepContext, data: RefundData) -> Eligibility:
-        eligible = 0 < data.amount_cents <= 100_000_00
-        return Eligibility(eligible=eligible, reason="" if eligible else "amount out of range")
 
-    @check_eligibility.on_result
-    def _eligibility(self, data: RefundData, result: Eligibility) -> RefundData:
-        return data.model_copy(update={"eligible": result.eligible})
+def provider_reverse_payment(
+    db: Any, tables: Tables, *, idempotency_key: str, saga_id: str, order_id: str, amount_cents: int
+) -> PaymentReversal:
+    """The payment provider's "reverse" call: one reversal per idempotency key.
 
-    @check_eligibility.route("notify")
-    def _skip_ineligible(self, data: RefundData) -> str | None:
-        return None if data.eligible else "notify"
+    A provider that honours idempotency keys answers a repeated request with
+    the reversal it already made; this function does the same over the
+    payments table (which stands for the provider here).
+    """
+    existing = db.execute(
+        f"SELECT reversal_id, amount_cents FROM {tables.payments} WHERE idempotency_key = %s",
+        (idempotency_key,),
+    ).fetchone()
+    if existing is not None:
+        return PaymentReversal(reversal_id=existing[0], amount_cents=existing[1])
+    order = db.execute(
+        f"SELECT payment_id FROM {tables.orders} WHERE order_id = %s FOR UPDATE", (order_id,)
+    ).fetchone()
+    if order is None:
+        raise TerminalError(f"order {order_id} vanished before the payment reversal")
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]
+    reversal_id = f"rev-{digest}"
+    db.execute(
+        f"INSERT INTO {tables.payments} (reversal_id, idempotency_key, saga_id, order_id,"
+        " payment_id, amount_cents) VALUES (%s, %s, %s, %s, %s, %s)",
+        (reversal_id, idempotency_key, saga_id, order_id, order[0], amount_cents),
+    )
+    db.execute(
+        f"UPDATE {tables.orders} SET refunded_cents = refunded_cents + %s WHERE order_id = %s",
+        (amount_cents, order_id),
+    )
+    return PaymentReversal(reversal_id=reversal_id, amount_cents=amount_cents)
 
-    @step(timeout=timedelta(seconds=30))
-    def update_record(self, ctx: StepContext, data: RefundData) -> RecordUpdated:
-        if ctx.db is not None:
-            ctx.db.execute(
-                "UPDATE refund_orders SET status = 'refund_pending' WHERE order_id = %s",
+
+def define_refund_agent(
+    *, type_name: str = "refund", approval_timeout: timedelta = APPROVAL_TIMEOUT
+) -> type[Saga[RefundRequest]]:
+    """The refund agent definition under ``type_name`` with ``approval_timeout``."""
+
+    name, timeout = type_name, approval_timeout
+
+    class Refund(Saga[RefundRequest]):
+        """Refund an order after a manager's approval (see the module docstring)."""
+
+        type_name = name
+
+        @step(retry=_STEP_RETRY, compensate=None)
+        def check_eligibility(self, ctx: StepContext, data: RefundRequest) -> Eligibility:
+            """The order exists, belongs to the customer and has enough left to refund."""
+            t = Tables.current()
+            row = ctx.db.execute(
+                f"SELECT customer_id, amount_cents, refunded_cents FROM {t.orders}"
+                " WHERE order_id = %s",
                 (data.order_id,),
+            ).fetchone()
+            if row is None:
+                return Eligibility(eligible=False, note=f"no order {data.order_id}")
+            customer_id, total, refunded = row
+            left = int(total) - int(refunded)
+            if int(customer_id) != data.customer_id:
+                return Eligibility(eligible=False, note="the order belongs to another customer")
+            if data.amount_cents > left:
+                return Eligibility(
+                    eligible=False,
+                    note=f"only {left} cents of the order are left to refund",
+                    refundable_cents=left,
+                )
+            return Eligibility(eligible=True, note="within the order total", refundable_cents=left)
+
+        @check_eligibility.on_result
+        def _eligibility(self, data: RefundRequest, result: Eligibility) -> RefundRequest:
+            return data.model_copy(
+                update={"eligible": result.eligible, "eligibility_note": result.note}
             )
-        return RecordUpdated(version=1)
 
-    @update_record.on_result
-    def _record(self, data: RefundData, result: RecordUpdated) -> RefundData:
-        return data.model_copy(update={"record_version": result.version})
+        @check_eligibility.route(DONE)
+        def _stop_when_ineligible(self, data: RefundRequest) -> str | None:
+            return None if data.eligible else DONE
 
-    @update_record.compensation
-    def restore_record(self, ctx: StepContext, data: RefundData) -> None:
-        if ctx.db is not None:
+        @step(retry=_STEP_RETRY)
+        def update_customer_record(self, ctx: StepContext, data: RefundRequest) -> CustomerUpdate:
+            """Mark the customer "refund pending" for this amount."""
+            t = Tables.current()
+            row = ctx.db.execute(
+                f"SELECT refund_status FROM {t.customers} WHERE customer_id = %s FOR UPDATE",
+                (data.customer_id,),
+            ).fetchone()
+            if row is None:
+                raise TerminalError(f"no customer {data.customer_id}")
+            updated = ctx.db.execute(
+                f"UPDATE {t.customers} SET refund_status = 'refund_pending',"
+                " pending_refund_cents = pending_refund_cents + %s, updated_at = now()"
+                " WHERE customer_id = %s RETURNING pending_refund_cents",
+                (data.amount_cents, data.customer_id),
+            ).fetchone()
+            return CustomerUpdate(previous_refund_status=row[0], pending_refund_cents=updated[0])
+
+        @update_customer_record.on_result
+        def _record_updated(self, data: RefundRequest, result: CustomerUpdate) -> RefundRequest:
+            return data.model_copy(update={"previous_refund_status": result.previous_refund_status})
+
+        @update_customer_record.compensation
+        def revert_customer_record(self, ctx: StepContext, data: RefundRequest) -> None:
+            """Take the pending amount off the record and restore its previous status."""
+            t = Tables.current()
             ctx.db.execute(
-                "UPDATE refund_orders SET status = 'open' WHERE order_id = %s", (data.order_id,)
+                f"UPDATE {t.customers} SET pending_refund_cents = pending_refund_cents - %s,"
+                " refund_status = CASE WHEN pending_refund_cents - %s > 0"
+                " THEN refund_status ELSE %s END, updated_at = now() WHERE customer_id = %s",
+                (
+                    data.amount_cents,
+                    data.amount_cents,
+                    data.previous_refund_status or "none",
+                    data.customer_id,
+                ),
             )
 
-    manager_ok = approval(timeout=timedelta(days=7))
+        manager_approval = approval(timeout=timeout)
 
-    @step(pivot=True, retry=Retry(max_attempts=10), timeout=timedelta(minutes=1))
-    def reverse_payment(self, ctx: StepContext, data: RefundData) -> PaymentReversed:
-        # the payment provider deduplicates on the idempotency key
-        return PaymentReversed(reversal_id=f"rev-{ctx.idempotency_key}")
+        @manager_approval.on_signal
+        def _decided(self, data: RefundRequest, signal: SignalInfo) -> RefundRequest:
+            return data.model_copy(update={"approved_by": signal.by, "decision_note": signal.note})
 
-    @reverse_payment.on_result
-    def _reversed(self, data: RefundData, result: PaymentReversed) -> RefundData:
-        return data.model_copy(update={"reversal_id": result.reversal_id})
+        @step(retry=_STEP_RETRY, pivot=True, compensate=None)
+        def reverse_payment(self, ctx: StepContext, data: RefundRequest) -> PaymentReversal:
+            """Ask the payment provider to reverse the amount (idempotency key: the step's)."""
+            t = Tables.current()
+            reversal = provider_reverse_payment(
+                ctx.db,
+                t,
+                idempotency_key=ctx.idempotency_key,
+                saga_id=ctx.saga_id,
+                order_id=data.order_id,
+                amount_cents=data.amount_cents,
+            )
+            ctx.db.execute(
+                f"UPDATE {t.customers} SET pending_refund_cents = pending_refund_cents - %s,"
+                " refund_status = 'refunded', updated_at = now() WHERE customer_id = %s",
+                (data.amount_cents, data.customer_id),
+            )
+            return reversal
 
-    @step(retry=Retry(max_attempts=None, max_interval=timedelta(minutes=10)))
-    def notify(self, ctx: StepContext, data: RefundData) -> None:
-        ctx.logger.info("refund of %s for %s: %s", data.order_id, data.customer, data.reversal_id)
+        @reverse_payment.on_result
+        def _reversed(self, data: RefundRequest, result: PaymentReversal) -> RefundRequest:
+            return data.model_copy(update={"reversal_id": result.reversal_id})
+
+        @step(retry=_STEP_RETRY, compensate=None)
+        def notify_customer(self, ctx: StepContext, data: RefundRequest) -> Notification:
+            """Queue the confirmation e-mail (the mailer reads the notifications table)."""
+            t = Tables.current()
+            dollars = f"${data.amount_cents / 100:,.2f}"
+            body = (
+                f"Your refund of {dollars} for order {data.order_id} is on its way"
+                f" (reversal {data.reversal_id})."
+            )
+            row = ctx.db.execute(
+                f"INSERT INTO {t.notifications} (idempotency_key, saga_id, customer_id, channel,"
+                " body) VALUES (%s, %s, %s, 'email', %s) RETURNING notification_id",
+                (ctx.idempotency_key, ctx.saga_id, data.customer_id, body),
+            ).fetchone()
+            return Notification(notification_id=row[0], channel="email")
+
+        @notify_customer.on_result
+        def _notified(self, data: RefundRequest, result: Notification) -> RefundRequest:
+            return data.model_copy(update={"notification_id": result.notification_id})
+
+    Refund.__qualname__ = Refund.__name__ = "".join(
+        part.capitalize() for part in name.replace(".", "_").split("_")
+    )
+    return Refund
+
+
+#: The refund agent as shipped: a manager has 7 days to answer.
+RefundAgent = define_refund_agent()
+
+#: The demo's refund agent: the same steps, a 20-second approval window.
+DemoRefundAgent = define_refund_agent(
+    type_name="refund_demo", approval_timeout=timedelta(seconds=20)
+)
