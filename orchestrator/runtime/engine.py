@@ -81,6 +81,8 @@ class EngineConfig:
     producer_linger_ms: float = 1.0
     fetch_wait_max_ms: int = 5
     session_timeout_ms: int = 10_000
+    #: ``group.instance.id`` = instance id: a restarted instance gets its partitions back at once
+    static_membership: bool = True
     restore_timeout_s: float = 120.0
     producer_extra: Mapping[str, ConfigValue] = field(default_factory=dict)
     consumer_extra: Mapping[str, ConfigValue] = field(default_factory=dict)
@@ -207,6 +209,7 @@ class Orchestrator:
                 instance_id=config.instance_id,
                 fetch_wait_max_ms=config.fetch_wait_max_ms,
                 session_timeout_ms=config.session_timeout_ms,
+                static_membership=config.static_membership,
                 extra={"error_cb": self._on_consumer_error, **config.consumer_extra},
             )
         )

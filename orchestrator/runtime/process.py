@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--transaction-timeout-ms", type=int, default=30_000)
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
     parser.add_argument(
+        "--dynamic-membership",
+        action="store_true",
+        help="do not set group.instance.id (a restart then waits for the session timeout)",
+    )
+    parser.add_argument(
         "--ensure-topics",
         type=int,
         metavar="PARTITIONS",
@@ -129,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tombstone_grace_s=args.tombstone_grace_s,
             transaction_timeout_ms=args.transaction_timeout_ms,
             session_timeout_ms=args.session_timeout_ms,
+            static_membership=not args.dynamic_membership,
         )
         orchestrator = Orchestrator(settings, logic, config, codec=codec)  # type: ignore[arg-type]
     except SagalineError as exc:

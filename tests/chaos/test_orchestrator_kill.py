@@ -1,0 +1,180 @@
+"""SIGKILL orchestrator processes under load; nothing may be lost or done twice.
+
+The orchestrators are real subprocesses (``python -m orchestrator.runtime.process``)
+running the real decider over real saga definitions; a transactional
+responder answers tasks.  Afterwards every invariant is checked against the
+committed contents of the topics (see ``check_saga_invariants``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
+sys.path.insert(0, str(INTEGRATION))
+
+from orchestrator_sagas import PipeData, Pipeline  # noqa: E402
+from orchestrator_support import (  # noqa: E402
+    Responder,
+    check_saga_invariants,
+    wait_all_terminal,
+)
+
+from orchestrator.client import SagaClient  # noqa: E402
+from orchestrator.config import Settings, TopicNames  # noqa: E402
+from orchestrator.runtime.core import AvroCodec  # noqa: E402
+from orchestrator.runtime.topics import TopicLayout, ensure_topics  # noqa: E402
+
+pytestmark = pytest.mark.chaos
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class OrchestratorProcess:
+    """One ``orchestrator.runtime.process`` subprocess (restartable)."""
+
+    def __init__(self, settings: Settings, instance: str, log_dir: Path) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), str(ROOT)])
+        log = open(self.log_dir / f"orch-{self.instance}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.runtime.process",
+                "--app",
+                "orchestrator_sagas:registry",
+                "--instance-id",
+                self.instance,
+                "--group",
+                f"{self.settings.topics.prefix}-orch",
+                "--bootstrap",
+                self.settings.kafka_bootstrap_servers,
+                "--prefix",
+                self.settings.topics.prefix,
+                "--session-timeout-ms",
+                "6000",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def log_text(self) -> str:
+        path = self.log_dir / f"orch-{self.instance}-{self.starts}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Block until this incarnation owns partitions (restore done)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " assigned [" in self.log_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"orchestrator {self.instance} never got partitions")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
+    names = TopicNames(f"{topic_prefix}-chaos")
+    ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=4))
+    yield Settings(kafka_bootstrap_servers=kafka_bootstrap, topics=names)
+
+
+def _start_sagas(client: SagaClient, ids: list[str]) -> None:
+    for saga_id in ids:
+        client.start(
+            Pipeline, PipeData(label=saga_id), saga_id=saga_id, check_existing=False, flush=False
+        )
+    client.close()
+
+
+def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> None:
+    codec = AvroCodec()
+    bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
+    rng = random.Random(int(os.environ.get("CHAOS_SEED", "0")) or None)
+    ids = [f"kill-{i}" for i in range(150)]
+    responder = Responder(bootstrap, prefix, codec).start()
+    orch = OrchestratorProcess(settings, "solo", tmp_path)
+    try:
+        orch.start()
+        with SagaClient(settings) as client:
+            _start_sagas(client, ids)
+            for _ in range(3):
+                orch.wait_assigned()
+                time.sleep(rng.uniform(0.2, 1.5))  # mid-flight: batches are being committed
+                orch.kill()
+                # a second wave arrives while the orchestrator is down
+                _start_sagas(client, [f"{i}-late{orch.starts}" for i in ids[:10]])
+                orch.start()
+        late = [f"{i}-late{n}" for n in (1, 2, 3) for i in ids[:10]]
+        wait_all_terminal(bootstrap, prefix, codec, ids + late, timeout=120)
+        assert orch.stop() == 0
+    finally:
+        if orch.proc is not None and orch.proc.poll() is None:
+            orch.proc.kill()
+        responder.stop()
+    assert responder.error is None
+    states = check_saga_invariants(bootstrap, prefix, codec, ids + late)
+    assert {s.status for s in states.values()} == {"completed"}
+
+
+def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> None:
+    codec = AvroCodec()
+    bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
+    ids = [f"pair-{i}" for i in range(120)]
+    responder = Responder(bootstrap, prefix, codec).start()
+    first = OrchestratorProcess(settings, "one", tmp_path)
+    second = OrchestratorProcess(settings, "two", tmp_path)
+    try:
+        first.start()
+        second.start()
+        first.wait_assigned()
+        second.wait_assigned()
+        with SagaClient(settings) as client:
+            _start_sagas(client, ids)
+            time.sleep(1.0)
+            second.kill()  # never restarted: "one" takes over after the session timeout
+        wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
+        assert first.stop() == 0
+    finally:
+        for p in (first, second):
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.kill()
+        responder.stop()
+    assert responder.error is None
+    check_saga_invariants(bootstrap, prefix, codec, ids)
