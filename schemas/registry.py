@@ -53,6 +53,7 @@ __all__ = [
     "load_released",
     "record_name_subject",
     "schema_fingerprint",
+    "topic_name_subject",
     "topic_record_name_subject",
 ]
 
@@ -190,6 +191,19 @@ def _default_catalogue() -> Catalogue:
 def record_name_subject(full_record_name: str) -> str:
     """Confluent ``RecordNameStrategy``: the subject is the record's full name."""
     return full_record_name
+
+
+def topic_name_subject(topic: str) -> SubjectStrategy:
+    """Confluent ``TopicNameStrategy``: ``<topic>-value`` for every record.
+
+    Only for a topic that carries a single record type (the state, journal and
+    dead-letter topics); the registry checks every version under one subject.
+    """
+
+    def subject(full_record_name: str) -> str:
+        return f"{topic}-value"
+
+    return subject
 
 
 def topic_record_name_subject(topic: str) -> SubjectStrategy:

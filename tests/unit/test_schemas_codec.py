@@ -18,6 +18,7 @@ from schemas.errors import (
     EncodingError,
     InvalidRecord,
     MessageError,
+    RegistryUnavailable,
     TruncatedMessage,
     UnexpectedRecordType,
     UnknownSchema,
@@ -177,6 +178,14 @@ def test_confluent_framing_with_a_preloaded_registry_cache() -> None:
     assert codec.decode(encode(reply)) == reply
     with pytest.raises(UnknownSchema, match="schema id 7"):
         Codec().decode(CONFLUENT_MAGIC + struct.pack(">I", 7) + b"x")
+
+
+def test_unreachable_registry_while_decoding_is_not_a_message_error() -> None:
+    registry = ConfluentSchemaRegistry("http://127.0.0.1:9", timeout=2)
+    codec = Codec(registry=registry)
+    with pytest.raises(RegistryUnavailable) as caught:
+        codec.decode(CONFLUENT_MAGIC + struct.pack(">I", 5) + b"body")
+    assert not isinstance(caught.value, MessageError)
 
 
 def test_dead_letter_for_keeps_bytes_position_and_reason() -> None:

@@ -4,6 +4,7 @@ either decode into a valid record or raise a SchemaError, never anything else.""
 from __future__ import annotations
 
 import enum
+import tracemalloc
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any, get_args
@@ -161,5 +162,11 @@ def test_corrupted_lengths_fail_fast_without_allocating() -> None:
         zigzag(0) + zigzag(huge) + b"abc",  # bytes length
         zigzag(-1),  # negative length
     ):
-        with pytest.raises(SchemaError):
-            codec.decode(header + body)
+        tracemalloc.start()
+        try:
+            with pytest.raises(SchemaError):
+                codec.decode(header + body)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 1_000_000, f"decoding {body.hex()} allocated {peak} bytes"

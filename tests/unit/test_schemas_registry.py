@@ -18,6 +18,7 @@ from schemas.registry import (
     error_from_response,
     record_name_subject,
     schema_fingerprint,
+    topic_name_subject,
     topic_record_name_subject,
 )
 from schemas.replies import StepSucceeded
@@ -62,6 +63,7 @@ def test_subject_strategies() -> None:
     assert record_name_subject("dev.sagaline.StartSaga") == "dev.sagaline.StartSaga"
     strategy = topic_record_name_subject("sagaline.commands")
     assert strategy("dev.sagaline.StartSaga") == "sagaline.commands-dev.sagaline.StartSaga"
+    assert topic_name_subject("sagaline.state")("dev.sagaline.SagaState") == "sagaline.state-value"
 
 
 def test_request_building() -> None:
