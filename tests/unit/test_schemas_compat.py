@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.avrogen import avro_schema
 from schemas.base import Record
@@ -58,6 +60,25 @@ def test_compatible_evolution_reads_old_data_with_defaults() -> None:
     back = new.decode(old, EvoV2)
     # removed enum symbol -> the enum's default symbol; int promoted to float
     assert back == EvoV2(id="a", count=3.0, state="new", note="n", extra=[], added=None)
+
+
+V1_CODEC = Codec(Catalogue([EvoV1]))
+V2_CODEC = Codec(Catalogue([EvoV2], [SchemaVersion.of(avro_schema(EvoV1), release="v1")]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.text(max_size=12),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.sampled_from(["new", "old", "gone"]),
+    st.none() | st.text(max_size=12),
+)
+def test_any_v1_record_reads_as_v2(ident: str, count: int, state: str, note: str | None) -> None:
+    old = EvoV1.model_validate({"id": ident, "count": count, "state": state, "note": note})
+    new = V2_CODEC.decode(V1_CODEC.encode(old), EvoV2)
+    assert (new.id, new.count, new.note) == (old.id, float(old.count), old.note)
+    assert new.state == (old.state if old.state != "gone" else "new")
+    assert (new.extra, new.added) == ([], None)
 
 
 def test_new_field_without_default_is_refused() -> None:
