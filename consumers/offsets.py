@@ -62,6 +62,11 @@ class OffsetTracker(Generic[P, T]):
                 entry.items.extend(items)
         return ready
 
+    def is_pending(self, partition: P, offset: int) -> bool:
+        """True while ``offset`` is tracked and not yet returned by :meth:`pop_ready`."""
+        done = self._done.get(partition)
+        return done is not None and offset in done
+
     def forget(self, partitions: Iterable[P]) -> None:
         """Stop tracking partitions (revoked, lost or rewound)."""
         for partition in partitions:

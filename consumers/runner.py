@@ -76,7 +76,10 @@ class TaskResult:
     outcome: str
     path: Literal["outbox", "kafka"]
     deliveries: tuple[Delivery, ...] = ()
+    #: Seconds spent in phases (``step``, ``pg_commit``, ``inbox_hit``, ``total``).
     timings: dict[str, float] = field(default_factory=dict)
+    #: Wall-clock time (``time.time()``) when the task finished (after the Postgres commit).
+    finished_at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +30,7 @@ from consumers.context import HeartbeatSink
 from consumers.db import DEFAULT_SCHEMA, describe_dsn
 from consumers.handlers import HandlerResolver
 from consumers.migrations import migrate
-from consumers.offsets import OffsetTracker
+from consumers.offsets import OffsetTracker, Ready
 from consumers.replies import heartbeat_reply
 from consumers.runner import Delivery, DeliveryMode, RunnerOptions, TaskResult, TaskRunner
 from consumers.wire import Codec, SchemasCodec
@@ -39,7 +39,7 @@ from orchestrator.runtime.kafka_config import PARTITIONER
 from schemas.deadletter import DeadLetter
 from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
-__all__ = ["Worker", "WorkerOptions", "WorkerStats"]
+__all__ = ["TaskTrace", "Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("sagaline.worker")
 
@@ -86,6 +86,22 @@ class WorkerStats:
     kafka_transactions: int = 0
 
 
+@dataclass(frozen=True)
+class TaskTrace:
+    """Where one task's time went (wall-clock ``time.time()`` values), for metrics and
+    benchmarks: consumed by this worker → finished (after its Postgres commit on the
+    outbox path) → offsets committed (with the reply, on the Kafka path)."""
+
+    task_id: str
+    saga_id: str
+    path: str
+    outcome: str
+    consumed_at: float
+    finished_at: float
+    committed_at: float
+    timings: Mapping[str, float]
+
+
 @dataclass
 class _Job:
     tp: TP
@@ -95,7 +111,9 @@ class _Job:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    consumed_at: float = field(default_factory=time.time)
     future: Future[TaskResult] | None = None
+    result: TaskResult | None = None
 
 
 class Worker:
@@ -110,8 +128,11 @@ class Worker:
         resolver: HandlerResolver,
         options: WorkerOptions | None = None,
         codec: Codec | None = None,
+        on_task: Callable[[TaskTrace], None] | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
+        self._on_task = on_task
+        self._traced: list[_Job] = []
         self.topics = topics
         self.stats = WorkerStats()
         self._bootstrap = bootstrap_servers
@@ -350,6 +371,9 @@ class Worker:
         self._count(outcome)
         if current:
             self._tracker.done(job.tp, job.offset, outcome.deliveries)
+            if self._on_task is not None:
+                job.result = outcome
+                self._traced.append(job)
 
     def _count(self, result: TaskResult) -> None:
         if result.outcome == "succeeded":
@@ -380,8 +404,35 @@ class Worker:
 
     def _commit_ready(self) -> None:
         ready = self._tracker.pop_ready()
-        if not ready:
-            return
+        if ready:
+            self._commit(ready)
+        if self._traced:
+            self._report_traces()
+
+    def _report_traces(self) -> None:
+        assert self._on_task is not None
+        now = time.time()
+        keep: list[_Job] = []
+        for job in self._traced:
+            if self._tracker.is_pending(job.tp, job.offset):
+                keep.append(job)
+                continue
+            assert job.result is not None
+            self._on_task(
+                TaskTrace(
+                    task_id=job.task.task_id,
+                    saga_id=job.task.envelope.saga_id,
+                    path=job.result.path,
+                    outcome=job.result.outcome,
+                    consumed_at=job.consumed_at,
+                    finished_at=job.result.finished_at,
+                    committed_at=now,
+                    timings=job.result.timings,
+                )
+            )
+        self._traced = keep
+
+    def _commit(self, ready: dict[TP, Ready[Delivery]]) -> None:
         offsets = [TopicPartition(t, p, r.next_offset) for (t, p), r in ready.items()]
         deliveries = [d for r in ready.values() for d in r.items]
         if not deliveries:
@@ -438,6 +489,17 @@ class Worker:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
 
+    def _fetch(self, timeout: float) -> list[Message]:
+        """Wait up to ``timeout`` for one message, then take what else is buffered.
+
+        (``consume(n, timeout)`` waits for ``n`` messages or the whole timeout,
+        which would add up to ``timeout`` of latency to every quiet hop.)
+        """
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(499, timeout=0)]
+
     def run(self, stop: threading.Event) -> None:
         """Consume and run tasks until ``stop`` is set, then shut down gracefully:
         running steps finish (up to ``shutdown_grace``), offsets are committed,
@@ -451,7 +513,7 @@ class Worker:
         try:
             while not stop.is_set():
                 busy = bool(self._lanes)
-                messages = self._consumer.consume(500, timeout=0.002 if busy else 0.1)
+                messages = self._fetch(0.002 if busy else 0.1)
                 for msg in messages:
                     err = msg.error()
                     if err is not None:

@@ -1,0 +1,327 @@
+"""Where a step's time goes: ``python -m consumers.bench`` prints one JSON document.
+
+Runs a real worker (and, for the outbox path, a real relay) against the
+Kafka and PostgreSQL of ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` on
+fresh topics and a fresh schema.  A transactional producer stands in for the
+orchestrator (it commits each task in its own Kafka transaction, as the
+orchestrator does) and a read_committed consumer stands in for the
+orchestrator's reply consumer.  Per-hop latencies (milliseconds, wall clock
+of this one machine) for both delivery paths:
+
+* ``commit_to_consume``   task transaction committed → worker consumed it
+* ``step_and_pg_commit``  consumed → step ran and its Postgres transaction committed
+  (outbox path), or consumed → step ran (Kafka path)
+* ``pg_commit``           the Postgres COMMIT alone (outbox path)
+* ``to_publish``          finished → reply produced to Kafka: relay woken by NOTIFY, read
+  the row, produced (outbox); reply + offsets Kafka transaction committed (Kafka path)
+* ``publish_to_consume``  reply produced → received by the read_committed consumer
+* ``end_to_end``          task committed → reply received
+
+plus a throughput run (a burst of tasks, tasks per second until every reply
+arrived).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, Producer
+
+from consumers.migrations import migrate
+from consumers.relay import Relay, RelayOptions
+from consumers.testkit import (
+    EffectArgs,
+    create_effect_tables,
+    create_topics,
+    delete_topics,
+    effects_table,
+    execute_task,
+)
+from consumers.wire import SchemasCodec
+from consumers.worker import TaskTrace, Worker, WorkerOptions
+from orchestrator.config import TopicNames
+from orchestrator.runtime.kafka_config import PARTITIONER
+from schemas.replies import REPLY_TYPES, StepHeartbeat
+from schemas.tasks import ExecuteStep
+
+__all__ = ["main", "run_bench"]
+
+STEP_FOR_PATH = {"outbox": "write", "kafka": "echo"}
+
+
+class _Replies:
+    """Records when each reply arrives (and its Kafka CreateTime)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.arrived: dict[str, tuple[float, float]] = {}
+        self._codec = SchemasCodec()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.05)
+            if msg is None or msg.error() is not None or msg.value() is None:
+                continue
+            now = time.time()
+            record = self._codec.decode(msg.value() or b"", REPLY_TYPES)
+            if isinstance(record, StepHeartbeat):
+                continue
+            task_id = getattr(record, "task_id", "")
+            created = msg.timestamp()[1] / 1000.0
+            self.arrived.setdefault(task_id, (now, created))
+
+    def wait_for(self, task_ids: Sequence[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(t in self.arrived for t in task_ids):
+                return True
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+class _TaskProducer:
+    """Commits tasks in Kafka transactions, like the orchestrator."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._codec = SchemasCodec()
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "transactional.id": f"bench-orchestrator-{uuid.uuid4().hex[:8]}",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "partitioner": PARTITIONER,
+            }
+        )
+        self._producer.init_transactions(30)
+
+    def commit(self, tasks: Sequence[ExecuteStep]) -> float:
+        self._producer.begin_transaction()
+        for task in tasks:
+            self._producer.produce(
+                self._topic, key=task.envelope.saga_id.encode(), value=self._codec.encode(task)
+            )
+        self._producer.commit_transaction()
+        return time.time()
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
+
+    return {
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+        "n": len(ordered),
+    }
+
+
+def _latency_run(
+    path: str,
+    n: int,
+    interval: float,
+    producer: _TaskProducer,
+    replies: _Replies,
+    traces: dict[str, TaskTrace],
+) -> dict[str, Any]:
+    committed: dict[str, float] = {}
+    ids: list[str] = []
+    for i in range(n):
+        task = execute_task(
+            f"lat-{path}-{i}-{uuid.uuid4().hex[:6]}", STEP_FOR_PATH[path], EffectArgs()
+        )
+        committed[task.task_id] = producer.commit([task])
+        ids.append(task.task_id)
+        time.sleep(interval)
+    if not replies.wait_for(ids, 30):
+        raise RuntimeError(f"{path}: not every task was answered within 30 s")
+    deadline = time.monotonic() + 5
+    while not all(t in traces for t in ids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    hops: dict[str, list[float]] = {
+        "commit_to_consume": [],
+        "step_and_pg_commit" if path == "outbox" else "step": [],
+        "to_publish": [],
+        "publish_to_consume": [],
+        "end_to_end": [],
+    }
+    pg_commit: list[float] = []
+    for task_id in ids:
+        trace = traces.get(task_id)
+        received, created = replies.arrived[task_id]
+        hops["end_to_end"].append(received - committed[task_id])
+        if trace is None:
+            continue
+        hops["commit_to_consume"].append(trace.consumed_at - committed[task_id])
+        run_key = "step_and_pg_commit" if path == "outbox" else "step"
+        hops[run_key].append(trace.finished_at - trace.consumed_at)
+        if path == "outbox":
+            hops["to_publish"].append(max(0.0, created - trace.finished_at))
+            hops["publish_to_consume"].append(received - created)
+            pg_commit.append(trace.timings.get("pg_commit", 0.0))
+        else:
+            hops["to_publish"].append(trace.committed_at - trace.finished_at)
+            hops["publish_to_consume"].append(received - trace.committed_at)
+    result = {name: _summary(values) for name, values in hops.items()}
+    if pg_commit:
+        result["pg_commit"] = _summary(pg_commit)
+    return result
+
+
+def _throughput_run(
+    path: str, n: int, producer: _TaskProducer, replies: _Replies
+) -> dict[str, float]:
+    tasks = [
+        execute_task(f"tp-{path}-{i}-{uuid.uuid4().hex[:6]}", STEP_FOR_PATH[path], EffectArgs())
+        for i in range(n)
+    ]
+    started = time.time()
+    for start in range(0, n, 500):
+        producer.commit(tasks[start : start + 500])
+    ids = [t.task_id for t in tasks]
+    if not replies.wait_for(ids, 60):
+        raise RuntimeError(f"{path}: the burst was not answered within 60 s")
+    elapsed = max(replies.arrived[t][0] for t in ids) - started
+    return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1)}
+
+
+def run_bench(
+    *,
+    bootstrap: str,
+    dsn: str,
+    paths: Sequence[str],
+    latency_tasks: int,
+    interval: float,
+    burst: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-ready report."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    topics = TopicNames(f"bench-worker-{uuid.uuid4().hex[:8]}")
+    migrate(dsn, schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        create_effect_tables(conn, f"{schema}.effects")
+    create_topics(bootstrap, topics, partitions=3)
+    traces: dict[str, TaskTrace] = {}
+    stop = threading.Event()
+    worker = Worker(
+        bootstrap_servers=bootstrap,
+        database_url=dsn,
+        topics=topics,
+        resolver=effects_table(dsn, f"{schema}.effects"),
+        options=WorkerOptions(
+            group_id=f"bench-{uuid.uuid4().hex[:8]}", schema=schema, concurrency=concurrency
+        ),
+        on_task=lambda trace: traces.__setitem__(trace.task_id, trace),
+    )
+    relay = Relay(dsn, bootstrap, RelayOptions(schema=schema))
+    threads = [
+        threading.Thread(target=worker.run, args=(stop,), daemon=True),
+        threading.Thread(target=relay.run, args=(stop,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    replies = _Replies(bootstrap, topics.replies)
+    producer = _TaskProducer(bootstrap, topics.tasks)
+    report: dict[str, Any] = {
+        "benchmark": "consumers.bench",
+        "concurrency": concurrency,
+        "partitions": 3,
+        "latency_interval_ms": interval * 1000,
+    }
+    try:
+        for path in paths:  # warm up: group join, producer init, first connections
+            warm = [
+                execute_task(f"warm-{path}-{i}", STEP_FOR_PATH[path], EffectArgs())
+                for i in range(3)
+            ]
+            producer.commit(warm)
+            if not replies.wait_for([w.task_id for w in warm], 60):
+                raise RuntimeError("warm-up tasks were not answered")
+        for path in paths:
+            report[path] = {
+                "latency": _latency_run(path, latency_tasks, interval, producer, replies, traces),
+                "throughput": _throughput_run(path, burst, producer, replies),
+            }
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        relay.close()
+        replies.close()
+        delete_topics(bootstrap, topics)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m consumers.bench [--paths outbox,kafka] [--tasks N] [--burst N]``."""
+    parser = argparse.ArgumentParser(prog="python -m consumers.bench", description=__doc__)
+    parser.add_argument("--paths", default="outbox,kafka", help="outbox, kafka or both")
+    parser.add_argument("--tasks", type=int, default=200, help="tasks in the latency run")
+    parser.add_argument("--interval-ms", type=float, default=10.0, help="gap between tasks")
+    parser.add_argument("--burst", type=int, default=2000, help="tasks in the throughput run")
+    parser.add_argument("--concurrency", type=int, default=8)
+    ns = parser.parse_args(argv)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    dsn = os.environ.get("DATABASE_URL")
+    if not bootstrap or not dsn:
+        print("set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL", file=sys.stderr)
+        return 2
+    paths = [p.strip() for p in ns.paths.split(",") if p.strip()]
+    if not set(paths) <= set(STEP_FOR_PATH):
+        parser.error("--paths takes outbox and/or kafka")
+    report = run_bench(
+        bootstrap=bootstrap,
+        dsn=dsn,
+        paths=paths,
+        latency_tasks=ns.tasks,
+        interval=ns.interval_ms / 1000.0,
+        burst=ns.burst,
+        concurrency=ns.concurrency,
+    )
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    from consumers.bench import main as _main
+
+    raise SystemExit(_main())
