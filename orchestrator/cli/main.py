@@ -26,7 +26,11 @@ from orchestrator.errors import SagalineError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ("orchestrator.cli.dev", "orchestrator.cli.worker_cmds")
+COMMAND_MODULES: tuple[str, ...] = (
+    "orchestrator.cli.dev",
+    "orchestrator.cli.worker_cmds",
+    "orchestrator.cli.orchestrator_cmds",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

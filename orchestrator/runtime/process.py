@@ -23,7 +23,16 @@ from orchestrator.runtime.errors import FatalKafkaError
 from orchestrator.runtime.ports import Codec, SagaLogic
 from orchestrator.runtime.topics import TopicLayout, ensure_topics
 
-__all__ = ["EXIT_CONFIG", "EXIT_FATAL", "build_parser", "load_object", "main", "run_orchestrator"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FATAL",
+    "add_run_arguments",
+    "build_parser",
+    "load_object",
+    "main",
+    "run_from_args",
+    "run_orchestrator",
+]
 
 EXIT_CONFIG = 2
 EXIT_FATAL = 3
@@ -57,8 +66,14 @@ def _default_codec() -> Codec:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``orchestrator run``."""
-    parser = argparse.ArgumentParser(prog="sagaline orchestrator run")
+    """Command-line options of ``python -m orchestrator.runtime.process``."""
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.runtime.process")
+    add_run_arguments(parser)
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``orchestrator run`` (shared with the ``sagaline`` CLI)."""
     parser.add_argument(
         "--app",
         required=True,
@@ -86,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="create missing topics with this many partitions before starting",
     )
     parser.add_argument("--log-level", default="INFO")
-    return parser
 
 
 def run_orchestrator(orchestrator: Orchestrator) -> int:
@@ -108,7 +122,11 @@ def run_orchestrator(orchestrator: Orchestrator) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m orchestrator.runtime.process``."""
-    args = build_parser().parse_args(argv)
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Build the orchestrator that ``args`` describe and run it until stopped."""
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
