@@ -248,6 +248,14 @@ class _Decider:
         assert self.state is not None
         return self.state
 
+    @property
+    def compensating(self) -> bool:
+        """Compensating, or paused while compensating."""
+        s = self.s
+        return s.status == "compensating" or (
+            s.status == "paused" and s.paused_from == "compensating"
+        )
+
     def envelope(
         self, saga_id: str | None = None, saga_type: str | None = None, version: int | None = None
     ) -> Envelope:
@@ -573,7 +581,7 @@ class _Decider:
                     at=self.now, step=r.step, attempt=r.attempt, result=r.result, data=self.s.data
                 )
             )
-            if self.s.status == "compensating" or st.status == "abandoned":
+            if self.compensating or st.status == "abandoned":
                 return
             if tool_name is None:
                 self.on_agent_decision(node, turn, r.result)
@@ -632,7 +640,7 @@ class _Decider:
         self, step: str, attempt: int, retryable: bool, error_type: str, message: str
     ) -> None:
         policy = self.retry_policy(step)
-        if retryable and policy.allows(attempt) and self.s.status != "compensating":
+        if retryable and policy.allows(attempt) and not self.compensating:
             retry_at = self.now + policy.delay(attempt, self.s.saga_id, step)
             self.emit(
                 StepAttemptFailed(
@@ -657,7 +665,7 @@ class _Decider:
                 final=True,
             )
         )
-        if self.s.status != "compensating":
+        if not self.compensating:
             self.on_permanent_failure(step, f"{error_type}: {message}")
 
     def on_permanent_failure(self, step: str, error: str) -> None:
@@ -1004,7 +1012,7 @@ class _Decider:
     # -- operator commands ----------------------------------------------------
 
     def on_cancel(self, c: CancelSaga) -> None:
-        if self.s.status == "compensating":
+        if self.compensating:
             self.ignore("not_applicable", "already compensating")
             return
         why = f": {c.reason}" if c.reason else ""
@@ -1027,7 +1035,7 @@ class _Decider:
         if st is None:
             self.ignore("unknown_step", c.step)
             return
-        if self.s.status == "compensating":
+        if self.compensating:
             if st.compensation_status == "retry_wait":
                 self.emit(
                     CompensationRetryDue(at=self.now, step=c.step, attempt=st.compensation_attempt)
@@ -1050,7 +1058,7 @@ class _Decider:
         if st is None or not isinstance(node, StepSpec | ChildSpec):
             self.ignore("unknown_step", c.step)
             return
-        if self.s.status == "compensating" or st.status not in (
+        if self.compensating or st.status not in (
             "pending",
             "ready",
             "running",
@@ -1093,7 +1101,7 @@ class _Decider:
         for kind, limit in budget.limits().items():
             if used[kind] > limit and kind not in self.s.budget_exceeded:
                 self.emit(BudgetExceeded(at=self.now, kind=kind, limit=limit, used=used[kind]))
-                if self.s.status not in ("paused", "compensating"):
+                if self.s.status != "paused" and not self.compensating:
                     self.emit(
                         SagaPaused(at=self.now, by="sagaline", reason=f"budget exceeded: {kind}")
                     )

@@ -226,7 +226,8 @@ def _completed(s: SagaState, e: StepCompleted) -> Updates:
     }
     if step.compensable:
         up["completed_compensable"] = [n for n in s.completed_compensable if n != e.step] + [e.step]
-        if s.status == "compensating" and e.step not in s.compensation_plan:
+        compensating = s.status == "compensating" or s.paused_from == "compensating"
+        if compensating and e.step not in s.compensation_plan:
             up["compensation_plan"] = [e.step, *s.compensation_plan]
             step = step.model_copy(update={"compensation_status": "ready"})
             up["steps"] = _with_step(s, step)
