@@ -170,7 +170,7 @@ class Run:
             rec = StepSucceeded(**common) if ok else StepFailed(**common, **failure)
         else:
             rec = CompensationSucceeded(**common) if ok else CompensationFailed(**common, **failure)
-        self.feed(rec)  # type: ignore[arg-type]
+        self.feed(rec)
 
     def fire_next_timer(self) -> bool:
         timers = pending_timers(self.state)
