@@ -30,7 +30,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel
 
 from orchestrator.config import Settings
@@ -116,6 +116,7 @@ class SagaClient:
         *,
         codec: Codec | None = None,
         client_id: str = "sagaline-client",
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.names = settings.topics
@@ -123,7 +124,7 @@ class SagaClient:
         self.client_id = client_id
         self._producer = Producer(client_producer_config(settings.kafka_bootstrap_servers))
         self._partitions: int | None = None
-        self._tracer = get_tracer()
+        self._tracer = tracer or get_tracer()
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from orchestrator_sagas import PipeData, Pipeline  # noqa: E402
 from orchestrator_support import (  # noqa: E402
     Responder,
     check_saga_invariants,
+    delete_prefix_topics,
     wait_all_terminal,
 )
 
@@ -113,6 +114,7 @@ def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
     names = TopicNames(f"{topic_prefix}-chaos")
     ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=4))
     yield Settings(kafka_bootstrap_servers=kafka_bootstrap, topics=names)
+    delete_prefix_topics(kafka_bootstrap, names.prefix)
 
 
 def _start_sagas(client: SagaClient, ids: list[str]) -> None:

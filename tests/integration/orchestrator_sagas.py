@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from orchestrator.context import StepContext
 from orchestrator.registry import SagaRegistry
-from orchestrator.saga import Saga, approval, step
+from orchestrator.saga import Saga, approval, sleep, step
 
 STEP_TIMEOUT = timedelta(seconds=4)
 
@@ -65,7 +65,23 @@ class Approved(Saga[PipeData]):
         return None
 
 
-REGISTRY = SagaRegistry([Pipeline, Approved])
+class Sleepy(Saga[PipeData]):
+    """A step, a durable two-second sleep, another step."""
+
+    type_name = "test.sleepy"
+
+    @step(compensate=None, uses_db=False, timeout=STEP_TIMEOUT)
+    def before(self, ctx: StepContext, data: PipeData) -> None:
+        return None
+
+    nap = sleep(timedelta(seconds=2))
+
+    @step(compensate=None, uses_db=False, timeout=STEP_TIMEOUT)
+    def after(self, ctx: StepContext, data: PipeData) -> None:
+        return None
+
+
+REGISTRY = SagaRegistry([Pipeline, Approved, Sleepy])
 
 
 def registry() -> SagaRegistry:

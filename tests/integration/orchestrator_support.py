@@ -323,3 +323,18 @@ def check_saga_invariants(
     dupes = [t for t, n in Counter(task_ids).items() if n > 1]
     assert not dupes, f"tasks published more than once: {dupes[:5]}"
     return states
+
+
+def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
+    """Best-effort removal of every topic under ``prefix`` (keeps the broker small)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
+    if not names:
+        return
+    for future in admin.delete_topics(names, operation_timeout=30).values():
+        try:
+            future.result(30)
+        except KafkaException:
+            continue

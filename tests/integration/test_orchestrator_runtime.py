@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -12,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Producer
 from orchestrator_chain import ChainLogic, JsonCodec, start_command
-from orchestrator_support import Responder, fresh_prefix, read_committed
+from orchestrator_support import Responder, delete_prefix_topics, fresh_prefix, read_committed
 
 from orchestrator.config import Settings, TopicNames
 from orchestrator.runtime.engine import EngineConfig, Orchestrator
@@ -27,11 +26,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def bootstrap() -> str:
-    value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not value:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return value
+def bootstrap(kafka_bootstrap: str) -> str:
+    return kafka_bootstrap
 
 
 class Running:
@@ -106,6 +102,7 @@ def prefix(bootstrap: str) -> Iterator[str]:
     p = fresh_prefix("rt")
     ensure_topics(bootstrap, TopicNames(p), TopicLayout(partitions=3))
     yield p
+    delete_prefix_topics(bootstrap, p)
 
 
 def test_sagas_complete_exactly_once(bootstrap: str, prefix: str) -> None:
@@ -204,5 +201,8 @@ def test_refuses_topics_that_are_not_copartitioned(bootstrap: str) -> None:
     )
     for f in futures.values():
         f.result(30)
-    with pytest.raises(TopicConfigError, match="same partition count"):
-        ensure_topics(bootstrap, names, TopicLayout(partitions=3))
+    try:
+        with pytest.raises(TopicConfigError, match="same partition count"):
+            ensure_topics(bootstrap, names, TopicLayout(partitions=3))
+    finally:
+        delete_prefix_topics(bootstrap, p)

@@ -7,7 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from orchestrator_sagas import REGISTRY, Approved, PipeData, Pipeline
-from orchestrator_support import Responder, check_saga_invariants, read_committed
+from orchestrator_support import (
+    Responder,
+    check_saga_invariants,
+    delete_prefix_topics,
+    read_committed,
+)
 
 from orchestrator.client import SagaAlreadyStarted, SagaClient
 from orchestrator.config import Settings, TopicNames
@@ -48,6 +53,7 @@ def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
     names = TopicNames(f"{topic_prefix}-sagas")
     ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=3))
     yield Settings(kafka_bootstrap_servers=kafka_bootstrap, topics=names)
+    delete_prefix_topics(kafka_bootstrap, names.prefix)
 
 
 def orchestrator(settings: Settings, instance: str = "a") -> Orchestrator:
