@@ -91,6 +91,7 @@ class Relay:
         self._conn: psycopg.Connection | None = None
         self._owned: list[int] = []
         self._last_cleanup = 0.0
+        self._last_acquire = 0.0
         self.stats = RelayStats()
 
     # -- connection and shard ownership -----------------------------------------
@@ -116,8 +117,14 @@ class Relay:
         self._owned = []  # session advisory locks die with the connection
 
     def _acquire_shards(self, conn: psycopg.Connection) -> None:
+        """Try to lock free shards: at once when owning none, else once per poll interval
+        (a shard whose relay died is taken over within ``poll_interval``)."""
         if len(self._owned) >= self.options.max_shards:
             return
+        now = time.monotonic()
+        if self._owned and now - self._last_acquire < self.options.poll_interval:
+            return
+        self._last_acquire = now
         for shard in range(OUTBOX_SHARDS):
             if shard in self._owned:
                 continue
