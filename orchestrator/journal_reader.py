@@ -16,7 +16,6 @@ raised: an audit must report a damaged journal, not crash on it.
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,9 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from orchestrator.errors import OrchestratorError
 from orchestrator.runtime.kafka_config import reader_config
 from orchestrator.runtime.partitioner import partition_for
-from schemas.codec import Codec
+from schemas.codec import Codec, default_codec
 from schemas.journal import JournalEntry
-from schemas.registry import Catalogue, load_released
 
 __all__ = [
     "JournalRead",
@@ -88,17 +86,9 @@ class JournalRead:
         return grouped
 
 
-@functools.cache
 def journal_codec() -> Codec:
-    """A codec that knows :class:`JournalEntry` (the default one once it is catalogued)."""
-    from schemas.codec import default_codec
-
-    codec = default_codec()
-    if JournalEntry in codec.catalogue:
-        return codec
-    from schemas.catalog import ALL_RECORDS
-
-    return Codec(Catalogue([*ALL_RECORDS, JournalEntry], load_released()))
+    """The codec journal entries are read with (the shared default codec)."""
+    return default_codec()
 
 
 def read_journal(

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.dev",
     "orchestrator.cli.worker_cmds",
     "orchestrator.cli.orchestrator_cmds",
+    "orchestrator.cli.audit_cmds",
 )
 
 

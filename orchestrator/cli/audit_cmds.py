@@ -1,0 +1,412 @@
+"""``sagaline replay``, ``audit``, ``list``, ``projection run`` (and ``status --from``).
+
+* ``replay`` prints every saga's timeline from the journal; ``--strict``
+  re-decides every recorded input with the current code and exits 1 on any
+  divergence (a CI deploy gate).
+* ``audit`` checks the journal's invariants (and the worker inbox when a
+  database is configured) and exits 1 with a report when one fails.
+* ``projection run`` keeps the PostgreSQL read model from the journal;
+  ``list`` and ``status`` read it.
+
+``status`` is registered by :mod:`orchestrator.cli.orchestrator_cmds` (it
+reads the state topic); this module adds ``--from {auto,read-model,state}``
+to it: ``auto`` (the default) answers from the read model when a database
+is configured and falls back to the state topic otherwise.
+
+Exit codes: 0 clean, 1 divergence or failed invariant, 2 error (bad input,
+unknown saga id, missing topic or database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from consumers.db import DEFAULT_SCHEMA
+from consumers.projections import (
+    DEFAULT_PROJECTION,
+    JournalProjection,
+    SagaStatusRow,
+    get_saga,
+    get_timeline,
+    list_sagas,
+)
+from orchestrator.audit import audit
+from orchestrator.cli.command import (
+    EXIT_OK,
+    Handler,
+    Subparsers,
+    add_json_flag,
+    emit,
+    set_handler,
+)
+from orchestrator.config import Settings, dev_env_path, read_env_file
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.journal_reader import Progress
+from orchestrator.replay import DEFAULT_DEFINITIONS, load_definitions, replay
+from orchestrator.timeline import render_timeline
+
+__all__ = ["EXIT_FAILED", "UnknownSagaId", "parse_since", "register"]
+
+#: a divergence (replay --strict) or a failed invariant (audit)
+EXIT_FAILED = 1
+
+_STATUSES = (
+    "running",
+    "waiting",
+    "paused",
+    "compensating",
+    "completed",
+    "compensated",
+    "failed",
+    "cancelled",
+)
+_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+class UnknownSagaId(OrchestratorError):
+    """No saga with this id is known (exit code 2)."""
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO 8601 time (UTC when no offset is given) or an age like ``2h``."""
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since wants an ISO 8601 time (2026-03-15T09:00:00Z) or an age (30m, 2h, 7d), "
+            f"got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _kafka_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env / dev file)")
+    parser.add_argument("--prefix", help="topic prefix (default: env or 'sagaline')")
+
+
+def _database_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: env / dev file)")
+    parser.add_argument(
+        "--db-schema",
+        default=DEFAULT_SCHEMA,
+        help=f"schema of the worker and read-model tables (default {DEFAULT_SCHEMA})",
+    )
+
+
+def _journal_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--saga-id", help="only this saga")
+    parser.add_argument("--type", dest="saga_type", help="only sagas of this type")
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        help="start at this time: ISO 8601 (UTC by default) or an age such as 30m, 2h, 7d",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="longest time to read the journal (s)"
+    )
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``replay``, ``audit``, ``list``, ``projection`` and ``status --from``."""
+    rep = subparsers.add_parser(
+        "replay",
+        help="print saga timelines from the journal (--strict: check the current code)",
+        description="Read the journal read-only and print each saga's timeline. With --strict, "
+        "re-decide every recorded input with the current saga code and exit 1 on divergence.",
+    )
+    _journal_filters(rep)
+    rep.add_argument(
+        "--strict", action="store_true", help="re-decide every input; exit 1 on divergence"
+    )
+    rep.add_argument(
+        "--sagas",
+        "--app",
+        dest="sagas",
+        default=DEFAULT_DEFINITIONS,
+        help=f"module:attribute of the saga definitions (default {DEFAULT_DEFINITIONS})",
+    )
+    _kafka_args(rep)
+    add_json_flag(rep)
+    set_handler(rep, _replay)
+
+    aud = subparsers.add_parser(
+        "audit",
+        help="check the journal's invariants; exit 1 with a report when one fails",
+        description="Check hash chains, dispatches, side effects, compensations, terminal "
+        "statuses and approvals over the journal (and the worker inbox with a database).",
+    )
+    _journal_filters(aud)
+    aud.add_argument(
+        "--no-inbox", action="store_true", help="do not compare the worker inbox with the journal"
+    )
+    _kafka_args(aud)
+    _database_args(aud)
+    add_json_flag(aud)
+    set_handler(aud, _audit)
+
+    lst = subparsers.add_parser("list", help="list sagas from the read model")
+    lst.add_argument("--type", dest="saga_type", help="only sagas of this type")
+    lst.add_argument("--status", choices=_STATUSES, help="only sagas in this status")
+    lst.add_argument("--limit", type=_positive, default=100, help="most rows (default 100)")
+    _database_args(lst)
+    add_json_flag(lst)
+    set_handler(lst, _list)
+
+    proj = subparsers.add_parser("projection", help="the PostgreSQL read model of the journal")
+    proj_cmds = proj.add_subparsers(dest="projection_command", metavar="<command>", required=True)
+    run = proj_cmds.add_parser("run", help="keep the read model until SIGTERM")
+    run.add_argument("--name", default=DEFAULT_PROJECTION, help="consumer group / projection name")
+    run.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop once the journal's end (as of the start) is projected",
+    )
+    run.add_argument("--batch-size", type=_positive, default=500)
+    run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    _kafka_args(run)
+    _database_args(run)
+    add_json_flag(run)
+    set_handler(run, _projection_run)
+
+    _extend_status(subparsers)
+
+
+def _extend_status(subparsers: Subparsers) -> None:
+    """Add ``--from`` to the ``status`` command (or register it when absent)."""
+    status = subparsers.choices.get("status")
+    fallback: Handler | None = None
+    if status is None:
+        status = subparsers.add_parser("status", help="a saga's status from the read model")
+        status.add_argument("saga_id")
+        _kafka_args(status)
+        add_json_flag(status)
+    else:
+        fallback = status.get_default("handler")
+    status.add_argument(
+        "--from",
+        dest="status_source",
+        choices=("auto", "read-model", "state"),
+        default="auto",
+        help="read model (PostgreSQL) or state topic; auto: the read model when a database "
+        "is configured",
+    )
+    _database_args(status)
+
+    def handle(args: argparse.Namespace) -> int:
+        source = args.status_source
+        if source == "auto":
+            source = "read-model" if _database_url(args, required=False) else "state"
+        if source == "state":
+            if fallback is None:
+                raise ConfigError("reading the state topic needs the orchestrator commands")
+            return fallback(args)
+        return _status_from_read_model(args)
+
+    set_handler(status, handle)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix)
+
+
+def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | None:
+    url = (
+        getattr(args, "database_url", None)
+        or os.environ.get("DATABASE_URL")
+        or read_env_file(dev_env_path()).get("DATABASE_URL")
+    )
+    if not url and required:
+        raise ConfigError(
+            "DATABASE_URL is not set; pass --database-url, export it or run `sagaline dev up`"
+        )
+    return url or None
+
+
+def _progress(args: argparse.Namespace) -> Progress | None:
+    if args.json or not sys.stderr.isatty():
+        return None
+    step = 1000
+
+    def show(done: int, total: int) -> None:
+        if done % step == 0 or done == total:
+            sys.stderr.write(f"\rread {done}/{total} journal records")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    return show
+
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    definitions = load_definitions(args.sagas) if args.strict else None
+    report = replay(
+        settings.kafka_bootstrap_servers,
+        settings.topics.journal,
+        saga_id=args.saga_id,
+        saga_type=args.saga_type,
+        since=args.since,
+        strict=args.strict,
+        definitions=definitions,
+        progress=_progress(args),
+        timeout=args.timeout,
+    )
+    if args.saga_id and not report.sagas and not report.undecodable:
+        raise UnknownSagaId(f"unknown saga id {args.saga_id!r}: not in {settings.topics.journal}")
+    lines = [render_timeline(t) + "\n" for t in report.sagas]
+    for bad in report.undecodable:
+        lines.append(
+            f"undecodable record {report.topic}[{bad.partition}]@{bad.offset}: {bad.error}"
+        )
+    summary = f"{len(report.sagas)} saga(s), {report.entries} journal entries"
+    if report.strict:
+        summary += f"; strict: {report.checked_inputs} inputs re-decided, "
+        summary += f"{len(report.divergences)} divergence(s)"
+        for divergence in report.divergences:
+            lines.append("DIVERGENCE " + divergence.render())
+        if report.unverified:
+            lines.append(
+                f"not re-decided (history starts after --since): {', '.join(report.unverified)}"
+            )
+    lines.append(summary)
+    emit(args, report.to_dict(), "\n".join(lines))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _audit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    database_url = None if args.no_inbox else _database_url(args, required=False)
+    report = audit(
+        settings.kafka_bootstrap_servers,
+        settings.topics.journal,
+        since=args.since,
+        saga_id=args.saga_id,
+        saga_type=args.saga_type,
+        database_url=database_url,
+        db_schema=args.db_schema,
+        progress=_progress(args),
+        timeout=args.timeout,
+    )
+    if args.saga_id and report.sagas == 0 and report.ok:
+        raise UnknownSagaId(f"unknown saga id {args.saga_id!r}: not in {settings.topics.journal}")
+    emit(args, report.to_dict(), report.render())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _row_text(row: SagaStatusRow) -> str:
+    where = f"waiting for {row.waiting_for}" if row.waiting_for else row.current_step or "-"
+    return (
+        f"{row.saga_id}  {row.saga_type} v{row.saga_version}  {row.status:<12} {where}"
+        f"  updated {row.updated_at.isoformat()}"
+    )
+
+
+def _list(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    assert url is not None
+    rows = list_sagas(
+        url, schema=args.db_schema, saga_type=args.saga_type, status=args.status, limit=args.limit
+    )
+    text = "\n".join(_row_text(r) for r in rows) if rows else "no sagas match"
+    emit(args, {"count": len(rows), "sagas": [r.to_dict() for r in rows]}, text)
+    return EXIT_OK
+
+
+def _status_from_read_model(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    assert url is not None
+    row = get_saga(url, args.saga_id, schema=args.db_schema)
+    if row is None:
+        raise UnknownSagaId(
+            f"unknown saga id {args.saga_id!r}: not in the read model "
+            f"(schema {args.db_schema}; is `sagaline projection run` running?)"
+        )
+    timeline = get_timeline(url, args.saga_id, schema=args.db_schema)
+    data: dict[str, Any] = row.to_dict()
+    data["timeline"] = [
+        {
+            "seq": t.seq,
+            "at": t.at.isoformat(),
+            "input_type": t.input_type,
+            "input": t.input,
+            "events": t.events,
+        }
+        for t in timeline
+    ]
+    lines = [_row_text(row)]
+    if row.error:
+        lines.append(f"  error: {row.error}")
+    usage = (row.llm_calls, row.tokens_in, row.tokens_out, row.cost_micros)
+    lines.append(
+        f"  seq {row.last_seq}, step attempts {row.attempts}, retries {row.retries}, "
+        f"llm calls {usage[0]}, tokens {usage[1]}/{usage[2]}, cost {usage[3]} µ"
+    )
+    lines.extend(f"  #{t.seq} {t.at.isoformat()} {t.input}" for t in timeline)
+    emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def _projection_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    url = _database_url(args)
+    assert url is not None
+    projection = JournalProjection(
+        settings.kafka_bootstrap_servers,
+        settings.topics.journal,
+        url,
+        schema=args.db_schema,
+        projection=args.name,
+        batch_size=args.batch_size,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stats = projection.run(stop, until_caught_up=args.until_caught_up, timeout=args.timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    data = {
+        "batches": stats.batches,
+        "applied": stats.applied,
+        "skipped": stats.skipped,
+        "undecodable": stats.undecodable,
+        "fenced": stats.fenced,
+    }
+    emit(args, data, ", ".join(f"{k} {v}" for k, v in data.items()))
+    return EXIT_OK
