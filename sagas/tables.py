@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
@@ -84,7 +84,7 @@ class Tables:
 
 def schema_sql(schema: str) -> str:
     """The DDL of the reference sagas' tables in ``schema``."""
-    text = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+    text = Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
     return text.replace("{schema}", app_schema(schema))
 
 

@@ -1,0 +1,373 @@
+"""``sagaline demo``: the reference sagas on real Kafka and PostgreSQL, with crashes.
+
+:func:`run_demo`:
+
+1. ensures the topics (a fresh prefix per run), the worker tables and the
+   business tables, and seeds the orders the refunds need;
+2. starts the orchestrator, the workers and the outbox relay as separate OS
+   processes (the ``sagaline`` commands);
+3. starts a batch of every reference saga;
+4. SIGKILLs a worker and the orchestrator mid-flight and starts them again;
+5. plays the people: approves some refunds and rejects others (with the
+   approver's identity), never answers one (its approval times out),
+   resumes the research saga that paused on its token budget;
+6. waits until every saga is terminal, stops the processes, and checks the
+   outcomes, the business tables (side effects exactly once, LLM calls not
+   repeated) and the journal audit (``orchestrator.audit``).
+
+The result (:class:`DemoResult`) says whether every check held.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from consumers.migrations import migrate
+from orchestrator.audit import audit
+from orchestrator.client import SagaClient
+from orchestrator.config import Settings, TopicNames
+from orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagas.demo_checks import Check, SagaOutcome, check_effects, check_outcomes, outcome_of
+from sagas.demo_plan import DemoPlan, plan, seed
+from sagas.demo_procs import Cluster, ProcessSpec, sagaline_command
+from sagas.demo_watch import StateWatcher
+from sagas.tables import APP_SCHEMA_ENV, Tables, app_schema, ensure_tables
+from schemas.state import SagaState
+
+__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Sizes and knobs of a demo run."""
+
+    refunds: int = 10
+    research: int = 3
+    enrichments: int = 3
+    workers: int = 2
+    partitions: int = 3
+    chaos: bool = True
+    timeout_s: float = 180.0
+    #: PostgreSQL schema of the worker tables (inbox, outbox).
+    worker_schema: str = "sagaline"
+    #: PostgreSQL schema of the business tables (orders, payments, ...).
+    app_schema: str = "sagaline_demo"
+    #: Topic prefix; default ``sagaline-demo-<run id>`` (fresh topics per run).
+    prefix: str | None = None
+    log_dir: Path = Path(".sagaline/demo")
+
+
+@dataclass
+class DemoResult:
+    """Everything the demo observed, and its verdict."""
+
+    run_id: str
+    prefix: str
+    app_schema: str
+    worker_schema: str
+    outcomes: list[SagaOutcome] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    audit: dict[str, Any] = field(default_factory=dict)
+    audit_text: str = ""
+    events: list[str] = field(default_factory=list)
+    process_starts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    log_dir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "run_id": self.run_id,
+            "topic_prefix": self.prefix,
+            "app_schema": self.app_schema,
+            "worker_schema": self.worker_schema,
+            "seconds": round(self.seconds, 1),
+            "sagas": [o.as_dict() for o in self.outcomes],
+            "summary": self.summary(),
+            "checks": [c.as_dict() for c in self.checks],
+            "audit": self.audit,
+            "events": self.events,
+            "process_starts": self.process_starts,
+            "log_dir": self.log_dir,
+        }
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for o in self.outcomes:
+            kind = out.setdefault(o.kind, {})
+            kind[o.status] = kind.get(o.status, 0) + 1
+        return out
+
+    def render(self) -> str:
+        lines = [f"sagaline demo {self.run_id} (topics {self.prefix}.*) in {self.seconds:.0f}s", ""]
+        lines.append(
+            f"{'saga':<24} {'what happened':<12} {'status':<12} {'LLM':>4} {'tokens':>6}  reason"
+        )
+        for o in self.outcomes:
+            mark = "" if o.status == o.expected else f"  <-- expected {o.expected}"
+            lines.append(
+                f"{o.saga_id:<24} {o.action:<12} {o.status:<12} {o.llm_calls:>4} {o.tokens:>6}"
+                f"  {o.reason or ''}{mark}"
+            )
+        lines.append("")
+        lines.append("what the demo did: " + "; ".join(self.events))
+        lines.append("")
+        lines.append("checks:")
+        for c in self.checks:
+            lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<24} {c.detail}")
+        if self.audit_text:
+            lines.append("")
+            lines.append(self.audit_text)
+        lines.append("")
+        lines.append(
+            "demo passed: every saga ended as planned, side effects ran once, no LLM call repeated"
+            if self.ok
+            else f"demo FAILED (process logs in {self.log_dir})"
+        )
+        return "\n".join(lines)
+
+
+def _orchestrator_argv(instance_id: str, group: str, prefix: str) -> list[str]:
+    from orchestrator.cli.main import build_parser
+
+    commands = build_parser()._subparsers
+    names: set[str] = set()
+    if commands is not None:
+        for action in commands._group_actions:
+            names.update(getattr(action, "choices", {}) or {})
+    args = ["--app", "sagas:REGISTRY", "--instance-id", instance_id, "--group", group]
+    args += ["--prefix", prefix, "--session-timeout-ms", "6000"]
+    if "orchestrator" in names:
+        return sagaline_command("orchestrator", "run", *args)
+    import sys
+
+    return [sys.executable, "-m", "orchestrator.runtime.process", *args]
+
+
+def _process_specs(run_id: str, prefix: str, options: DemoOptions) -> list[ProcessSpec]:
+    common = ["--prefix", prefix, "--schema", options.worker_schema]
+    specs = [
+        ProcessSpec(
+            "orchestrator", _orchestrator_argv(f"{prefix}-orch-1", f"{prefix}-orchestrator", prefix)
+        )
+    ]
+    for i in range(1, options.workers + 1):
+        specs.append(
+            ProcessSpec(
+                f"worker-{i}",
+                sagaline_command(
+                    "worker",
+                    "run",
+                    "--app",
+                    "sagas:REGISTRY",
+                    "--group",
+                    f"{prefix}-workers",
+                    "--concurrency",
+                    "4",
+                    *common,
+                ),
+            )
+        )
+    specs.append(
+        ProcessSpec("relay", sagaline_command("relay", "run", "--poll-interval", "0.5", *common))
+    )
+    return specs
+
+
+class _People:
+    """Plays the managers and the research lead: answers each wait once."""
+
+    def __init__(self, client: SagaClient, demo: DemoPlan, events: list[str]) -> None:
+        self.client = client
+        self.pending = {
+            p.saga_id: p for p in demo.sagas if p.action in ("approve", "reject", "resume")
+        }
+        self.events = events
+
+    def act(self, states: dict[str, SagaState]) -> None:
+        for saga_id, p in list(self.pending.items()):
+            state = states.get(saga_id)
+            if state is None:
+                continue
+            if p.action in ("approve", "reject") and any(
+                w.name == "manager_approval" for w in state.waits
+            ):
+                assert p.by is not None
+                if p.action == "approve":
+                    self.client.approve(saga_id, "manager_approval", by=p.by, note="within policy")
+                else:
+                    self.client.reject(saga_id, "manager_approval", by=p.by, note="not covered")
+                del self.pending[saga_id]
+            elif p.action == "resume" and state.status == "paused":
+                assert p.by is not None
+                self.client.resume(saga_id, by=p.by, reason="worth the extra tokens")
+                self.events.append(f"{p.by} resumed {saga_id} after its token budget paused it")
+                del self.pending[saga_id]
+
+
+def _prepare(settings: Settings, options: DemoOptions, names: TopicNames, demo: DemoPlan) -> Tables:
+    assert settings.database_url is not None
+    ensure_topics(
+        settings.kafka_bootstrap_servers,
+        names,
+        TopicLayout(partitions=options.partitions),
+        create=True,
+    )
+    migrate(settings.database_url, options.worker_schema)
+    tables = Tables(app_schema(options.app_schema))
+    with psycopg.connect(settings.database_url) as conn:
+        ensure_tables(conn, tables.schema)
+        seed(conn, tables, demo)
+    return tables
+
+
+def _mid_flight(states: dict[str, SagaState], demo: DemoPlan) -> bool:
+    """Some refunds wait for a manager and some agents are still thinking."""
+    waiting = sum(1 for p in demo.of_kind("refund") if (s := states.get(p.saga_id)) and s.waits)
+    busy = [
+        p
+        for p in demo.sagas
+        if p.kind != "refund" and (s := states.get(p.saga_id)) and not s.is_terminal
+    ]
+    return waiting >= 1 and (bool(busy) or not demo.of_kind("research"))
+
+
+def run_demo(
+    settings: Settings, options: DemoOptions, progress: Progress = lambda _m: None
+) -> DemoResult:
+    """Run the demo against ``settings`` (Kafka, PostgreSQL); return what happened."""
+    if settings.database_url is None:
+        from orchestrator.errors import ConfigError
+
+        raise ConfigError("the demo needs PostgreSQL: set DATABASE_URL or run `sagaline dev up`")
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:6]
+    prefix = options.prefix or f"sagaline-demo-{run_id}"
+    names = TopicNames(prefix)
+    demo = plan(
+        run_id, refunds=options.refunds, research=options.research, enrichments=options.enrichments
+    )
+    result = DemoResult(run_id, prefix, options.app_schema, options.worker_schema)
+    log_dir = options.log_dir / run_id
+    result.log_dir = str(log_dir)
+
+    progress(f"preparing topics {prefix}.*, worker tables and business tables")
+    tables = _prepare(settings, options, names, demo)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "SAGALINE_TOPIC_PREFIX": prefix,
+        APP_SCHEMA_ENV: tables.schema,
+    }
+    cluster = Cluster(env=env, log_dir=log_dir)
+    watcher = StateWatcher(settings.kafka_bootstrap_servers, names.state)
+    client = SagaClient(
+        Settings(settings.kafka_bootstrap_servers, settings.database_url, names),
+        client_id=f"demo-{run_id}",
+    )
+    try:
+        for spec in _process_specs(run_id, prefix, options):
+            cluster.start(spec)
+        progress(f"started {', '.join(cluster.starts())} as separate processes (logs: {log_dir})")
+
+        for p in demo.sagas:
+            client.start(
+                p.definition,
+                p.data,
+                saga_id=p.saga_id,
+                check_existing=False,
+                flush=False,
+                requested_by=f"demo-{run_id}",
+            )
+        client.close()
+        counts = {k: len(demo.of_kind(k)) for k in ("refund", "research", "enrichment")}
+        result.events.append(
+            f"started {counts['refund']} refunds, {counts['research']} research agents,"
+            f" {counts['enrichment']} enrichments"
+        )
+        progress(result.events[-1])
+
+        people = _People(client, demo, result.events)
+        ids = [p.saga_id for p in demo.sagas]
+
+        def tick() -> None:
+            cluster.check_alive()
+            people.act(watcher.states)
+
+        if options.chaos:
+            watcher.wait_until(
+                ids[:1],
+                lambda s: _mid_flight(watcher.states, demo),
+                timeout=options.timeout_s,
+                what="mid-flight",
+                tick=tick,
+            )
+            in_flight = sum(1 for i in ids if (s := watcher.get(i)) is None or not s.is_terminal)
+            killed_worker = cluster.kill("worker-1")
+            killed_orch = cluster.kill("orchestrator")
+            result.events.append(
+                f"SIGKILLed worker-1 (pid {killed_worker}) and the orchestrator"
+                f" (pid {killed_orch}) with {in_flight} sagas in flight"
+            )
+            progress(result.events[-1])
+            time.sleep(1.0)
+            cluster.restart("orchestrator")
+            cluster.restart("worker-1")
+            result.events.append("restarted both")
+            progress("restarted the orchestrator and worker-1")
+
+        progress("playing the managers: approving, rejecting, and leaving one approval to time out")
+        watcher.wait_until(
+            ids, lambda s: s.is_terminal, timeout=options.timeout_s, what="terminal", tick=tick
+        )
+        decided = [p for p in demo.of_kind("refund") if p.action in ("approve", "reject")]
+        result.events.append(
+            f"{sum(1 for p in decided if p.action == 'approve')} refunds approved and "
+            f"{sum(1 for p in decided if p.action == 'reject')} rejected by named managers; "
+            f"{sum(1 for p in demo.of_kind('refund') if p.action == 'timeout')}"
+            " approval left to time out"
+        )
+        progress("every saga is terminal; stopping the processes")
+    finally:
+        result.process_starts = cluster.starts()
+        cluster.stop_all()
+        watcher.poll(0.5)
+        states = dict(watcher.states)
+        watcher.close()
+
+    result.outcomes = [outcome_of(p, states.get(p.saga_id)) for p in demo.sagas]
+    result.checks = check_outcomes(demo, states)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        result.checks += check_effects(conn, tables, demo, states)
+    progress("auditing the journal")
+    report = audit(
+        settings.kafka_bootstrap_servers,
+        names.journal,
+        database_url=settings.database_url,
+        db_schema=options.worker_schema,
+    )
+    result.audit = report.to_dict()
+    result.audit_text = report.render()
+    result.checks.append(
+        Check(
+            "journal_audit",
+            report.ok,
+            f"{report.sagas} sagas, {report.entries} journal entries,"
+            f" {len(report.findings)} findings",
+        )
+    )
+    result.seconds = time.monotonic() - started
+    return result
