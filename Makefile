@@ -12,8 +12,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sagaline-installed
 
-# The main job, run after `sagaline dev up`. Swap it for the full demo when it exists.
-DEMO_COMMAND ?= $(BIN)/sagaline dev smoke
+# The main job, run after `sagaline dev up`: the demo (sagas/demo.py).
+DEMO_COMMAND ?= $(BIN)/sagaline demo
 
 .PHONY: demo test setup infra lint typecheck pytest down
 

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.worker_cmds",
     "orchestrator.cli.orchestrator_cmds",
     "orchestrator.cli.audit_cmds",
+    "orchestrator.cli.demo_cmds",
 )
 
 
