@@ -79,6 +79,8 @@ class Relay:
         self.options = options or RelayOptions()
         self._dsn = dsn
         self._store = WorkerStore(self.options.schema)
+        # shard locks are per schema: relays of different schemas never block each other
+        self._lock_namespace = f"{_LOCK_NAMESPACE}:{self._store.schema}"
         config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
@@ -129,7 +131,7 @@ class Relay:
             if shard in self._owned:
                 continue
             row = conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (_LOCK_NAMESPACE, shard)
+                "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (self._lock_namespace, shard)
             ).fetchone()
             if row is not None and row[0]:
                 self._owned.append(shard)

@@ -42,6 +42,7 @@ from consumers.testkit import (
 )
 from consumers.worker import Worker, WorkerOptions
 from orchestrator.config import TopicNames
+from orchestrator.devenv.postgres import LocalPostgres
 from schemas.base import Record
 from schemas.replies import REPLY_TYPES, StepHeartbeat, StepSucceeded
 from schemas.tasks import ExecuteStep
@@ -52,24 +53,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def dsn() -> str:
-    value = os.environ.get("DATABASE_URL")
-    if not value:
-        pytest.skip("DATABASE_URL is not set")
-    return value
+def dsn(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture
-def bootstrap() -> str:
-    value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not value:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return value
+def bootstrap(kafka_bootstrap: str) -> str:
+    return kafka_bootstrap
 
 
 @pytest.fixture
-def topics(bootstrap: str) -> Iterator[TopicNames]:
-    names = TopicNames(f"t-wchaos-{uuid.uuid4().hex[:10]}")
+def topics(bootstrap: str, topic_prefix: str) -> Iterator[TopicNames]:
+    names = TopicNames(topic_prefix)
     create_topics(bootstrap, names)
     yield names
     delete_topics(bootstrap, names)
@@ -291,13 +286,10 @@ def test_relay_sigkill_between_publish_and_mark_sent(
     assert duplicates == len(tasks)  # the whole batch went out twice; the decider drops them
 
 
-def test_postgres_restarts_under_load(bootstrap: str, topics: TopicNames) -> None:
-    devenv = pytest.importorskip("orchestrator.devenv.postgres")
-    base = Path(f"/tmp/sagaline-wchaos-{uuid.uuid4().hex[:8]}")
-    base.mkdir()
-    os.chmod(base, 0o755)
-    server = devenv.LocalPostgres(base, database="chaos")
-    server.start()
+def test_postgres_restarts_under_load(
+    bootstrap: str, topics: TopicNames, private_postgres: LocalPostgres
+) -> None:
+    server = private_postgres  # a server of this test's own: never the shared dev Postgres
     dsn = server.url
     schema = prepare_schema(dsn)
     tasks = [
@@ -334,16 +326,12 @@ def test_postgres_restarts_under_load(bootstrap: str, topics: TopicNames) -> Non
         stop.set()
         runner.join(30)
         relay.close()
-    try:
-        per_task, _done, tries = check_exactly_once(dsn, schema, tasks, replies)
-        reexecuted = sum(n - 1 for n in tries.values())
-        report(
-            "postgres_restarts",
-            tasks=len(tasks),
-            restarts=restarts,
-            reexecutions=reexecuted,
-            duplicate_replies=sum(n - 1 for n in per_task.values()),
-        )
-    finally:
-        server.stop(mode="immediate")
-        subprocess.run(["rm", "-rf", str(base)], check=False)
+    per_task, _done, tries = check_exactly_once(dsn, schema, tasks, replies)
+    reexecuted = sum(n - 1 for n in tries.values())
+    report(
+        "postgres_restarts",
+        tasks=len(tasks),
+        restarts=restarts,
+        reexecutions=reexecuted,
+        duplicate_replies=sum(n - 1 for n in per_task.values()),
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,19 +21,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def dsn() -> str:
-    value = os.environ.get("DATABASE_URL")
-    if not value:
-        pytest.skip("DATABASE_URL is not set")
-    return value
+def dsn(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture
-def bootstrap() -> str:
-    value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not value:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return value
+def bootstrap(kafka_bootstrap: str) -> str:
+    return kafka_bootstrap
 
 
 @pytest.fixture
@@ -46,8 +39,8 @@ def schema(dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def topic(bootstrap: str) -> Iterator[str]:
-    name = f"t-relay-{uuid.uuid4().hex[:10]}"
+def topic(bootstrap: str, topic_prefix: str) -> Iterator[str]:
+    name = f"{topic_prefix}-relay"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(30)
     yield name

@@ -31,19 +31,13 @@ SAGALINE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "sagaline"
 
 
 @pytest.fixture
-def dsn() -> str:
-    value = os.environ.get("DATABASE_URL")
-    if not value:
-        pytest.skip("DATABASE_URL is not set")
-    return value
+def dsn(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture
-def bootstrap() -> str:
-    value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not value:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return value
+def bootstrap(kafka_bootstrap: str) -> str:
+    return kafka_bootstrap
 
 
 @pytest.fixture
@@ -58,8 +52,8 @@ def schema(dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def topics(bootstrap: str) -> Iterator[TopicNames]:
-    names = TopicNames(f"t-wcli-{uuid.uuid4().hex[:10]}")
+def topics(bootstrap: str, topic_prefix: str) -> Iterator[TopicNames]:
+    names = TopicNames(topic_prefix)
     create_topics(bootstrap, names)
     yield names
     delete_topics(bootstrap, names)
