@@ -89,12 +89,13 @@ class WorkerStepContext:
 
     @property
     def db(self) -> Any:
-        """The step's connection, inside the transaction that records its reply."""
+        """The step's connection, inside the transaction that records its reply.
+
+        On the Kafka-only path there is none: using ``ctx.db`` raises
+        :class:`NoDatabaseInStep`.
+        """
         if self._db is None:
-            raise NoDatabaseInStep(
-                f"step {self._step!r} runs on the Kafka-only path (uses_db=False): "
-                "it has no database transaction"
-            )
+            return _NoDatabase(self._step)
         return self._db
 
     @property
@@ -145,3 +146,19 @@ class WorkerStepContext:
                 tokens_out=u.tokens_out + tokens_out,
                 cost_micros=u.cost_micros + cost_micros,
             )
+
+
+class _NoDatabase:
+    """``ctx.db`` of a step without a database: any use raises :class:`NoDatabaseInStep`."""
+
+    def __init__(self, step: str) -> None:
+        self._step = step
+
+    def __getattr__(self, name: str) -> Any:
+        raise NoDatabaseInStep(
+            f"step {self._step!r} runs on the Kafka-only path (uses_db=False): "
+            f"it has no database transaction (ctx.db.{name})"
+        )
+
+    def __bool__(self) -> bool:
+        return False
