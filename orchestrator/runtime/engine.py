@@ -78,7 +78,7 @@ class EngineConfig:
     #: how long a finished saga's terminal snapshot stays before its tombstone
     tombstone_grace_s: float = 86_400.0
     transaction_timeout_ms: int = 30_000
-    producer_linger_ms: float = 1.0
+    producer_linger_ms: float = 0.5
     fetch_wait_max_ms: int = 5
     session_timeout_ms: int = 10_000
     #: ``group.instance.id`` = instance id: a restarted instance gets its partitions back at once

@@ -32,24 +32,31 @@ class TimerWheel:
         self._heap: list[tuple[float, int, str, str]] = []
         self._by_saga: dict[str, dict[str, float]] = {}
         self._seq = itertools.count()
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(timers) for timers in self._by_saga.values())
+        return self._count
+
+    def _forget(self, saga_id: str) -> None:
+        old = self._by_saga.pop(saga_id, None)
+        if old:
+            self._count -= len(old)
 
     def schedule(self, saga_id: str, timers: Iterable[tuple[str, float]]) -> None:
         """Replace the saga's timers with ``timers`` (``(timer_id, due)`` pairs)."""
         current = dict(timers)
+        self._forget(saga_id)
         if not current:
-            self._by_saga.pop(saga_id, None)
             return
         self._by_saga[saga_id] = current
+        self._count += len(current)
         for timer_id, due in current.items():
             heapq.heappush(self._heap, (due, next(self._seq), saga_id, timer_id))
         self._compact_if_bloated()
 
     def drop(self, saga_id: str) -> None:
         """Forget every timer of a saga."""
-        self._by_saga.pop(saga_id, None)
+        self._forget(saga_id)
 
     def timers_of(self, saga_id: str) -> dict[str, float]:
         """The saga's scheduled timers."""
@@ -79,6 +86,7 @@ class TimerWheel:
             heapq.heappop(self._heap)
             timers = self._by_saga[saga_id]
             del timers[timer_id]
+            self._count -= 1
             if not timers:
                 del self._by_saga[saga_id]
             fired.append(DueTimer(due, saga_id, timer_id))

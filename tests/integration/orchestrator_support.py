@@ -1,33 +1,40 @@
 """Helpers for the orchestrator's integration and chaos tests (real Kafka).
 
-* :class:`Responder` — a worker-like process: consumes tasks read_committed and
-  answers each ``ExecuteStep`` / ``CompensateStep`` with a success reply in a
-  Kafka transaction (consumed offsets included), so replies are exactly-once.
+* :class:`Responder` (from ``orchestrator.bench.responder``) — a worker-like
+  responder: answers each task with a success reply in a Kafka transaction.
 * :func:`read_committed` — reads a whole topic with a read_committed consumer.
 * :func:`fresh_prefix` — unique topic prefix per test.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
+from orchestrator.bench.responder import Responder
+from orchestrator.runtime.kafka_config import reader_config
 from orchestrator.runtime.ports import Codec
-from schemas.base import Envelope, Record
 from schemas.journal import JournalEntry
-from schemas.replies import CompensationSucceeded, StepSucceeded
 from schemas.state import SagaState
 from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+
+__all__ = [
+    "ReadRecord",
+    "Responder",
+    "check_saga_invariants",
+    "delete_prefix_topics",
+    "fresh_prefix",
+    "journals",
+    "latest_snapshots",
+    "read_committed",
+    "wait_all_terminal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,133 +111,6 @@ def read_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Re
         return out
     finally:
         reader.close()
-
-
-def _reply_envelope(task: ExecuteStep | CompensateStep, now: datetime) -> Envelope:
-    digest = hashlib.sha256(f"reply:{task.task_id}".encode()).hexdigest()[:32]
-    return Envelope(
-        message_id=digest,
-        saga_id=task.envelope.saga_id,
-        saga_type=task.envelope.saga_type,
-        saga_version=task.envelope.saga_version,
-        occurred_at=now,
-        causation_id=task.envelope.message_id,
-        correlation_id=task.envelope.correlation_id,
-        trace=task.envelope.trace,
-    )
-
-
-class Responder:
-    """Answers tasks with success replies, exactly-once (transactional)."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        prefix: str,
-        codec: Codec,
-        *,
-        result_for: object = None,
-        skip: Sequence[str] = (),
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.prefix = prefix
-        self.codec = codec
-        self.skip = set(skip)
-        self.answered = 0
-        self.seen: list[ExecuteStep | CompensateStep] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-        self.group = f"{prefix}-responder"
-
-    def start(self) -> Responder:
-        self._thread = threading.Thread(target=self._run_safe, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-    def _run_safe(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # surfaced by the test
-            log.exception("responder failed")
-            self.error = exc
-
-    def _reply(self, task: Record, now: datetime) -> Record | None:
-        if isinstance(task, ExecuteStep):
-            if task.step in self.skip:
-                return None
-            return StepSucceeded(
-                envelope=_reply_envelope(task, now),
-                step=task.step,
-                attempt=task.attempt,
-                idempotency_key=task.idempotency_key,
-                task_id=task.task_id,
-                result=None,
-            )
-        if isinstance(task, CompensateStep):
-            return CompensationSucceeded(
-                envelope=_reply_envelope(task, now),
-                step=task.step,
-                attempt=task.attempt,
-                idempotency_key=task.idempotency_key,
-                task_id=task.task_id,
-            )
-        return None
-
-    def _run(self) -> None:
-        consumer = Consumer(
-            {
-                **reader_config(self.bootstrap, self.group),
-                "enable.partition.eof": False,
-                "session.timeout.ms": 6000,
-            }
-        )
-        producer = Producer(
-            transactional_producer_config(self.bootstrap, f"{self.group}-{uuid.uuid4().hex[:6]}")
-        )
-        producer.init_transactions(30)
-        consumer.subscribe([f"{self.prefix}.tasks"])
-        try:
-            while not self._stop.is_set():
-                msgs = consumer.consume(200, 0.1)
-                msgs = [m for m in msgs if m.error() is None]
-                if not msgs:
-                    continue
-                now = datetime.now(UTC)
-                producer.begin_transaction()
-                for msg in msgs:
-                    value = msg.value()
-                    if value is None:
-                        continue
-                    task = self.codec.decode(value, TASK_TYPES)
-                    assert isinstance(task, ExecuteStep | CompensateStep)
-                    self.seen.append(task)
-                    reply = self._reply(task, now)
-                    if reply is None:
-                        continue
-                    headers = [
-                        (k, v)
-                        for k, v in (msg.headers() or [])
-                        if k in ("traceparent", "tracestate")
-                    ]  # type: ignore[misc]
-                    producer.produce(
-                        f"{self.prefix}.replies",
-                        key=msg.key(),
-                        value=self.codec.encode(reply),
-                        headers=headers or None,
-                    )
-                    self.answered += 1
-                producer.send_offsets_to_transaction(
-                    consumer.position(consumer.assignment()), consumer.consumer_group_metadata()
-                )
-                producer.commit_transaction()
-        finally:
-            consumer.close()
 
 
 def latest_snapshots(bootstrap: str, prefix: str, codec: Codec) -> dict[str, SagaState]:

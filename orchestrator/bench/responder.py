@@ -1,0 +1,208 @@
+"""A worker stand-in that answers every task with a success reply, exactly once.
+
+It consumes the tasks topic (read_committed, consumer group) and, in one
+Kafka transaction per batch, produces a ``StepSucceeded`` /
+``CompensationSucceeded`` for each task plus the consumed offsets.  Trace
+headers are copied from the task to the reply.  It isolates the
+orchestrator's cost in benchmarks and tests; the real worker
+(``consumers``) adds the Postgres inbox/outbox hop.
+
+``sleep_ms`` simulates step work: each batch of tasks "runs" concurrently
+for that long before its replies are written (like a worker with enough
+concurrency).  Steps named in ``skip`` get no reply (to exercise timeouts).
+
+Run standalone: ``python -m orchestrator.bench.responder --prefix P``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from types import FrameType
+
+from confluent_kafka import Consumer, Producer
+
+from orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
+from orchestrator.runtime.ports import Codec
+from orchestrator.telemetry import carrier_from_headers, headers_from_carrier
+from schemas.base import Envelope, Record
+from schemas.replies import CompensationSucceeded, StepSucceeded
+from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+
+__all__ = ["Responder", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def _reply_envelope(task: ExecuteStep | CompensateStep, now: datetime) -> Envelope:
+    digest = hashlib.sha256(f"reply:{task.task_id}".encode()).hexdigest()[:32]
+    return Envelope(
+        message_id=digest,
+        saga_id=task.envelope.saga_id,
+        saga_type=task.envelope.saga_type,
+        saga_version=task.envelope.saga_version,
+        occurred_at=now,
+        causation_id=task.envelope.message_id,
+        correlation_id=task.envelope.correlation_id,
+        trace=task.envelope.trace,
+    )
+
+
+class Responder:
+    """Answers tasks with success replies in Kafka transactions (run in a thread)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        codec: Codec,
+        *,
+        sleep_ms: float = 0.0,
+        skip: Iterable[str] = (),
+        group: str | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.codec = codec
+        self.sleep_ms = sleep_ms
+        self.skip = set(skip)
+        self.group = group or f"{prefix}-responder"
+        self.answered = 0
+        self.seen: list[ExecuteStep | CompensateStep] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Responder:
+        """Run in a daemon thread."""
+        self._thread = threading.Thread(target=self._run_safe, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop after the current batch."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run_safe(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # surfaced to the caller through .error
+            log.exception("responder failed")
+            self.error = exc
+
+    def reply_for(self, task: Record, now: datetime) -> Record | None:
+        """The success reply to ``task`` (``None`` for skipped steps)."""
+        if isinstance(task, ExecuteStep):
+            if task.step in self.skip:
+                return None
+            return StepSucceeded(
+                envelope=_reply_envelope(task, now),
+                step=task.step,
+                attempt=task.attempt,
+                idempotency_key=task.idempotency_key,
+                task_id=task.task_id,
+            )
+        if isinstance(task, CompensateStep):
+            return CompensationSucceeded(
+                envelope=_reply_envelope(task, now),
+                step=task.step,
+                attempt=task.attempt,
+                idempotency_key=task.idempotency_key,
+                task_id=task.task_id,
+            )
+        return None
+
+    def run(self) -> None:
+        """Consume and answer until :meth:`stop`."""
+        consumer = Consumer(
+            {
+                **reader_config(self.bootstrap, self.group),
+                "enable.partition.eof": False,
+                "session.timeout.ms": 6000,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        producer = Producer(
+            transactional_producer_config(self.bootstrap, f"{self.group}-{uuid.uuid4().hex[:6]}")
+        )
+        producer.init_transactions(30)
+        consumer.subscribe([f"{self.prefix}.tasks"])
+        try:
+            while not self._stop.is_set():
+                first = consumer.poll(0.1)
+                if first is None:
+                    continue
+                msgs = [first, *consumer.consume(500, 0)]
+                msgs = [m for m in msgs if m.error() is None]
+                if not msgs:
+                    continue
+                if self.sleep_ms:
+                    time.sleep(self.sleep_ms / 1000)
+                now = datetime.now(UTC)
+                producer.begin_transaction()
+                for msg in msgs:
+                    value = msg.value()
+                    if value is None:
+                        continue
+                    task = self.codec.decode(value, TASK_TYPES)
+                    if not isinstance(task, ExecuteStep | CompensateStep):
+                        continue
+                    self.seen.append(task)
+                    reply = self.reply_for(task, now)
+                    if reply is None:
+                        continue
+                    carrier = carrier_from_headers(msg.headers())
+                    headers = headers_from_carrier(carrier)
+                    producer.produce(
+                        f"{self.prefix}.replies",
+                        key=msg.key(),
+                        value=self.codec.encode(reply),
+                        headers=headers or None,
+                    )
+                    self.answered += 1
+                producer.send_offsets_to_transaction(
+                    consumer.position(consumer.assignment()), consumer.consumer_group_metadata()
+                )
+                producer.commit_transaction()
+        finally:
+            consumer.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a responder process until SIGTERM."""
+    from orchestrator.config import Settings
+    from orchestrator.runtime.core import AvroCodec
+
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.bench.responder")
+    parser.add_argument("--prefix")
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--sleep-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix)
+    responder = Responder(
+        settings.kafka_bootstrap_servers,
+        settings.topics.prefix,
+        AvroCodec(),
+        sleep_ms=args.sleep_ms,
+    )
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        responder._stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    responder.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
