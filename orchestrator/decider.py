@@ -471,6 +471,8 @@ class _Decider(AgentDecider):
             self.ignore("not_applicable", "already compensating")
             return
         why = f": {c.reason}" if c.reason else ""
+        if self.s.status == "paused":  # an operator's cancel overrides the pause
+            self.emit(SagaResumed(at=self.now, by=c.by, reason="cancelled"))
         self.start_compensation(f"cancelled by {c.by}{why}", final="cancelled")
 
     def on_pause(self, c: PauseSaga) -> None:

@@ -374,8 +374,12 @@ def _compensation_started(s: SagaState, e: CompensationStarted) -> Updates:
         s.timers,
         lambda t: t.kind in ("step_timeout", "heartbeat_timeout") and t.step not in dropped,
     )
+    paused = s.status == "paused"
     return {
-        "status": "compensating",
+        # a paused saga stays paused: its compensation runs once it is resumed
+        "status": "paused" if paused else "compensating",
+        "paused_from": "compensating" if paused else None,
+        "pause_reason": s.pause_reason if paused else None,
         "steps": steps,
         "timers": timers,
         "waits": [],
@@ -383,8 +387,6 @@ def _compensation_started(s: SagaState, e: CompensationStarted) -> Updates:
         "compensation_plan": list(e.steps),
         "compensation_reason": e.reason,
         "final_status": e.final_status,
-        "paused_from": None,
-        "pause_reason": None,
     }
 
 

@@ -429,3 +429,32 @@ def test_a_child_saga_reports_its_outcome_to_its_parent() -> None:
     parent.deliver(reply.record)
     parent.expect_status("completed")
     assert parent.data.note == "child reserved 3"
+
+
+def test_a_timeout_while_paused_compensates_only_after_resume() -> None:
+    kit = SagaTestKit(Fanout)
+    kit.start(Order())
+    kit.succeed("a", Reserved(units=1))
+    kit.succeed("b", Reserved(units=1))
+    kit.advance(hours=1)
+    kit.expect_waiting_for("shipped")
+    kit.pause(by="ops")
+    kit.advance(days=2)  # the wait times out (on_timeout="fail") even while paused
+    kit.expect_status("failed")
+    kit = kit_at("charge")
+    kit.pause(by="ops")
+    kit.fail("charge", retryable=False)  # the failure decides to compensate ...
+    kit.expect_status("paused")  # ... but the pause holds the compensations
+    kit.expect_no_tasks()
+    kit.resume(by="ops")
+    kit.expect_compensations(["reserve"])
+    kit.expect_status("compensated")
+
+
+def test_cancel_overrides_a_pause() -> None:
+    kit = kit_at("charge")
+    kit.pause(by="ops")
+    kit.succeed("charge")
+    kit.cancel(by="ops")
+    kit.expect_compensations(["charge", "reserve"])
+    kit.expect_status("cancelled")
