@@ -3,7 +3,8 @@
 :func:`read_journal` snapshots the end offset of every partition it reads
 (the last stable offset, as seen by a read_committed consumer) before it
 starts, reads from the beginning (or from the first offset at or after
-``since``) and stops when the consumer's *position* reaches that snapshot.
+``since``, keeping only records whose timestamp is at or after it) and
+stops when the consumer's *position* reaches that snapshot.
 The position, not the offset of the last message, decides: the end of a
 journal partition is usually a transaction marker, which is never
 delivered as a message.
@@ -54,6 +55,7 @@ class JournalRecord:
 
     partition: int
     offset: int
+    timestamp_ms: int
     entry: JournalEntry
 
 
@@ -127,10 +129,13 @@ def read_journal(
         total = sum(result.end_offsets[p] - result.start_offsets[p] for p in partitions)
         if assignment:
             consumer.assign(assignment)
-            for raw_partition, raw_offset, key, value in _consume_until_end(
+            since_ms = int(since.timestamp() * 1000) if since is not None else None
+            for partition, offset, timestamp, key, value in _consume_until_end(
                 consumer, topic, result.end_offsets, {tp.partition for tp in assignment}, timeout
             ):
-                _decode_into(result, codec, raw_partition, raw_offset, key, value)
+                if since_ms is not None and timestamp < since_ms:
+                    continue  # a later offset with an earlier time: before --since
+                _decode_into(result, codec, partition, offset, timestamp, key, value)
                 if progress is not None:
                     progress(len(result.records) + len(result.undecodable), total)
         result.records = [
@@ -194,7 +199,7 @@ def _consume_until_end(
     ends: dict[int, int],
     pending: set[int],
     timeout: float,
-) -> Iterator[tuple[int, int, str | None, bytes | None]]:
+) -> Iterator[tuple[int, int, int, str | None, bytes | None]]:
     deadline = time.monotonic() + timeout
     while pending:
         if time.monotonic() > deadline:
@@ -214,7 +219,8 @@ def _consume_until_end(
                 continue  # written after the snapshot: not part of this read
             raw_key = msg.key()
             key = raw_key.decode("utf-8", "replace") if raw_key is not None else None
-            yield partition, offset, key, msg.value()
+            _, timestamp = msg.timestamp()
+            yield partition, offset, timestamp, key, msg.value()
         for tp in consumer.position([TopicPartition(topic, p) for p in sorted(pending)]):
             if tp.offset >= ends[tp.partition]:
                 pending.discard(tp.partition)
@@ -225,6 +231,7 @@ def _decode_into(
     codec: Codec,
     partition: int,
     offset: int,
+    timestamp: int,
     key: str | None,
     value: bytes | None,
 ) -> None:
@@ -236,4 +243,4 @@ def _decode_into(
     except Exception as exc:  # any failure is a finding about the journal, not a crash
         result.undecodable.append(Undecodable(partition, offset, key, f"{exc}"))
         return
-    result.records.append(JournalRecord(partition, offset, entry))
+    result.records.append(JournalRecord(partition, offset, timestamp, entry))

@@ -28,11 +28,14 @@ from schemas.state import SagaState
 from schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
+    "CHANGED",
+    "REGISTRY",
     "T0",
-    "FailingRefund",
     "Refund",
     "RefundData",
+    "RefundShorterTimeout",
     "SagaRun",
+    "publish_journal",
     "rehash",
     "renumber",
     "run_refund",
@@ -83,10 +86,44 @@ class Refund(Saga[RefundData]):
         return None
 
 
-class FailingRefund(Refund):
-    """Same shape under another type name (for registry tests)."""
+class RefundShorterTimeout(Saga[RefundData]):
+    """Same steps, but the approval now times out after one day."""
 
-    type_name = "test.refund_failing"
+    type_name = "test.refund"
+    version = 1
+
+    @step(compensate=None)
+    def check_eligibility(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @step
+    def update_record(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @update_record.compensation
+    def undo_update_record(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    manager_ok = approval(timeout=timedelta(days=1))
+
+    @step
+    def reverse_payment(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @reverse_payment.compensation
+    def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+    @step(compensate=None)
+    def notify(self, ctx: Any, data: RefundData) -> None:
+        return None
+
+
+REGISTRY = [Refund]
+"""What ``--sagas journal_builders:REGISTRY`` loads (the code that wrote the journals)."""
+
+CHANGED = [RefundShorterTimeout]
+"""A deploy that changed the approval timeout (diverges from recorded journals)."""
 
 
 Failure = Callable[[ExecuteStep], bool]
@@ -245,3 +282,39 @@ def renumber(entries: Iterable[JournalEntry]) -> list[JournalEntry]:
     """Give ``entries`` contiguous seqs from 1 and a valid chain."""
     numbered = [e.model_copy(update={"seq": i}) for i, e in enumerate(entries, start=1)]
     return rehash(numbered)
+
+
+def publish_journal(
+    bootstrap: str,
+    topic: str,
+    entries: Iterable[JournalEntry],
+    *,
+    transactional_id: str,
+    abort: bool = False,
+    raw: Iterable[tuple[str, bytes]] = (),
+) -> None:
+    """Write ``entries`` (keyed by saga id, timestamped with their envelope time) and any
+    ``raw`` (key, bytes) records in one Kafka transaction, committed or ``abort``-ed."""
+    from confluent_kafka import Producer
+
+    from orchestrator.runtime.kafka_config import transactional_producer_config
+    from schemas.codec import default_codec
+
+    codec = default_codec()
+    producer = Producer(transactional_producer_config(bootstrap, transactional_id))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for entry in entries:
+        producer.produce(
+            topic,
+            key=entry.envelope.saga_id.encode(),
+            value=codec.encode(entry),
+            timestamp=int(entry.envelope.occurred_at.timestamp() * 1000),
+        )
+    for key, value in raw:
+        producer.produce(topic, key=key.encode(), value=value)
+    producer.flush(30)
+    if abort:
+        producer.abort_transaction(30)
+    else:
+        producer.commit_transaction(30)

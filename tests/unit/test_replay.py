@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from journal_builders import Refund, RefundData, run_refund
+from journal_builders import Refund, RefundData, RefundShorterTimeout, run_refund
 
 from orchestrator.replay import (
     ReplayError,
@@ -47,39 +47,6 @@ class RefundV1Changed(Saga[RefundData]):
         return None
 
     manager_ok = approval(timeout=timedelta(days=7))
-
-    @step
-    def reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @reverse_payment.compensation
-    def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step(compensate=None)
-    def notify(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-
-class RefundShorterTimeout(Saga[RefundData]):
-    """Same steps, but the approval now times out after one day."""
-
-    type_name = "test.refund"
-    version = 1
-
-    @step(compensate=None)
-    def check_eligibility(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step
-    def update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @update_record.compensation
-    def undo_update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    manager_ok = approval(timeout=timedelta(days=1))
 
     @step
     def reverse_payment(self, ctx: Any, data: RefundData) -> None:
