@@ -8,6 +8,7 @@ entries must never be seen.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,9 +35,11 @@ class Journal:
 
 
 @pytest.fixture
-def journal(kafka_bootstrap: str, topic_prefix: str, create_topics: object) -> Journal:
+def journal(
+    kafka_bootstrap: str, topic_prefix: str, create_topics: Callable[..., list[str]]
+) -> Journal:
     names = TopicNames(topic_prefix)
-    create_topics([names.journal], partitions=3)  # type: ignore[operator]
+    create_topics([names.journal], partitions=3)
     runs = {f"{topic_prefix}-{o}": run_refund(f"{topic_prefix}-{o}", o) for o in OUTCOMES}
     entries = [e for run in runs.values() for e in run.entries]
     publish_journal(kafka_bootstrap, names.journal, entries, transactional_id=f"{topic_prefix}-a")
