@@ -481,7 +481,6 @@ class AgentSpec(Node):
         name: str | None,
     ) -> None:
         super().__init__(name)
-        self.tools = {t.name: t for t in tools}
         self.tool_specs = list(tools)
         self.max_turns = max_turns
         self.retry = retry
@@ -489,6 +488,11 @@ class AgentSpec(Node):
         self.approval_timeout = approval_timeout
         self.llm_fn: Callable[..., Any] | None = None
         self.on_answer_fn: Callable[..., Any] | None = None
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
+        """The agent's tools by name."""
+        return {t.name: t for t in self.tool_specs}
 
     def llm(self, fn: F) -> F:
         """Register the LLM handler ``fn(self, ctx, turn: AgentTurn) -> AgentDecision``."""

@@ -28,15 +28,18 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from orchestrator.agents import AgentDecision, AgentTurn
 from orchestrator.context import StepContext
 from orchestrator.decider import Decision, Input, decide, pending_timers, timer_input
 from orchestrator.fold import fold
 from orchestrator.payloads import input_sha256, to_payload
 from orchestrator.policies import Retry
-from orchestrator.saga import Saga, StepSpec, approval, step
+from orchestrator.saga import Saga, StepSpec, agent, approval, parallel, sleep, step, tool
 from schemas.base import Envelope, Record
 from schemas.commands import CancelSaga, PauseSaga, ResumeSaga, RetryStep, SignalSaga, StartSaga
 from schemas.events import (
+    AgentGaveUp,
+    AgentTurnRecorded,
     CompensationDispatched,
     CompensationStarted,
     InputIgnored,
@@ -46,6 +49,7 @@ from schemas.events import (
     StepCompensated,
     StepCompleted,
     StepDispatched,
+    WaitOpened,
 )
 from schemas.replies import CompensationFailed, CompensationSucceeded, StepFailed, StepSucceeded
 from schemas.state import SagaState
@@ -119,6 +123,7 @@ class Run:
     tasks: list[ExecuteStep | CompensateStep] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)
     events: list[Any] = field(default_factory=list)
+    llm: Any = None  # task -> result payload of an agent turn (None: no result)
 
     def env(self) -> Envelope:
         self.counter += 1
@@ -167,7 +172,8 @@ class Run:
         }
         rec: Record
         if isinstance(task, ExecuteStep):
-            rec = StepSucceeded(**common) if ok else StepFailed(**common, **failure)
+            result = self.llm(task) if self.llm is not None and ok else None
+            rec = StepSucceeded(**common, result=result) if ok else StepFailed(**common, **failure)
         else:
             rec = CompensationSucceeded(**common) if ok else CompensationFailed(**common, **failure)
         self.feed(rec)
@@ -266,7 +272,8 @@ def finish(run: Run) -> None:
         elif run.open_tasks():
             run.reply(run.open_tasks()[0], ok=True, retryable=True)
         elif state.waits:
-            run.feed(SignalSaga(envelope=run.env(), name="ok", by="p", approved=True))
+            name = state.waits[0].name
+            run.feed(SignalSaga(envelope=run.env(), name=name, by="p", approved=True))
         elif not run.fire_next_timer():
             raise AssertionError(f"saga stuck in {state.status} at {state.node}")
     raise AssertionError("saga did not finish")
@@ -331,6 +338,9 @@ def test_random_inputs_keep_the_saga_semantics(
     drive(run, data, actions)
     finish(run)
     check_run(run)
+    for e in run.events:
+        if isinstance(e, AgentTurnRecorded | AgentGaveUp | WaitOpened):
+            event(type(e).__name__ + (f":{e.kind}" if isinstance(e, WaitOpened) else ""))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -348,3 +358,95 @@ def test_happy_and_failing_paths_end_cleanly(shape: Shape, outcomes: list[str]) 
             run.fire_next_timer()
     finish(run)
     check_run(run)
+
+
+class Args(BaseModel):
+    q: str
+
+
+def _tool(self: Any, ctx: StepContext, args: Args) -> None:
+    return None
+
+
+def _undo_tool(self: Any, ctx: StepContext, args: Args) -> None:
+    return None
+
+
+def _llm(self: Any, ctx: StepContext, turn: AgentTurn) -> AgentDecision:
+    return AgentDecision.final("x")
+
+
+@dataclass(frozen=True)
+class MixShape:
+    """parallel(b0..bk) → sleep → (agent with a compensable tool and a risky one) → step."""
+
+    branches: tuple[bool, ...]
+    with_sleep: bool
+    with_agent: bool
+    max_turns: int
+
+
+@cache
+def build_mix(shape: MixShape) -> type[Saga[Data]]:
+    namespace: dict[str, Any] = {"type_name": "mix"}
+    branch_specs = []
+    for i, compensable in enumerate(shape.branches):
+        spec = step(compensate=_undo if compensable else None)(_body)
+        namespace[f"b{i}"] = spec
+        branch_specs.append(spec)
+    if len(branch_specs) >= 2:
+        namespace["fan"] = parallel(*branch_specs)
+    if shape.with_sleep:
+        namespace["nap"] = sleep(timedelta(minutes=30))
+    if shape.with_agent:
+        lookup = tool()(_tool)
+        lookup.compensation(_undo_tool)
+        namespace["lookup"] = lookup
+        namespace["send"] = tool(risky=True)(_tool)
+        think = agent(tools=[lookup, namespace["send"]], max_turns=shape.max_turns)
+        think.llm(_llm)
+        namespace["think"] = think
+    namespace["last"] = step(compensate=_undo)(_body)
+    return types.new_class("Mix", (Saga[Data],), {}, lambda ns: ns.update(namespace))
+
+
+mix_shapes = st.builds(
+    MixShape,
+    branches=st.lists(st.booleans(), min_size=2, max_size=3).map(tuple),
+    with_sleep=st.booleans(),
+    with_agent=st.booleans(),
+    max_turns=st.integers(1, 4),
+)
+
+DECISIONS = [
+    AgentDecision.final("done"),
+    AgentDecision.call("lookup", {"q": "a"}),
+    AgentDecision.call("lookup", {"nope": 1}),
+    AgentDecision.call("send", {"q": "b"}),
+    AgentDecision.call("missing", {}),
+]
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(shape=mix_shapes, data=st.data(), actions=st.integers(0, 16))
+def test_parallel_sleep_and_agents_keep_the_semantics(
+    shape: MixShape, data: st.DataObject, actions: int
+) -> None:
+    run = Run(build_mix(shape))
+
+    def llm(task: ExecuteStep) -> Any:
+        if "#" not in task.step or "." in task.step:
+            return None
+        return to_payload(data.draw(st.sampled_from(DECISIONS), label="llm"))
+
+    run.llm = llm
+    drive(run, data, actions)
+    finish(run)
+    check_run(run)
+    for e in run.events:
+        if isinstance(e, AgentTurnRecorded | AgentGaveUp | WaitOpened):
+            event(type(e).__name__ + (f":{e.kind}" if isinstance(e, WaitOpened) else ""))
