@@ -461,7 +461,7 @@ class SagaTestKit(Generic[DataT]):
             "task_id": task.task_id,
         }
         if error is not None:
-            retryable = not isinstance(error, TerminalError | handler.non_retryable)
+            retryable = not isinstance(error, (TerminalError, *handler.non_retryable))
             if isinstance(error, RetryableError):
                 retryable = True
             failure = {
