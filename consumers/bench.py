@@ -18,7 +18,8 @@ of this one machine) for both delivery paths:
 * ``end_to_end``          task committed → reply received
 
 plus a throughput run (a burst of tasks, tasks per second until every reply
-arrived).
+arrived).  ``--e2e N`` adds N sagas per path through the real orchestrator
+process (see :mod:`consumers.bench_e2e`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
+from consumers.bench_support import ReplyTail, summary
 from consumers.migrations import migrate
 from consumers.relay import Relay, RelayOptions
 from consumers.testkit import (
@@ -51,60 +52,11 @@ from consumers.wire import SchemasCodec
 from consumers.worker import TaskTrace, Worker, WorkerOptions
 from orchestrator.config import TopicNames
 from orchestrator.runtime.kafka_config import PARTITIONER
-from schemas.replies import REPLY_TYPES, StepHeartbeat
 from schemas.tasks import ExecuteStep
 
 __all__ = ["main", "run_bench"]
 
 STEP_FOR_PATH = {"outbox": "write", "kafka": "echo"}
-
-
-class _Replies:
-    """Records when each reply arrives (and its Kafka CreateTime)."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.arrived: dict[str, tuple[float, float]] = {}
-        self._codec = SchemasCodec()
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 5,
-            }
-        )
-        self._consumer.subscribe([topic])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._consumer.poll(0.05)
-            if msg is None or msg.error() is not None or msg.value() is None:
-                continue
-            now = time.time()
-            record = self._codec.decode(msg.value() or b"", REPLY_TYPES)
-            if isinstance(record, StepHeartbeat):
-                continue
-            task_id = getattr(record, "task_id", "")
-            created = msg.timestamp()[1] / 1000.0
-            self.arrived.setdefault(task_id, (now, created))
-
-    def wait_for(self, task_ids: Sequence[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(t in self.arrived for t in task_ids):
-                return True
-            time.sleep(0.005)
-        return False
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._consumer.close()
 
 
 class _TaskProducer:
@@ -134,29 +86,12 @@ class _TaskProducer:
         return time.time()
 
 
-def _summary(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
-
-    return {
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
-        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
-        "n": len(ordered),
-    }
-
-
 def _latency_run(
     path: str,
     n: int,
     interval: float,
     producer: _TaskProducer,
-    replies: _Replies,
+    replies: ReplyTail,
     traces: dict[str, TaskTrace],
 ) -> dict[str, Any]:
     committed: dict[str, float] = {}
@@ -197,14 +132,14 @@ def _latency_run(
         else:
             hops["to_publish"].append(trace.committed_at - trace.finished_at)
             hops["publish_to_consume"].append(received - trace.committed_at)
-    result = {name: _summary(values) for name, values in hops.items()}
+    result = {name: summary(values) for name, values in hops.items()}
     if pg_commit:
-        result["pg_commit"] = _summary(pg_commit)
+        result["pg_commit"] = summary(pg_commit)
     return result
 
 
 def _throughput_run(
-    path: str, n: int, producer: _TaskProducer, replies: _Replies
+    path: str, n: int, producer: _TaskProducer, replies: ReplyTail
 ) -> dict[str, float]:
     tasks = [
         execute_task(f"tp-{path}-{i}-{uuid.uuid4().hex[:6]}", STEP_FOR_PATH[path], EffectArgs())
@@ -256,7 +191,7 @@ def run_bench(
     ]
     for t in threads:
         t.start()
-    replies = _Replies(bootstrap, topics.replies)
+    replies = ReplyTail(bootstrap, topics.replies)
     producer = _TaskProducer(bootstrap, topics.tasks)
     report: dict[str, Any] = {
         "benchmark": "consumers.bench",
@@ -298,6 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=float, default=10.0, help="gap between tasks")
     parser.add_argument("--burst", type=int, default=2000, help="tasks in the throughput run")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--e2e",
+        type=int,
+        default=0,
+        metavar="SAGAS",
+        help="also run SAGAS one-step sagas per path through the real orchestrator",
+    )
     ns = parser.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     dsn = os.environ.get("DATABASE_URL")
@@ -316,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         burst=ns.burst,
         concurrency=ns.concurrency,
     )
+    if ns.e2e > 0:
+        from consumers.bench_e2e import run_e2e
+
+        report["end_to_end_with_orchestrator"] = run_e2e(bootstrap=bootstrap, dsn=dsn, sagas=ns.e2e)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
