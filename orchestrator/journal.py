@@ -74,9 +74,7 @@ def make_journal_entry(
     prev = state_before.journal_hash if state_before and state_before.journal_hash else GENESIS_HASH
     cause = input.envelope if input is not None else None
     envelope = Envelope(
-        message_id=derive_message_id(
-            reference.saga_id, "journal", cause.message_id if cause else seq
-        ),
+        message_id=derive_message_id(reference.saga_id, "journal", seq),
         saga_id=reference.saga_id,
         saga_type=reference.saga_type,
         saga_version=reference.saga_version,
