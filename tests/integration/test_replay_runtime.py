@@ -69,7 +69,9 @@ def _run_sagas(settings: Settings) -> dict[str, str]:
                     time.sleep(0.1)
             client.approve("approve-me", "manager_ok", by="alice@example.com")
             client.reject("reject-me", "manager_ok", by="bob@example.com", note="fraud")
-            finals = {h.saga_id: h.wait(timeout=60).status for h in [*handles, ok, no]}
+            finals: dict[str, str] = {
+                h.saga_id: h.wait(timeout=60).status for h in [*handles, ok, no]
+            }
     finally:
         responder.stop()
         orch.request_stop()
