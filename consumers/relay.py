@@ -203,14 +203,20 @@ class Relay:
                 break
         return total
 
-    def _cleanup(self, conn: psycopg.Connection) -> None:
-        now = time.monotonic()
-        if now - self._last_cleanup < self.options.cleanup_interval or not self._owned:
-            return
-        self._last_cleanup = now
-        self.stats.cleaned += self._store.delete_sent(
-            conn, self._owned, self.options.retention_seconds
-        )
+    def cleanup(self) -> int:
+        """Delete rows of the owned shards sent more than ``retention_seconds`` ago."""
+        conn = self._connect()
+        self._acquire_shards(conn)
+        self._last_cleanup = time.monotonic()
+        if not self._owned:
+            return 0
+        deleted = self._store.delete_sent(conn, self._owned, self.options.retention_seconds)
+        self.stats.cleaned += deleted
+        return deleted
+
+    def _maybe_cleanup(self) -> None:
+        if time.monotonic() - self._last_cleanup >= self.options.cleanup_interval:
+            self.cleanup()
 
     def _wait(self, conn: psycopg.Connection, timeout: float) -> None:
         for _ in conn.notifies(timeout=timeout, stop_after=1):
@@ -222,9 +228,8 @@ class Relay:
         while not stop.is_set():
             try:
                 self.publish_once()
-                conn = self._connect()
-                self._cleanup(conn)
-                self._wait(conn, self.options.poll_interval)
+                self._maybe_cleanup()
+                self._wait(self._connect(), self.options.poll_interval)
                 backoff = 0.2
             except (psycopg.Error, WorkerError) as exc:
                 if not is_connection_error(exc, self._conn):

@@ -147,6 +147,16 @@ def test_relay_publishes_in_order_and_marks_sent(
     with psycopg.connect(dsn) as conn:
         row = conn.execute(f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL").fetchone()
         assert row == (0,)
+    keeper = Relay(dsn, bootstrap, RelayOptions(schema=schema, retention_seconds=3600))
+    sweeper = Relay(dsn, bootstrap, RelayOptions(schema=schema, retention_seconds=0))
+    try:
+        assert keeper.cleanup() == 0  # sent rows are kept for the retention
+        assert len(keeper.owned_shards) == OUTBOX_SHARDS
+        keeper.close()  # releases its shards
+        assert sweeper.cleanup() == 30  # and deleted after it
+    finally:
+        keeper.close()
+        sweeper.close()
 
 
 def test_lower_id_committed_after_higher_id_is_not_skipped(

@@ -296,3 +296,35 @@ def test_worker_and_relay_answer_every_task_once(
     assert letters[0].value == b"not a task" and "undecodable" in letters[0].reason
     assert worker.stats.dead_lettered == 1
     assert worker.stats.kafka_transactions >= 1
+
+
+def test_arguments_stored_by_reference_are_fetched_transparently(
+    dsn: str, schema: str, topics: TopicNames
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    from consumers.payload_store import PostgresPayloadStore
+    from consumers.wire import dump_payload
+
+    pool = ConnectionPool(dsn, min_size=1, max_size=2, open=True)
+    try:
+        store = PostgresPayloadStore(pool, schema)
+        args = EffectArgs(amount=3, fail=None, result_bytes=10)
+        payload = dump_payload(args, store, threshold=16)  # tiny threshold: by reference
+        assert payload.ref is not None and payload.data is None
+        again = dump_payload(args, store, threshold=16)
+        assert again.ref == payload.ref  # content-addressed: stored once
+        task = execute_task("s-ref", "write", EffectArgs()).model_copy(update={"args": payload})
+        run = TaskRunner(
+            resolver=effects_table(dsn, f"{schema}.effects"),
+            codec=SchemasCodec(),
+            options=RunnerOptions(replies_topic=topics.replies, schema=schema),
+            pool=pool,
+        )
+        assert run.run(task).outcome == "succeeded"
+    finally:
+        pool.close()
+    with psycopg.connect(dsn) as conn:
+        amount = conn.execute(f"SELECT amount FROM {schema}.effects").fetchall()
+        stored = conn.execute(f"SELECT count(*) FROM {schema}.payloads").fetchone()
+    assert amount == [(3,)] and stored == (1,)
