@@ -51,6 +51,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
+from orchestrator.devenv.errors import DevEnvError
 from orchestrator.devenv.kafka import LocalKafka
 from orchestrator.devenv.postgres import LocalPostgres
 from orchestrator.devenv.provision import (
@@ -236,7 +237,7 @@ def _private_dir(kind: str) -> Path:
 def private_kafka() -> Iterator[LocalKafka]:
     """A single-broker Kafka of this test's own; SIGKILL and restart it at will."""
     base = _private_dir("kafka")
-    kafka = LocalKafka(base)
+    kafka = LocalKafka(base, quick_jit=True)
     try:
         kafka.start()
         yield kafka
@@ -249,7 +250,7 @@ def private_kafka() -> Iterator[LocalKafka]:
 def private_kafka_cluster() -> Iterator[LocalKafka]:
     """A 3-broker Kafka (RF 3, min.insync.replicas 2) of this test's own."""
     base = _private_dir("kafka3")
-    kafka = LocalKafka(base, brokers=3)
+    kafka = LocalKafka(base, brokers=3, quick_jit=True)
     try:
         kafka.start()
         yield kafka
@@ -267,5 +268,8 @@ def private_postgres() -> Iterator[LocalPostgres]:
         postgres.start()
         yield postgres
     finally:
-        postgres.kill()
+        try:
+            postgres.stop("immediate")
+        except DevEnvError:
+            postgres.kill()
         shutil.rmtree(base, ignore_errors=True)

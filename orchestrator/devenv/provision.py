@@ -157,7 +157,7 @@ class SessionInfra:
             self._register(container)
             container.start()
             return container.bootstrap_servers
-        local = LocalKafka(self._workdir("kafka"))
+        local = LocalKafka(self._workdir("kafka"), quick_jit=True)
         self._stoppers.append(local.kill_all)
         local.start()
         return local.bootstrap_servers
