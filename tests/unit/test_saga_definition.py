@@ -217,3 +217,13 @@ def test_registry_versions_and_errors() -> None:
         registry.latest("bad")
     with pytest.raises(SagaDefinitionError, match="two definitions"):
         registry.add(define({"a": step(fn)}, name="good"))
+
+
+def test_mermaid_draws_every_kind_of_node() -> None:
+    text = Good.mermaid()
+    assert text.splitlines()[0] == "flowchart TD"
+    assert 'subgraph fan["parallel: fan"]' in text
+    assert 'ok{{"approval: ok (1h)"}}' in text
+    assert "ok -- reject --> a" in text and "ok -- timeout --> __compensate" in text
+    assert "tools: lookup; max 3 turns" in text
+    assert "undo: undo_a" in text and "think --> __end" in text
