@@ -34,7 +34,15 @@ from orchestrator.audit import audit
 from orchestrator.client import SagaClient
 from orchestrator.config import Settings, TopicNames
 from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from sagas.demo_checks import Check, SagaOutcome, check_effects, check_outcomes, outcome_of
+from sagas.demo_checks import (
+    Check,
+    SagaOutcome,
+    check_effects,
+    check_outcomes,
+    check_read_model,
+    outcome_of,
+    read_model_statuses,
+)
 from sagas.demo_plan import DemoPlan, plan, seed
 from sagas.demo_procs import Cluster, ProcessSpec, sagaline_command
 from sagas.demo_watch import StateWatcher
@@ -184,6 +192,21 @@ def _process_specs(run_id: str, prefix: str, options: DemoOptions) -> list[Proce
     specs.append(
         ProcessSpec("relay", sagaline_command("relay", "run", "--poll-interval", "0.5", *common))
     )
+    specs.append(
+        ProcessSpec(
+            "projection",
+            sagaline_command(
+                "projection",
+                "run",
+                "--name",
+                f"{prefix}-projection",
+                "--prefix",
+                prefix,
+                "--db-schema",
+                options.worker_schema,
+            ),
+        )
+    )
     return specs
 
 
@@ -232,6 +255,20 @@ def _prepare(settings: Settings, options: DemoOptions, names: TopicNames, demo: 
         ensure_tables(conn, tables.schema)
         seed(conn, tables, demo)
     return tables
+
+
+def _wait_read_model(
+    database_url: str, schema: str, watcher: StateWatcher, ids: list[str], timeout: float = 30.0
+) -> dict[str, str]:
+    """The projection's statuses once they match the state topic (or after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            rows = read_model_statuses(conn, schema, ids)
+            final = {i: s.status for i in ids if (s := watcher.get(i)) is not None}
+            if rows == final or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.5)
 
 
 def _mid_flight(states: dict[str, SagaState], demo: DemoPlan) -> bool:
@@ -340,7 +377,9 @@ def run_demo(
             f"{sum(1 for p in demo.of_kind('refund') if p.action == 'timeout')}"
             " approval left to time out"
         )
-        progress("every saga is terminal; stopping the processes")
+        progress("every saga is terminal; waiting for the read model (sagaline list)")
+        read_model = _wait_read_model(settings.database_url, options.worker_schema, watcher, ids)
+        progress("stopping the processes")
     finally:
         result.process_starts = cluster.starts()
         cluster.stop_all()
@@ -350,6 +389,7 @@ def run_demo(
 
     result.outcomes = [outcome_of(p, states.get(p.saga_id)) for p in demo.sagas]
     result.checks = check_outcomes(demo, states)
+    result.checks.append(check_read_model(read_model, states, ids))
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         result.checks += check_effects(conn, tables, demo, states)
     progress("auditing the journal")

@@ -15,7 +15,15 @@ from sagas.tables import Tables
 from schemas.payload import from_payload
 from schemas.state import SagaState
 
-__all__ = ["Check", "SagaOutcome", "check_effects", "check_outcomes", "outcome_of"]
+__all__ = [
+    "Check",
+    "SagaOutcome",
+    "check_effects",
+    "check_outcomes",
+    "check_read_model",
+    "outcome_of",
+    "read_model_statuses",
+]
 
 
 @dataclass(frozen=True)
@@ -260,3 +268,26 @@ def check_effects(
         Check("reports_once", not wrong, "; ".join(wrong) or "one report filed per research saga")
     )
     return checks
+
+
+def read_model_statuses(db: Any, schema: str, ids: list[str]) -> dict[str, str]:
+    """Status of each saga in the projection's read model (``sagaline list``)."""
+    rows = _rows(
+        db, f"SELECT saga_id, status FROM {schema}.saga_status WHERE saga_id = ANY(%s)", (ids,)
+    )
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def check_read_model(rows: dict[str, str], states: dict[str, SagaState], ids: list[str]) -> Check:
+    """The read model the projection keeps from the journal agrees with the state topic."""
+    wrong = [
+        f"{i}: read model {rows.get(i, 'missing')},"
+        f" state {states[i].status if i in states else '?'}"
+        for i in ids
+        if i not in states or rows.get(i) != states[i].status
+    ]
+    return Check(
+        "read_model",
+        not wrong,
+        "; ".join(wrong[:5]) or f"the journal projection shows the same {len(ids)} final statuses",
+    )

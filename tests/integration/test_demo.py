@@ -127,6 +127,7 @@ def test_demo_survives_crashes_with_clean_audit(
         "llm_calls_not_repeated",
         "reports_once",
         "journal_audit",
+        "read_model",
     ):
         assert checks[name]["ok"], checks[name]
 
