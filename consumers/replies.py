@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from schemas.base import Envelope, Payload, Record, Usage
@@ -32,10 +33,17 @@ def _message_id(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join(parts)))
 
 
-def reply_envelope(task: Task, *, now: datetime | None = None, suffix: str = "reply") -> Envelope:
+def reply_envelope(
+    task: Task,
+    *,
+    now: datetime | None = None,
+    suffix: str = "reply",
+    trace: Mapping[str, str] | None = None,
+) -> Envelope:
     """Envelope of a reply to ``task``: a message id derived from the task id (so
     every reply for one task attempt has the same id and duplicates are dropped),
-    caused by the task, carrying its correlation id and trace context."""
+    caused by the task, carrying its correlation id and the trace context
+    ``trace`` (the worker's step span; default: the task's own)."""
     env = task.envelope
     return Envelope(
         message_id=_message_id(suffix, task.task_id),
@@ -45,15 +53,17 @@ def reply_envelope(task: Task, *, now: datetime | None = None, suffix: str = "re
         occurred_at=now or datetime.now(UTC),
         causation_id=env.message_id,
         correlation_id=env.correlation_id,
-        trace=dict(env.trace),
+        trace=dict(trace) if trace else dict(env.trace),
     )
 
 
-def success_reply(task: Task, result: Payload | None, usage: Usage) -> Record:
+def success_reply(
+    task: Task, result: Payload | None, usage: Usage, *, trace: Mapping[str, str] | None = None
+) -> Record:
     """``StepSucceeded`` or ``CompensationSucceeded``."""
     if isinstance(task, ExecuteStep):
         return StepSucceeded(
-            envelope=reply_envelope(task),
+            envelope=reply_envelope(task, trace=trace),
             step=task.step,
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
@@ -62,7 +72,7 @@ def success_reply(task: Task, result: Payload | None, usage: Usage) -> Record:
             usage=usage,
         )
     return CompensationSucceeded(
-        envelope=reply_envelope(task),
+        envelope=reply_envelope(task, trace=trace),
         step=task.step,
         attempt=task.attempt,
         idempotency_key=task.idempotency_key,
@@ -71,12 +81,18 @@ def success_reply(task: Task, result: Payload | None, usage: Usage) -> Record:
 
 
 def failure_reply(
-    task: Task, *, retryable: bool, error_type: str, error_message: str, usage: Usage
+    task: Task,
+    *,
+    retryable: bool,
+    error_type: str,
+    error_message: str,
+    usage: Usage,
+    trace: Mapping[str, str] | None = None,
 ) -> Record:
     """``StepFailed`` or ``CompensationFailed``."""
     if isinstance(task, ExecuteStep):
         return StepFailed(
-            envelope=reply_envelope(task),
+            envelope=reply_envelope(task, trace=trace),
             step=task.step,
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
@@ -87,7 +103,7 @@ def failure_reply(
             usage=usage,
         )
     return CompensationFailed(
-        envelope=reply_envelope(task),
+        envelope=reply_envelope(task, trace=trace),
         step=task.step,
         attempt=task.attempt,
         idempotency_key=task.idempotency_key,
@@ -112,7 +128,7 @@ def heartbeat_reply(
     )
 
 
-def restamp(recorded: Record, task: Task) -> Record:
+def restamp(recorded: Record, task: Task, *, trace: Mapping[str, str] | None = None) -> Record:
     """A recorded reply addressed to ``task``.
 
     A redelivery of the same task gets the recorded reply unchanged (same
@@ -125,5 +141,9 @@ def restamp(recorded: Record, task: Task) -> Record:
     if task_id == task.task_id:
         return recorded
     return recorded.model_copy(
-        update={"envelope": reply_envelope(task), "attempt": task.attempt, "task_id": task.task_id}
+        update={
+            "envelope": reply_envelope(task, trace=trace),
+            "attempt": task.attempt,
+            "task_id": task.task_id,
+        }
     )

@@ -22,12 +22,14 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import SpanKind, Tracer
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
@@ -41,6 +43,7 @@ from consumers.replies import failure_reply, restamp, success_reply
 from consumers.store import InboxClaim, WorkerStore
 from consumers.wire import Codec, dump_payload, load_payload
 from orchestrator.errors import TerminalError
+from orchestrator.telemetry import TRACE_HEADERS, carrier_from_context, context_from_carrier
 from schemas.base import Payload, Record
 from schemas.errors import SchemaError
 from schemas.replies import REPLY_TYPES
@@ -49,6 +52,7 @@ from schemas.tasks import CompensateStep, ExecuteStep
 __all__ = ["Delivery", "DeliveryMode", "RunnerOptions", "TaskResult", "TaskRunner", "classify"]
 
 log = logging.getLogger("sagaline.worker")
+_TRACER = otel_trace.get_tracer("sagaline.worker")
 
 Task = ExecuteStep | CompensateStep
 DeliveryMode = Literal["auto", "outbox", "kafka"]
@@ -117,8 +121,8 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _headers(task: Task) -> dict[str, str]:
-    headers = {k: v for k, v in task.envelope.trace.items() if k in ("traceparent", "tracestate")}
+def _headers(task: Task, trace: Mapping[str, str]) -> dict[str, str]:
+    headers = {k: v for k, v in trace.items() if k in TRACE_HEADERS}
     headers["sagaline-saga-id"] = task.envelope.saga_id
     return headers
 
@@ -135,7 +139,9 @@ class TaskRunner:
         pool: ConnectionPool | None,
         heartbeat: Callable[[Task], HeartbeatSink] | None = None,
         stopping: threading.Event | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or _TRACER
         self._resolver = resolver
         self._codec = codec
         self.options = options
@@ -242,14 +248,36 @@ class TaskRunner:
             missing: BaseException | None = exc
         else:
             missing = None
-        if self._uses_db(handler) and self._pool is not None:
-            return self._run_db_until_done(task, handler, missing)
-        return self._run_kafka(task, handler, missing)
+        parent = context_from_carrier(task.envelope.trace)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "sagaline.saga_id": task.envelope.saga_id,
+            "sagaline.saga_type": task.envelope.saga_type,
+            "sagaline.step": task.step,
+            "sagaline.attempt": task.attempt,
+            "sagaline.task_id": task.task_id,
+        }
+        with self._tracer.start_as_current_span(
+            f"{kind} {task.step}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as span:
+            # replies carry the step span's context (or the task's, without an SDK)
+            trace = carrier_from_context() or dict(task.envelope.trace)
+            if self._uses_db(handler) and self._pool is not None:
+                result = self._run_db_until_done(task, handler, missing, trace)
+            else:
+                result = self._run_kafka(task, handler, missing, trace)
+            span.set_attribute("sagaline.outcome", result.outcome)
+            span.set_attribute("sagaline.path", result.path)
+            return result
 
     # -- Kafka-only path -------------------------------------------------------------
 
     def _run_kafka(
-        self, task: Task, handler: StepHandlerLike | None, missing: BaseException | None
+        self,
+        task: Task,
+        handler: StepHandlerLike | None,
+        missing: BaseException | None,
+        trace: Mapping[str, str],
     ) -> TaskResult:
         started = time.perf_counter()
         ctx = self._context(task, handler, None)
@@ -259,7 +287,7 @@ class TaskRunner:
             if missing is not None or handler is None:
                 raise missing or HandlerNotFound(task.step)
             result = self._invoke(handler, ctx, task, self._payloads)
-            reply = success_reply(task, result, ctx.usage)
+            reply = success_reply(task, result, ctx.usage, trace=trace)
         except Exception as exc:
             retryable = classify(exc, handler)
             outcome = "retry" if retryable else "failed"
@@ -269,13 +297,14 @@ class TaskRunner:
                 error_type=_error_type(exc),
                 error_message=str(exc),
                 usage=ctx.usage,
+                trace=trace,
             )
         step_done = time.perf_counter()
         delivery = Delivery(
             topic=self.options.replies_topic,
             key=task.envelope.saga_id.encode(),
             value=self._encode(reply),
-            headers=_headers(task),
+            headers=_headers(task, trace),
         )
         return TaskResult(
             outcome=outcome,
@@ -287,12 +316,16 @@ class TaskRunner:
     # -- Postgres path ------------------------------------------------------------------
 
     def _run_db_until_done(
-        self, task: Task, handler: StepHandlerLike | None, missing: BaseException | None
+        self,
+        task: Task,
+        handler: StepHandlerLike | None,
+        missing: BaseException | None,
+        trace: Mapping[str, str],
     ) -> TaskResult:
         backoff = 0.1
         while True:
             try:
-                return self._run_db(task, handler, missing)
+                return self._run_db(task, handler, missing, trace)
             except psycopg.Error as exc:
                 if not is_connection_error(exc):
                     raise
@@ -308,14 +341,18 @@ class TaskRunner:
                 backoff = min(backoff * 2, 2.0)
 
     def _run_db(
-        self, task: Task, handler: StepHandlerLike | None, missing: BaseException | None
+        self,
+        task: Task,
+        handler: StepHandlerLike | None,
+        missing: BaseException | None,
+        trace: Mapping[str, str],
     ) -> TaskResult:
         assert self._pool is not None
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         saga_id = task.envelope.saga_id
         topic = self.options.replies_topic
-        headers = _headers(task)
+        headers = _headers(task, trace)
         claim = InboxClaim(
             idempotency_key=task.idempotency_key,
             saga_id=saga_id,
@@ -335,7 +372,7 @@ class TaskRunner:
                                 f"inbox row {task.idempotency_key} has no recorded reply"
                             )
                         original = self._codec.decode(recorded.reply, REPLY_TYPES)
-                        value = self._encode(restamp(original, task))
+                        value = self._encode(restamp(original, task, trace=trace))
                         self._store.enqueue(
                             conn, topic=topic, key=saga_id.encode(), value=value, headers=headers
                         )
@@ -343,7 +380,7 @@ class TaskRunner:
                         outcome = "re-emitted"
                     else:
                         outcome, reply = self._step_in_transaction(
-                            conn, task, handler, missing, timings
+                            conn, task, handler, missing, timings, trace
                         )
                         value = self._encode(reply)
                         self._store.complete(
@@ -377,6 +414,7 @@ class TaskRunner:
         handler: StepHandlerLike | None,
         missing: BaseException | None,
         timings: dict[str, float],
+        trace: Mapping[str, str],
     ) -> tuple[str, Record]:
         ctx = self._context(task, handler, conn)
         started = time.perf_counter()
@@ -395,7 +433,7 @@ class TaskRunner:
             finally:
                 if left is not None and not conn.broken:
                     conn.execute("SET LOCAL statement_timeout = 0")
-            reply = success_reply(task, result, ctx.usage)
+            reply = success_reply(task, result, ctx.usage, trace=trace)
             outcome = "succeeded"
         except Exception as exc:
             if is_connection_error(exc, conn):
@@ -409,6 +447,7 @@ class TaskRunner:
                 error_type=_error_type(exc),
                 error_message=str(exc),
                 usage=ctx.usage,
+                trace=trace,
             )
             if retryable:
                 raise _RetryLater(reply) from exc

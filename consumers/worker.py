@@ -32,6 +32,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from opentelemetry.trace import Tracer
 from psycopg_pool import ConnectionPool
 
 from consumers.context import HeartbeatSink
@@ -137,6 +138,7 @@ class Worker:
         options: WorkerOptions | None = None,
         codec: Codec | None = None,
         on_task: Callable[[TaskTrace], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.options = options or WorkerOptions()
         self._on_task = on_task
@@ -176,6 +178,7 @@ class Worker:
             pool=self._pool,
             heartbeat=self._heartbeat_sink,
             stopping=self._stopping,
+            tracer=tracer,
         )
         producer_base: dict[str, str | int | float | bool] = {
             "bootstrap.servers": bootstrap_servers,

@@ -328,3 +328,46 @@ def test_arguments_stored_by_reference_are_fetched_transparently(
         amount = conn.execute(f"SELECT amount FROM {schema}.effects").fetchall()
         stored = conn.execute(f"SELECT count(*) FROM {schema}.payloads").fetchone()
     assert amount == [(3,)] and stored == (1,)
+
+
+def test_step_span_continues_the_task_trace_into_the_reply(
+    dsn: str, schema: str, topics: TopicNames
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from psycopg_pool import ConnectionPool
+
+    from orchestrator.telemetry import carrier_from_context
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("orchestrator decide") as decide:
+        carrier = carrier_from_context()
+    task = execute_task("s-trace", "write", EffectArgs())
+    task = task.model_copy(update={"envelope": task.envelope.model_copy(update={"trace": carrier})})
+    pool = ConnectionPool(dsn, min_size=1, max_size=2, open=True)
+    try:
+        run = TaskRunner(
+            resolver=effects_table(dsn, f"{schema}.effects"),
+            codec=SchemasCodec(),
+            options=RunnerOptions(replies_topic=topics.replies, schema=schema),
+            pool=pool,
+            tracer=tracer,
+        )
+        assert run.run(task).outcome == "succeeded"
+    finally:
+        pool.close()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "step write"]
+    assert span.parent is not None
+    assert span.parent.span_id == decide.get_span_context().span_id
+    (reply,) = outbox_replies(dsn, schema)
+    assert isinstance(reply, StepSucceeded)
+    traceparent = reply.envelope.trace["traceparent"]
+    assert f"{span.context.trace_id:032x}" in traceparent  # same trace
+    assert f"{span.context.span_id:016x}" in traceparent  # parented on the step span
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT headers FROM {schema}.outbox").fetchone()
+    assert row is not None and row[0]["traceparent"] == traceparent  # Kafka header too
