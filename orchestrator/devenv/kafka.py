@@ -136,15 +136,16 @@ class LocalKafka:
         self._pids: dict[int, int] = {}
         self._lock = threading.Lock()
         saved = self._load()
-        if saved is not None and len(saved[1]) == brokers and broker_ports is None:
+        if saved is not None and len(saved[1]) != brokers:
+            raise DevEnvError(
+                f"{self.base_dir} holds a {len(saved[1])}-broker cluster, not {brokers}"
+            )
+        if saved is not None and broker_ports is None:
             self.cluster_id, self.nodes = saved
         else:
-            self.cluster_id = saved[0] if saved and len(saved[1]) == brokers else new_cluster_id()
+            # New cluster, or the saved one moved to other ports (same id and directories).
+            self.cluster_id = saved[0] if saved is not None else new_cluster_id()
             self.nodes = self._plan(brokers, broker_ports)
-            if saved is not None and len(saved[1]) != brokers:
-                raise DevEnvError(
-                    f"{self.base_dir} holds a {len(saved[1])}-broker cluster, not {brokers}"
-                )
 
     # -- layout ---------------------------------------------------------------
 
