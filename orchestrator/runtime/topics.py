@@ -9,6 +9,7 @@ kept forever.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -119,22 +120,39 @@ def _create(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float) -> N
                 raise TopicConfigError(f"cannot create topic {name}: {exc}") from exc
 
 
+def _wait_for_metadata(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """Wait until freshly created topics show up with a leader for every partition."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=timeout)
+        if all(
+            name in metadata.topics
+            and metadata.topics[name].error is None
+            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+            for name in topics
+        ):
+            return
+        time.sleep(0.1)
+
+
 def verify_topics(
     admin: AdminClient, specs: tuple[TopicSpec, ...], names: TopicNames, timeout: float = 15.0
 ) -> None:
     """Check existence, co-partitioning and required configs; raise ``TopicConfigError``."""
     existing = _existing_partitions(admin, timeout)
-    missing = [s.name for s in specs if s.name not in existing]
-    if missing:
-        raise TopicConfigError(
-            f"missing topics: {', '.join(missing)}; run `sagaline topics ensure` first"
-        )
-    copartitioned = {t: existing[t] for t in (names.commands, names.replies, names.state)}
-    if len(set(copartitioned.values())) != 1:
+    copartitioned = {
+        t: existing[t] for t in (names.commands, names.replies, names.state) if t in existing
+    }
+    if len(set(copartitioned.values())) > 1:
         detail = ", ".join(f"{t}={p}" for t, p in copartitioned.items())
         raise TopicConfigError(
             "commands, replies and state must have the same partition count "
             f"(co-partitioned by saga id), found {detail}; refusing to start"
+        )
+    missing = [s.name for s in specs if s.name not in existing]
+    if missing:
+        raise TopicConfigError(
+            f"missing topics: {', '.join(missing)}; run `sagaline topics ensure` first"
         )
     resources = [ConfigResource("topic", s.name) for s in specs if s.required]
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
@@ -162,7 +180,12 @@ def ensure_topics(
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     if create:
         existing = _existing_partitions(admin, timeout)
-        _create(admin, [s for s in specs if s.name not in existing], timeout)
+        copartitioned = {
+            existing[t] for t in (names.commands, names.replies, names.state) if t in existing
+        }
+        if len(copartitioned) <= 1:
+            _create(admin, [s for s in specs if s.name not in existing], timeout)
+            _wait_for_metadata(admin, [s.name for s in specs], timeout)
     verify_topics(admin, specs, names, timeout)
     return specs
 

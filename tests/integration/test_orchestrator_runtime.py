@@ -17,6 +17,7 @@ from orchestrator.config import Settings, TopicNames
 from orchestrator.runtime.engine import EngineConfig, Orchestrator
 from orchestrator.runtime.errors import TopicConfigError
 from orchestrator.runtime.kafka_config import client_producer_config
+from orchestrator.runtime.partitioner import partition_for
 from orchestrator.runtime.topics import TopicLayout, ensure_topics
 from schemas.deadletter import DeadLetter
 from schemas.state import SagaState
@@ -82,11 +83,16 @@ def wait_terminal(
 def send_starts(bootstrap: str, prefix: str, codec: JsonCodec, ids: list[str]) -> None:
     producer = Producer(client_producer_config(bootstrap))
     now = datetime.now(UTC)
+    failed: list[object] = []
     for saga_id in ids:
         producer.produce(
-            f"{prefix}.commands", key=saga_id, value=codec.encode(start_command(saga_id, when=now))
+            f"{prefix}.commands",
+            key=saga_id,
+            value=codec.encode(start_command(saga_id, when=now)),
+            on_delivery=lambda err, _msg: failed.append(err) if err is not None else None,
         )
     assert producer.flush(30) == 0
+    assert not failed, failed
 
 
 def make_orchestrator(bootstrap: str, prefix: str, instance: str, **kw: object) -> Orchestrator:
@@ -206,3 +212,14 @@ def test_refuses_topics_that_are_not_copartitioned(bootstrap: str) -> None:
             ensure_topics(bootstrap, names, TopicLayout(partitions=3))
     finally:
         delete_prefix_topics(bootstrap, p)
+
+
+def test_partition_for_matches_the_producers_partitioner(bootstrap: str, prefix: str) -> None:
+    """The client finds a saga's state partition with the rule producers use."""
+    producer = Producer(client_producer_config(bootstrap))
+    keys = [f"saga-{i}" for i in range(60)]
+    for key in keys:
+        producer.produce(f"{prefix}.commands", key=key, value=b"x")
+    assert producer.flush(30) == 0
+    seen = {r.key: r.partition for r in read_committed(bootstrap, f"{prefix}.commands")}
+    assert seen == {key: partition_for(key, 3) for key in keys}
