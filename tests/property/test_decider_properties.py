@@ -36,13 +36,22 @@ from orchestrator.payloads import input_sha256, to_payload
 from orchestrator.policies import Retry
 from orchestrator.saga import Saga, StepSpec, agent, approval, parallel, sleep, step, tool
 from schemas.base import Envelope, Record
-from schemas.commands import CancelSaga, PauseSaga, ResumeSaga, RetryStep, SignalSaga, StartSaga
+from schemas.commands import (
+    CancelSaga,
+    PauseSaga,
+    ResumeSaga,
+    RetryStep,
+    SignalSaga,
+    SkipStep,
+    StartSaga,
+)
 from schemas.events import (
     AgentGaveUp,
     AgentTurnRecorded,
     CompensationDispatched,
     CompensationStarted,
     InputIgnored,
+    NodeEntered,
     SagaFinished,
     SignalAccepted,
     SignalRejected,
@@ -51,7 +60,13 @@ from schemas.events import (
     StepDispatched,
     WaitOpened,
 )
-from schemas.replies import CompensationFailed, CompensationSucceeded, StepFailed, StepSucceeded
+from schemas.replies import (
+    CompensationFailed,
+    CompensationSucceeded,
+    StepFailed,
+    StepHeartbeat,
+    StepSucceeded,
+)
 from schemas.state import SagaState
 from schemas.tasks import CompensateStep, ExecuteStep
 
@@ -79,6 +94,7 @@ class Shape:
     steps: tuple[tuple[bool, int, bool], ...]
     wait_at: int | None
     pivot_at: int | None
+    loop: bool = False
 
 
 @cache
@@ -98,7 +114,29 @@ def build(shape: Shape) -> type[Saga[Data]]:
         namespace[f"s{i}"] = spec
     if shape.wait_at is not None and shape.wait_at >= len(shape.steps):
         namespace["ok"] = approval(timeout=timedelta(hours=1))
+    if shape.loop and shape.pivot_at is None:
+        again = step(compensate=_undo)(_count)
+        again.on_result(_add)
+        again.route("s0")(_loop_back)
+        namespace["again"] = again
     return types.new_class("Prop", (Saga[Data],), {}, lambda ns: ns.update(namespace))
+
+
+def _count(self: Any, ctx: StepContext, data: Data) -> Data:
+    return Data(n=1)
+
+
+def _add(self: Any, data: Data, result: Data) -> Data:
+    return data.model_copy(update={"n": data.n + result.n})
+
+
+def _loop_back(self: Any, data: Data) -> str | None:
+    return "s0" if data.n < 2 else None
+
+
+def results(task: ExecuteStep) -> Any:
+    """Results the workers return: the loop counter's increment."""
+    return to_payload(Data(n=1)) if task.step == "again" else None
 
 
 shapes = st.builds(
@@ -108,6 +146,7 @@ shapes = st.builds(
     ).map(tuple),
     wait_at=st.none() | st.integers(0, 5),
     pivot_at=st.none() | st.integers(0, 4),
+    loop=st.booleans(),
 )
 
 
@@ -123,7 +162,8 @@ class Run:
     tasks: list[ExecuteStep | CompensateStep] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)
     events: list[Any] = field(default_factory=list)
-    llm: Any = None  # task -> result payload of an agent turn (None: no result)
+    llm: Any = None  # task -> result payload a worker returns (None: no result)
+    folded: SagaState | None = None
 
     def env(self) -> Envelope:
         self.counter += 1
@@ -147,7 +187,8 @@ class Run:
         self.history.append((before, inp, decision))
         self.events.extend(decision.events)
         self.state = decision.state
-        assert fold(self.events) == self.state, "fold(journal) != state"
+        self.folded = fold(decision.events, self.folded)  # the journal so far, folded
+        assert self.folded == self.state, "fold(journal) != state"
         for out in decision.outgoing:
             if isinstance(out.record, ExecuteStep | CompensateStep):
                 self.tasks.append(out.record)
@@ -223,6 +264,8 @@ def drive(run: Run, data: st.DataObject, actions: int) -> None:
                     "pause",
                     "resume",
                     "retry",
+                    "skip",
+                    "heartbeat",
                     "crash",
                 ]
             ),
@@ -256,6 +299,17 @@ def drive(run: Run, data: st.DataObject, actions: int) -> None:
             names = sorted(state.steps) or ["s0"]
             name = data.draw(st.sampled_from(names), label="retry_step")
             run.feed(RetryStep(envelope=run.env(), step=name, by="op"))
+        elif choice == "skip":
+            names = sorted(state.steps) or ["s0"]
+            name = data.draw(st.sampled_from(names), label="skip_step")
+            run.feed(SkipStep(envelope=run.env(), step=name, by="op"))
+        elif choice == "heartbeat" and open_tasks:
+            task = data.draw(st.sampled_from(open_tasks), label="beat")
+            run.feed(
+                StepHeartbeat(
+                    envelope=run.env(), step=task.step, attempt=task.attempt, task_id=task.task_id
+                )
+            )
         elif choice == "crash" and len(run.history) >= 2:
             run.crash_and_redecide(data.draw(st.integers(1, min(3, len(run.history))), label="k"))
 
@@ -285,29 +339,37 @@ def check_run(run: Run) -> None:
     assert len(finished) == 1, "exactly one terminal status"
     end = events.index(finished[0])
     assert all(isinstance(e, InputIgnored | SignalRejected) for e in events[end + 1 :])
-    completed: list[str] = []
+    completed: list[str] = []  # step names in order of their latest completion
+    done_runs: set[tuple[str, int]] = set()
+    run_of: dict[str, int] = {}
     compensable: set[str] = set()
     compensated: list[str] = []
-    plan_start: int | None = None
-    for i, e in enumerate(events):
+    plan_start: list[str] | None = None
+    for e in events:
         if isinstance(e, StepDispatched):
-            assert e.step not in completed, f"completed step {e.step} dispatched again"
+            key = (e.step, e.run)
+            assert key not in done_runs, f"completed step {e.step} run {e.run} dispatched again"
+            run_of[e.step] = e.run
             if e.compensable:
                 compensable.add(e.step)
         elif isinstance(e, StepCompleted):
-            assert e.step not in completed, f"{e.step} completed twice"
-            completed.append(e.step)
+            key = (e.step, run_of[e.step])
+            assert key not in done_runs, f"{e.step} run {key[1]} completed twice"
+            done_runs.add(key)
+            completed = [s for s in completed if s != e.step] + [e.step]
         elif isinstance(e, CompensationStarted):
             assert plan_start is None, "compensation started twice"
-            plan_start = len(completed)
+            plan_start = list(completed)
         elif isinstance(e, CompensationDispatched):
             assert e.step in completed and e.step in compensable
-            assert plan_start is not None and i > 0
+            assert plan_start is not None
         elif isinstance(e, StepCompensated):
             assert e.step not in compensated, f"{e.step} compensated twice"
             compensated.append(e.step)
     status = finished[0].status
     event(f"status={status}")
+    if any(isinstance(e, NodeEntered) and e.via == "route:s0" for e in events):
+        event("looped")
     event(f"compensations={len(compensated)}")
     should_undo = [s for s in completed if s in compensable]
     if status == "completed":
@@ -315,7 +377,7 @@ def check_run(run: Run) -> None:
     elif status in ("compensated", "cancelled"):
         assert sorted(compensated) == sorted(should_undo)
         assert plan_start is not None
-        before = [s for s in completed[:plan_start] if s in compensable]
+        before = [s for s in plan_start if s in compensable]
         order = [s for s in compensated if s in before]
         assert order == list(reversed(before)), "compensations not in reverse order"
     else:
@@ -326,7 +388,7 @@ def check_run(run: Run) -> None:
 
 
 @settings(
-    max_examples=700,
+    max_examples=600,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -334,7 +396,7 @@ def check_run(run: Run) -> None:
 def test_random_inputs_keep_the_saga_semantics(
     shape: Shape, data: st.DataObject, actions: int
 ) -> None:
-    run = Run(build(shape))
+    run = Run(build(shape), llm=results)
     drive(run, data, actions)
     finish(run)
     check_run(run)
@@ -346,7 +408,7 @@ def test_random_inputs_keep_the_saga_semantics(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shape=shapes, outcomes=st.lists(st.sampled_from(["ok", "fail", "final"]), max_size=12))
 def test_happy_and_failing_paths_end_cleanly(shape: Shape, outcomes: list[str]) -> None:
-    run = Run(build(shape))
+    run = Run(build(shape), llm=results)
     start = to_payload(Data())
     run.feed(StartSaga(envelope=run.env(), data=start, input_sha256=input_sha256(start)))
     for outcome in outcomes:
@@ -428,7 +490,7 @@ DECISIONS = [
 
 
 @settings(
-    max_examples=400,
+    max_examples=350,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
