@@ -394,13 +394,20 @@ def _summary(exc: ValidationError, limit: int = 3) -> str:
 
 @functools.cache
 def _dumper(model: type[Record]) -> Callable[[Record], dict[str, Any]]:
-    fields = [(name, _encoder(info.annotation)) for name, info in model.model_fields.items()]
+    converted = [
+        (name, enc)
+        for name, info in model.model_fields.items()
+        if (enc := _encoder(info.annotation)) is not None
+    ]
 
     def dump(record: Record) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, enc in fields:
-            value = getattr(record, name)
-            out[name] = value if enc is None or value is None else enc(value)
+        # pydantic keeps field values in __dict__; copy, then convert the few
+        # fields that hold records, unions or enums
+        out = dict(record.__dict__)
+        for name, enc in converted:
+            value = out[name]
+            if value is not None:
+                out[name] = enc(value)
         return out
 
     return dump
