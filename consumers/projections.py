@@ -428,9 +428,12 @@ class JournalProjection:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise ProjectionError(f"reading {self.topic}: {err}")
+                if err.fatal():
+                    raise ProjectionError(f"reading {self.topic}: {err}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    # e.g. the journal topic does not exist yet: keep polling
+                    log.warning("projection %s: %s", self.projection, err)
+                continue
             partition, offset = msg.partition() or 0, msg.offset() or 0
             if partition not in self._positions:
                 continue  # revoked meanwhile

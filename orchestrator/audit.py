@@ -540,7 +540,9 @@ def read_inbox(database_url: str, schema: str, saga_ids: Iterable[str]) -> list[
                 (ids,),
             ).fetchall()
     except psycopg.Error as exc:
-        raise AuditError(f"cannot read the worker inbox {schema}.inbox: {exc}") from exc
+        raise AuditError(
+            f"cannot read the worker inbox {schema}.inbox (--no-inbox skips it): {exc}"
+        ) from exc
     return [InboxRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4]) for r in rows]
 
 

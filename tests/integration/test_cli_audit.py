@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from journal_builders import SagaRun, publish_journal, run_refund
 
 from consumers.migrations import migrate
+from consumers.projections import ProjectionError, get_saga
 from orchestrator.cli.main import main
 from orchestrator.config import TopicNames
 from schemas.events import StepDispatched
@@ -219,3 +222,41 @@ def test_console_script_runs_the_audit(setup: Setup) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sagas"] == len(OUTCOMES)
+
+
+def test_projection_process_stops_cleanly_on_sigterm(setup: Setup) -> None:
+    script = Path(sys.executable).with_name("sagaline")
+    proc = subprocess.Popen(
+        [
+            str(script),
+            "projection",
+            "run",
+            *setup.kafka(),
+            *setup.db(),
+            "--name",
+            f"{setup.names.prefix}-long",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        saga_id = setup.runs["approved"].saga_id
+        deadline = time.monotonic() + 90
+        row = None
+        while row is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                row = get_saga(setup.database_url, saga_id, schema=setup.schema)
+            except ProjectionError:
+                row = None  # tables not created yet
+        assert row is not None and row.status == "completed"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["applied"] == sum(len(r.entries) for r in setup.runs.values())
