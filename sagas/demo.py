@@ -12,8 +12,9 @@
    approver's identity), never answers one (its approval times out),
    resumes the research saga that paused on its token budget;
 6. waits until every saga is terminal, stops the processes, and checks the
-   outcomes, the business tables (side effects exactly once, LLM calls not
-   repeated) and the journal audit (``orchestrator.audit``).
+   outcomes, the read model, the business tables (side effects exactly
+   once, LLM calls not repeated), the journal audit (``orchestrator.audit``)
+   and a strict replay (every recorded input re-decided by the current code).
 
 The result (:class:`DemoResult`) says whether every check held.
 """
@@ -33,7 +34,9 @@ from consumers.migrations import migrate
 from orchestrator.audit import audit
 from orchestrator.client import SagaClient
 from orchestrator.config import Settings, TopicNames
+from orchestrator.replay import definition_lookup, replay
 from orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagas import REGISTRY
 from sagas.demo_checks import (
     Check,
     SagaOutcome,
@@ -139,6 +142,11 @@ class DemoResult:
         if self.audit_text:
             lines.append("")
             lines.append(self.audit_text)
+        lines.append("")
+        lines.append("look closer:")
+        lines.append(f"  sagaline replay --prefix {self.prefix} --app sagas:REGISTRY --strict")
+        lines.append(f"  sagaline list --db-schema {self.worker_schema} --type refund_demo")
+        lines.append(f"  process logs: {self.log_dir}")
         lines.append("")
         lines.append(
             "demo passed: every saga ended as planned, side effects ran once, no LLM call repeated"
@@ -407,6 +415,21 @@ def run_demo(
             report.ok,
             f"{report.sagas} sagas, {report.entries} journal entries,"
             f" {len(report.findings)} findings",
+        )
+    )
+    progress("re-deciding every journaled input with the current saga code (replay --strict)")
+    replayed = replay(
+        settings.kafka_bootstrap_servers,
+        names.journal,
+        strict=True,
+        definitions=definition_lookup(REGISTRY),
+    )
+    result.checks.append(
+        Check(
+            "replay_strict",
+            replayed.ok,
+            f"{replayed.checked_inputs} inputs re-decided, {len(replayed.divergences)} divergences"
+            + "".join(f"; {d.render()}" for d in replayed.divergences[:3]),
         )
     )
     result.seconds = time.monotonic() - started

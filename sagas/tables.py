@@ -4,7 +4,9 @@ The tables live in one PostgreSQL schema, the *application schema*:
 ``SAGALINE_APP_SCHEMA`` from the environment, else ``sagaline_app``.  Step
 code reads it when it runs (so a test or the demo can point every process
 at a schema of its own).  :func:`ensure_tables` applies ``schema.sql``
-idempotently under an advisory lock, so several workers may start at once.
+idempotently under an advisory lock, so several processes may run it at once;
+the demo calls it, and ``python -m sagas`` does it from a shell before
+``sagaline worker run --app sagas:REGISTRY``.
 
 This module takes any DB-API-like connection (``conn.execute(sql, params)``),
 so the saga modules do not import a database driver.
@@ -20,7 +22,15 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 
-__all__ = ["APP_SCHEMA_ENV", "DEFAULT_APP_SCHEMA", "Tables", "app_schema", "ensure_tables"]
+__all__ = [
+    "APP_SCHEMA_ENV",
+    "DEFAULT_APP_SCHEMA",
+    "Tables",
+    "app_schema",
+    "ensure_tables",
+    "main",
+    "schema_sql",
+]
 
 APP_SCHEMA_ENV = "SAGALINE_APP_SCHEMA"
 DEFAULT_APP_SCHEMA = "sagaline_app"
@@ -105,3 +115,25 @@ def ensure_tables(conn: Any, schema: str | None = None) -> str:
 def _statements(ddl: str) -> list[str]:
     lines = [ln for ln in ddl.splitlines() if not ln.lstrip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sagas [--schema NAME]``: create the tables in ``$DATABASE_URL``."""
+    import argparse
+
+    import psycopg
+
+    from orchestrator.config import Settings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sagas", description="Create the reference sagas' tables."
+    )
+    parser.add_argument("--schema", help=f"schema (default: ${APP_SCHEMA_ENV} or sagaline_app)")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: env / dev file)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(database_url=args.database_url, require_database=True)
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn:
+        schema = ensure_tables(conn, args.schema)
+    print(f"reference saga tables ready in schema {schema}")
+    return 0

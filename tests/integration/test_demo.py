@@ -128,6 +128,7 @@ def test_demo_survives_crashes_with_clean_audit(
         "reports_once",
         "journal_audit",
         "read_model",
+        "replay_strict",
     ):
         assert checks[name]["ok"], checks[name]
 
