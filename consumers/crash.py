@@ -18,6 +18,7 @@ __all__ = ["CRASH_POINTS", "crash_point"]
 CRASH_POINTS = (
     "worker_after_step",  # the step's writes are done, its transaction is not committed
     "worker_after_commit",  # Postgres committed, the Kafka offset is not committed
+    "worker_in_kafka_transaction",  # Kafka-only path: replies and offsets sent, not committed
     "relay_after_publish",  # Kafka acked the batch, the rows are not marked sent
 )
 

@@ -287,6 +287,7 @@ class TaskRunner:
             if missing is not None or handler is None:
                 raise missing or HandlerNotFound(task.step)
             result = self._invoke(handler, ctx, task, self._payloads)
+            crash_point("worker_after_step")
             reply = success_reply(task, result, ctx.usage, trace=trace)
         except Exception as exc:
             retryable = classify(exc, handler)

@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--table", required=True)
     parser.add_argument("--group", default="sagaline-testkit")
+    parser.add_argument("--instance-id")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--delivery", default="auto", choices=("auto", "outbox", "kafka"))
     ns = parser.parse_args(argv)
@@ -378,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         topics=TopicNames(ns.prefix),
         resolver=effects_table(ns.dsn, ns.table),
         options=WorkerOptions(
-            group_id=ns.group, schema=ns.schema, concurrency=ns.concurrency, delivery=ns.delivery
+            group_id=ns.group,
+            instance_id=ns.instance_id,
+            schema=ns.schema,
+            concurrency=ns.concurrency,
+            delivery=ns.delivery,
         ),
     )
     print("ready", flush=True)

@@ -36,6 +36,7 @@ from opentelemetry.trace import Tracer
 from psycopg_pool import ConnectionPool
 
 from consumers.context import HeartbeatSink
+from consumers.crash import crash_point
 from consumers.db import DEFAULT_SCHEMA, describe_dsn
 from consumers.handlers import HandlerResolver
 from consumers.migrations import migrate
@@ -62,6 +63,11 @@ class WorkerOptions:
     """How a worker runs."""
 
     group_id: str = "sagaline-workers"
+    #: Stable identity of this process (e.g. a pod ordinal) for the Kafka-only path's
+    #: ``transactional.id``: a restarted worker with the same id fences its dead
+    #: predecessor's open transaction at once.  None: random per start (a dead
+    #: worker's open transaction then blocks readers until it times out, 10 s).
+    instance_id: str | None = None
     schema: str = DEFAULT_SCHEMA
     #: Steps running at once in this process.
     concurrency: int = 8
@@ -400,12 +406,13 @@ class Worker:
 
     def _transactional(self) -> Producer:
         if self._txn is None:
-            txn_id = f"{self.options.group_id}-worker-{uuid.uuid4().hex[:12]}"
+            instance = self.options.instance_id or uuid.uuid4().hex[:12]
+            txn_id = f"{self.options.group_id}-worker-{instance}"
             producer = Producer(
                 {
                     **self._producer_base,
                     "transactional.id": txn_id,
-                    "transaction.timeout.ms": 30_000,
+                    "transaction.timeout.ms": 10_000,
                     "client.id": f"{self.options.group_id}-txn",
                 }
             )
@@ -466,6 +473,7 @@ class Worker:
                     headers=[(k, v.encode()) for k, v in d.headers.items()],
                 )
             producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata())
+            crash_point("worker_in_kafka_transaction")
             self._commit_transaction(producer)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None

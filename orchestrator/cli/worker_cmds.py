@@ -47,6 +47,9 @@ def register(subparsers: Subparsers) -> None:
         help="module:attribute of a SagaRegistry, a list of Saga classes or a handler resolver",
     )
     run.add_argument("--group", default="sagaline-workers", help="consumer group id")
+    run.add_argument(
+        "--instance-id", help="stable id of this worker (fences its predecessor's transactions)"
+    )
     run.add_argument("--concurrency", type=int, default=8, help="steps running at once")
     run.add_argument(
         "--delivery",
@@ -154,6 +157,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         resolver=resolver,
         options=WorkerOptions(
             group_id=args.group,
+            instance_id=args.instance_id,
             schema=args.schema,
             concurrency=args.concurrency,
             delivery=args.delivery,

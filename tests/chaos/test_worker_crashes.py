@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -100,6 +100,7 @@ def spawn(
     group: str,
     crash_at: str | None = None,
     crash_skip: int = 0,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGALINE_CRASH")}
     if crash_at:
@@ -109,6 +110,7 @@ def spawn(
         sys.executable, "-m", "consumers.testkit", role,
         "--bootstrap", bootstrap, "--dsn", dsn, "--schema", schema,
         "--prefix", topics.prefix, "--table", f"{schema}.effects", "--group", group,
+        *extra,
     ]  # fmt: skip
     return subprocess.Popen(argv, cwd=ROOT, env=env)
 
@@ -335,3 +337,50 @@ def test_postgres_restarts_under_load(
         reexecutions=reexecuted,
         duplicate_replies=sum(n - 1 for n in per_task.values()),
     )
+
+
+@pytest.mark.parametrize("crash_at", ["worker_after_step", "worker_in_kafka_transaction"])
+def test_kafka_path_sigkill_answers_every_task_exactly_once(
+    crash_at: str, dsn: str, bootstrap: str, schema: str, topics: TopicNames
+) -> None:
+    """Steps without database effects: reply and offset commit in one Kafka transaction,
+    so a read_committed reader sees exactly one reply per task across a SIGKILL."""
+    tasks = [execute_task(f"saga-{i}", "echo", EffectArgs(amount=i, sleep=0.01)) for i in range(60)]
+    produce_tasks(bootstrap, topics.tasks, tasks)
+    common = {
+        "bootstrap": bootstrap,
+        "dsn": dsn,
+        "schema": schema,
+        "topics": topics,
+        "group": f"g-{uuid.uuid4().hex[:8]}",
+        "extra": ("--instance-id", "w1"),  # the restart fences the killed transaction
+    }
+    victim = spawn("worker", crash_at=crash_at, crash_skip=5, **common)  # type: ignore[arg-type]
+    try:
+        assert victim.wait(60) == -signal.SIGKILL
+        survivor = spawn("worker", **common)  # type: ignore[arg-type]
+        try:
+            read_records(
+                bootstrap, topics.replies, REPLY_TYPES, until=answered_all(tasks), timeout=60
+            )
+        finally:
+            stop_process(survivor)
+    finally:
+        stop_process(victim)
+    # the whole topic, read_committed, after everything settled
+    replies = read_records(
+        bootstrap, topics.replies, REPLY_TYPES, until=lambda r: len(r) > len(tasks), timeout=3
+    )
+    per_task = Counter(getattr(r, "task_id", "") for r in replies)
+    assert set(per_task) == {t.task_id for t in tasks}
+    duplicates = sum(n - 1 for n in per_task.values())
+    _done, tries = counts(dsn, schema)
+    reexecuted = sum(n - 1 for n in tries.values())
+    report(
+        f"kafka_path_{crash_at}",
+        tasks=len(tasks),
+        reexecutions=reexecuted,
+        duplicate_replies=duplicates,
+    )
+    assert duplicates == 0  # aborted replies are invisible, committed ones are not redone
+    assert reexecuted >= 1  # the killed, uncommitted tasks ran again (same idempotency key)
