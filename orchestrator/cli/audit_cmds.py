@@ -249,19 +249,31 @@ def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | N
     return url or None
 
 
-def _progress(args: argparse.Namespace) -> Progress | None:
-    if args.json or not sys.stderr.isatty():
-        return None
-    step = 1000
+class _Counter:
+    """A record counter on stderr, redrawn in place (only on a terminal, never with --json)."""
 
-    def show(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            sys.stderr.write(f"\rread {done}/{total} journal records")
-            if done == total:
-                sys.stderr.write("\n")
+    def __init__(self, args: argparse.Namespace, every: int = 500) -> None:
+        self.enabled = not args.json and sys.stderr.isatty()
+        self.every = every
+        self.shown = False
+
+    @property
+    def callback(self) -> Progress | None:
+        return self.show if self.enabled else None
+
+    def show(self, done: int, total: int) -> None:
+        if done % self.every == 0:
+            sys.stderr.write(f"\rread {done} of at most {total} journal records")
             sys.stderr.flush()
+            self.shown = True
 
-    return show
+    def __enter__(self) -> _Counter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 # -- handlers ----------------------------------------------------------------------------
@@ -270,17 +282,18 @@ def _progress(args: argparse.Namespace) -> Progress | None:
 def _replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     definitions = load_definitions(args.sagas) if args.strict else None
-    report = replay(
-        settings.kafka_bootstrap_servers,
-        settings.topics.journal,
-        saga_id=args.saga_id,
-        saga_type=args.saga_type,
-        since=args.since,
-        strict=args.strict,
-        definitions=definitions,
-        progress=_progress(args),
-        timeout=args.timeout,
-    )
+    with _Counter(args) as counter:
+        report = replay(
+            settings.kafka_bootstrap_servers,
+            settings.topics.journal,
+            saga_id=args.saga_id,
+            saga_type=args.saga_type,
+            since=args.since,
+            strict=args.strict,
+            definitions=definitions,
+            progress=counter.callback,
+            timeout=args.timeout,
+        )
     if args.saga_id and not report.sagas and not report.undecodable:
         raise UnknownSagaId(f"unknown saga id {args.saga_id!r}: not in {settings.topics.journal}")
     lines = [render_timeline(t) + "\n" for t in report.sagas]
@@ -306,17 +319,18 @@ def _replay(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     database_url = None if args.no_inbox else _database_url(args, required=False)
-    report = audit(
-        settings.kafka_bootstrap_servers,
-        settings.topics.journal,
-        since=args.since,
-        saga_id=args.saga_id,
-        saga_type=args.saga_type,
-        database_url=database_url,
-        db_schema=args.db_schema,
-        progress=_progress(args),
-        timeout=args.timeout,
-    )
+    with _Counter(args) as counter:
+        report = audit(
+            settings.kafka_bootstrap_servers,
+            settings.topics.journal,
+            since=args.since,
+            saga_id=args.saga_id,
+            saga_type=args.saga_type,
+            database_url=database_url,
+            db_schema=args.db_schema,
+            progress=counter.callback,
+            timeout=args.timeout,
+        )
     if args.saga_id and report.sagas == 0 and report.ok:
         raise UnknownSagaId(f"unknown saga id {args.saga_id!r}: not in {settings.topics.journal}")
     emit(args, report.to_dict(), report.render())
