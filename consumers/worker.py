@@ -1,13 +1,15 @@
 """The step worker: a consumer group on the tasks topic that runs steps exactly once.
 
 One thread owns the Kafka consumer (and the transactional producer of the
-Kafka-only path); a thread pool runs the steps.  Tasks of one saga run one
-after another in arrival order (a per-saga lane); tasks of different sagas
-run concurrently up to ``concurrency``.  Offsets are committed only for the
-contiguous prefix of finished tasks, after their Postgres transaction
-committed (outbox path) or inside the Kafka transaction that publishes their
-replies (Kafka-only path).  A task that cannot be decoded goes to the
-dead-letter topic with the reason and its offset moves on.
+Kafka-only path); a thread pool runs the steps.  The tasks of one step of one
+saga (its attempts, redeliveries and its compensation) run one after another
+in arrival order (a lane per saga and step); everything else (other sagas,
+parallel branches of one saga) runs concurrently up to ``concurrency``.
+Offsets are committed only for the contiguous prefix of finished tasks,
+after their Postgres transaction committed (outbox path) or inside the Kafka
+transaction that publishes their replies (Kafka-only path).  A task that
+cannot be decoded goes to the dead-letter topic with the reason and its
+offset moves on.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ class Worker:
         self._completions: SimpleQueue[tuple[_Job, TaskResult | BaseException]] = SimpleQueue()
         self._tracker: OffsetTracker[TP, Delivery] = OffsetTracker()
         self._epochs: dict[TP, int] = {}
-        self._lanes: dict[str, deque[_Job]] = {}
+        self._lanes: dict[tuple[str, str], deque[_Job]] = {}
         self._paused = False
         self._closed = False
 
@@ -342,11 +344,11 @@ class Worker:
             self._tracker.done(tp, offset)
             return
         job = _Job(tp, offset, self._epochs.get(tp, 0), record, msg.key(), value, headers)
-        lane = self._lanes.get(record.envelope.saga_id)
+        lane = self._lanes.get(_lane_key(record))
         if lane:
             lane.append(job)
         else:
-            self._lanes[record.envelope.saga_id] = deque([job])
+            self._lanes[_lane_key(record)] = deque([job])
             self._submit(job)
 
     def _drain_completions(self, timeout: float = 0.0) -> int:
@@ -360,14 +362,14 @@ class Worker:
             self._complete(job, outcome)
 
     def _complete(self, job: _Job, outcome: TaskResult | BaseException) -> None:
-        saga_id = job.task.envelope.saga_id
-        lane = self._lanes.get(saga_id)
+        key = _lane_key(job.task)
+        lane = self._lanes.get(key)
         if lane and lane[0] is job:
             lane.popleft()
             if lane and not self._stopping.is_set():
                 self._submit(lane[0])
             else:  # empty, or stopping: queued tasks are redelivered to the next owner
-                del self._lanes[saga_id]
+                del self._lanes[key]
         current = self._epochs.get(job.tp) == job.epoch
         if isinstance(outcome, BaseException):
             log.error("task %s failed in the worker: %r", job.task.task_id, outcome)
@@ -598,6 +600,13 @@ class Worker:
             self._txn.flush(10)
         if self._pool is not None:
             self._pool.close()
+
+
+def _lane_key(task: Task) -> tuple[str, str]:
+    """Tasks with the same key run one after another, in arrival order: the attempts,
+    redeliveries and compensation of one step of one saga.  Different steps of a saga
+    (parallel branches) may run concurrently."""
+    return (task.envelope.saga_id, task.step)
 
 
 def _outcome(future: Future[TaskResult]) -> TaskResult | BaseException:

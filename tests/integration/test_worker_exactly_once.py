@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -371,3 +372,54 @@ def test_step_span_continues_the_task_trace_into_the_reply(
     with psycopg.connect(dsn) as conn:
         row = conn.execute(f"SELECT headers FROM {schema}.outbox").fetchone()
     assert row is not None and row[0]["traceparent"] == traceparent  # Kafka header too
+
+
+def test_parallel_steps_overlap_but_a_compensation_waits_for_its_step(
+    dsn: str, bootstrap: str, schema: str, topics: TopicNames
+) -> None:
+    slow = EffectArgs(sleep=0.5)
+    tasks: list[ExecuteStep | CompensateStep] = [
+        execute_task("par", "write", slow),  # two parallel branches of one saga
+        execute_task("par", "write_async", EffectArgs()),
+        execute_task("seq", "write", slow),  # a step, then its compensation
+        compensate_task("seq", "write", EffectArgs()),
+    ]
+    produce_tasks(bootstrap, topics.tasks, tasks)
+    stop = threading.Event()
+    worker = Worker(
+        bootstrap_servers=bootstrap,
+        database_url=dsn,
+        topics=topics,
+        resolver=effects_table(dsn, f"{schema}.effects"),
+        options=WorkerOptions(group_id=f"g-{uuid.uuid4().hex[:8]}", schema=schema, concurrency=4),
+    )
+    runner_thread = threading.Thread(target=worker.run, args=(stop,))
+    runner_thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while worker.stats.succeeded < len(tasks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner_thread.join(30)
+    assert worker.stats.succeeded == len(tasks)
+    with psycopg.connect(dsn) as conn:
+
+        def started(key: str) -> datetime:
+            row = conn.execute(
+                f"SELECT at FROM {schema}.effects_attempts WHERE idempotency_key = %s", (key,)
+            ).fetchone()
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+
+        def finished(saga: str) -> datetime:  # when the step's reply was written (pre-commit)
+            row = conn.execute(
+                f"SELECT min(created_at) FROM {schema}.outbox WHERE key = %s", (saga.encode(),)
+            ).fetchone()
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+
+        # the second branch started while the first one was still running
+        assert started(tasks[1].idempotency_key) < finished("par")
+        # the compensation started only after its step had finished
+        assert started(tasks[3].idempotency_key) > finished("seq")
