@@ -35,10 +35,10 @@ from orchestrator.devenv.kafka_dist import (
     java_executable,
 )
 from orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
-from orchestrator.devenv.processes import kill_tree, pid_alive, wait_pid_exit
+from orchestrator.devenv.processes import kill_tree, pid_alive, pid_owned_by, wait_pid_exit
 from orchestrator.devenv.readiness import wait_for_kafka
 
-__all__ = ["DEFAULT_HEAP", "KafkaNode", "LocalKafka", "new_cluster_id", "pid_owned_by"]
+__all__ = ["DEFAULT_HEAP", "KafkaNode", "LocalKafka", "new_cluster_id"]
 
 DEFAULT_HEAP = "512m"
 _CLUSTER_FILE = "cluster.json"
@@ -67,17 +67,6 @@ _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
-
-
-def pid_owned_by(pid: int, needle: str) -> bool:
-    """True when ``pid`` is alive and its command line mentions ``needle`` (guards pid reuse)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return needle.encode() in cmdline
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from orchestrator.devenv.postgres_dist import (
     ensure_postgres_binaries,
     run_as,
 )
-from orchestrator.devenv.processes import kill_tree, pid_alive, wait_pid_exit
+from orchestrator.devenv.processes import kill_tree, pid_owned_by, wait_pid_exit
 from orchestrator.devenv.readiness import wait_for_postgres
 
 __all__ = ["DEFAULT_DATABASE", "LocalPostgres", "reachable_by"]
@@ -136,7 +136,9 @@ class LocalPostgres:
             pid = int(first)
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        # The postmaster's command line names its data directory; a stale file whose
+        # pid now belongs to another process does not count.
+        return pid if pid_owned_by(pid, str(self.data_dir)) else None
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -147,6 +149,7 @@ class LocalPostgres:
         """initdb if needed, start the server, create the database; returns seconds taken."""
         started = time.monotonic()
         if self.pid() is None:
+            _ = self.binaries  # installs PostgreSQL (and its OS user) when absent
             ensure_port_free(self.port)
             self._prepare_dirs()
             if not (self.data_dir / "PG_VERSION").is_file():

@@ -8,7 +8,14 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["children_of", "kill_tree", "pid_alive", "stop_pid", "wait_pid_exit"]
+__all__ = [
+    "children_of",
+    "kill_tree",
+    "pid_alive",
+    "pid_owned_by",
+    "stop_pid",
+    "wait_pid_exit",
+]
 
 
 def pid_alive(pid: int) -> bool:
@@ -31,6 +38,17 @@ def pid_alive(pid: int) -> bool:
         _reap(pid)
         return False
     return True
+
+
+def pid_owned_by(pid: int, needle: str) -> bool:
+    """True when ``pid`` is alive and its command line mentions ``needle`` (guards pid reuse)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return needle.encode() in cmdline
 
 
 def _reap(pid: int) -> None:

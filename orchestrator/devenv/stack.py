@@ -29,7 +29,7 @@ from orchestrator.devenv.kafka import LocalKafka
 from orchestrator.devenv.kafka_dist import java_executable, kafka_version
 from orchestrator.devenv.ports import ensure_port_free, port_is_free
 from orchestrator.devenv.postgres import LocalPostgres, reachable_by
-from orchestrator.devenv.postgres_dist import run_as
+from orchestrator.devenv.postgres_dist import ensure_postgres_binaries, run_as
 
 __all__ = ["ComponentStatus", "DevStack", "StackStatus"]
 
@@ -153,6 +153,7 @@ class DevStack:
         """Start whatever is not running, write the settings file, return the status."""
         state = self._read_state()
         java_executable()
+        ensure_postgres_binaries()  # installs it when absent, creating its OS user
         count = brokers or int(state.get("kafka_brokers", 1))
         if brokers and state.get("kafka_brokers", brokers) != brokers:
             raise DevEnvError(
