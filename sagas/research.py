@@ -230,6 +230,8 @@ class ResearchAgent(Saga[ResearchData]):
 
     type_name = "research"
     budget = Budget(max_tokens=TOKEN_BUDGET)
+    #: The model this instance asks (``None``: :func:`research_model`); tests set it.
+    model: ChatModel | None = None
 
     @tool(description="Search the document corpus; returns the best hits.", retry=_TOOL_RETRY)
     def search_web(self, ctx: StepContext, args: SearchArgs) -> SearchResults:
@@ -268,7 +270,7 @@ class ResearchAgent(Saga[ResearchData]):
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
             for t in turn.tools
         ]
-        response = research_model().complete(
+        response = (self.model or research_model()).complete(
             transcript(turn), specs, idempotency_key=ctx.idempotency_key
         )
         record_llm_call(ctx, response)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from orchestrator.agents import AgentTurn, HistoryItem, ToolInfo
 from orchestrator.testing import SagaTestKit
 from sagas import corpus
-from sagas.llm import ScriptedModel
+from sagas.llm import ChatMessage, ChatResponse, ScriptedModel, ToolCall, ToolSpec
 from sagas.research import (
     MAX_TURNS,
     TOKEN_BUDGET,
@@ -17,7 +19,7 @@ from sagas.research import (
     research_policy,
     transcript,
 )
-from schemas.events import BudgetExceeded
+from schemas.events import AgentGaveUp, BudgetExceeded
 
 pytestmark = pytest.mark.unit
 
@@ -124,3 +126,23 @@ def test_corpus_tools() -> None:
             corpus.calculate(bad)
     with pytest.raises(corpus.UnknownDocument):
         corpus.read("nope")
+
+
+def test_an_llm_that_never_answers_gives_up_after_max_turns() -> None:
+    def stubborn(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> ChatResponse:
+        return ChatResponse(
+            tool_calls=[ToolCall(id="c", name="search_web", arguments={"query": "more"})]
+        )
+
+    saga = ResearchAgent()
+    saga.model = ScriptedModel(stubborn)
+    kit = SagaTestKit(ResearchAgent)
+    kit.start(ResearchData(question=QUESTION))
+    ran = 0
+    while kit.pending_tasks and ran < 100:
+        ran += kit.run_steps(max_tasks=1, instance=saga)
+    kit.expect_status("compensated")
+    kit.expect_event(AgentGaveUp)
+    assert saga.model.calls == MAX_TURNS
+    state = kit.state
+    assert state is not None and state.usage.llm_calls == MAX_TURNS
