@@ -447,7 +447,12 @@ class Orchestrator:
         topic, partition = msg.topic() or "", msg.partition() or 0
         if (topic, partition) not in self._assigned:
             return
-        batch.offsets[(topic, partition)] = (msg.offset() or 0) + 1
+        offset = msg.offset() or 0
+        expected = batch.offsets.get((topic, partition), self._positions.get((topic, partition), 0))
+        if offset < expected:
+            # already decided (a redelivery after a rewind): never decide twice
+            return
+        batch.offsets[(topic, partition)] = offset + 1
         batch.inputs += 1
         try:
             value = msg.value()

@@ -19,7 +19,7 @@ from types import FrameType
 from orchestrator.config import Settings
 from orchestrator.errors import SagalineError
 from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.errors import FatalKafkaError
+from orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from orchestrator.runtime.ports import Codec, SagaLogic
 from orchestrator.runtime.topics import TopicLayout, ensure_topics
 
@@ -114,7 +114,7 @@ def run_orchestrator(orchestrator: Orchestrator) -> int:
     signal.signal(signal.SIGINT, _stop)
     try:
         orchestrator.run()
-    except FatalKafkaError as exc:
+    except (FatalKafkaError, RestoreError) as exc:
         log.error("fatal: %s", exc)
         return EXIT_FATAL
     return 0
