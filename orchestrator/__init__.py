@@ -1,5 +1,7 @@
 """sagaline orchestrator: saga definitions, the pure decider, the fold, the test kit."""
 
+from typing import TYPE_CHECKING, Any
+
 from orchestrator.agents import AgentDecision, AgentTurn, ToolInfo
 from orchestrator.context import StepContext
 from orchestrator.decider import Decision, Input, Outgoing, decide, pending_timers, timer_input
@@ -42,7 +44,11 @@ __all__ = [
     "Retry",
     "RetryableError",
     "Saga",
+    "SagaAlreadyStarted",
+    "SagaClient",
     "SagaDefinitionError",
+    "SagaHandle",
+    "SagaNotFound",
     "SagaRegistry",
     "SagalineError",
     "SignalInfo",
@@ -51,6 +57,7 @@ __all__ = [
     "TerminalError",
     "ToolInfo",
     "UnknownSagaType",
+    "WaitTimeout",
     "agent",
     "approval",
     "child",
@@ -68,3 +75,23 @@ __all__ = [
     "verify_chain",
     "wait_for_signal",
 ]
+
+# The client needs Kafka: imported on first use so the pure core stays light.
+_CLIENT_NAMES = ("SagaAlreadyStarted", "SagaClient", "SagaHandle", "SagaNotFound", "WaitTimeout")
+
+if TYPE_CHECKING:
+    from orchestrator.client import (
+        SagaAlreadyStarted,
+        SagaClient,
+        SagaHandle,
+        SagaNotFound,
+        WaitTimeout,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from orchestrator import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
