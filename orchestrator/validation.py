@@ -47,7 +47,8 @@ def build_definition(cls: type[Saga[Any]], localns: dict[str, Any] | None = None
     _check_references(cls, sequence)
     _check_pivot(cls, sequence)
     for n in nodes:
-        n.owner = cls
+        if n.owner is None:
+            n.owner = cls
 
 
 def _data_type(cls: type[Saga[Any]]) -> type[BaseModel]:
@@ -67,21 +68,29 @@ def _data_type(cls: type[Saga[Any]]) -> type[BaseModel]:
 
 
 def _collect(cls: type[Saga[Any]]) -> list[Node]:
-    seen: dict[int, str] = {}
+    """The nodes of ``cls``: inherited ones first (a node of the same name in the
+    subclass replaces its parent's in place), then the class body's in order."""
     nodes: list[Node] = []
-    parent_nodes = [n for base in cls.__mro__[1:] for n in getattr(base, "sequence", ())]
-    for attr, value in [*[(n.name, n) for n in parent_nodes], *cls.__dict__.items()]:
+    for base in reversed(cls.__mro__[1:]):
+        for inherited in getattr(base, "nodes", {}).values():
+            if all(inherited is not n for n in nodes):
+                nodes = [n for n in nodes if n.name != inherited.name] + [inherited]
+    seen: dict[int, str] = {}
+    for attr, value in cls.__dict__.items():
         if not isinstance(value, Node):
             continue
         if id(value) in seen:
-            if seen[id(value)] == attr:
-                continue
             raise SagaDefinitionError(
                 f"{cls.__qualname__}: node {value.name!r} is declared twice "
                 f"(as {seen[id(value)]!r} and {attr!r})"
             )
         seen[id(value)] = attr
-        nodes.append(value)
+        # an inherited node (its owner is set) of the same name is overridden in place
+        at = [i for i, n in enumerate(nodes) if n.name == value.name and n.owner is not None]
+        if at:
+            nodes[at[0]] = value
+        else:
+            nodes.append(value)
     names: set[str] = set()
     for n in nodes:
         if any(ch in n.name for ch in _RESERVED) or n.name == DONE:

@@ -227,3 +227,22 @@ def test_mermaid_draws_every_kind_of_node() -> None:
     assert "ok -- reject --> a" in text and "ok -- timeout --> __compensate" in text
     assert "tools: lookup; max 3 turns" in text
     assert "undo: undo_a" in text and "think --> __end" in text
+
+
+def test_a_new_version_inherits_nodes_and_overrides_some_in_place() -> None:
+    class GoodV3(Good):
+        type_name = "good"
+        version = 3
+
+        ok = approval(timeout=timedelta(hours=5))
+
+        @step
+        def extra(self, ctx: StepContext, data: D) -> None:
+            return None
+
+    assert [n.name for n in GoodV3.sequence] == ["a", "fan", "nap", "ok", "think", "extra"]
+    ok = GoodV3.node("ok")
+    assert ok is not Good.node("ok") and ok.timeout == timedelta(hours=5)  # type: ignore[attr-defined]
+    assert Good.node("ok").timeout == timedelta(hours=1)  # type: ignore[attr-defined]
+    assert set(GoodV3.nodes) == set(Good.nodes) | {"extra"}
+    assert GoodV3.handler_for("step", "think.lookup#1").args_type is Args
