@@ -30,7 +30,7 @@ def test_every_python_block_runs_in_order() -> None:
         with contextlib.redirect_stdout(out):
             exec(compile(code, f"{DOC.name}[block {number}]", "exec"), namespace)
     registry = namespace["registry"]
-    assert len(registry) == 4  # type: ignore[arg-type]
+    assert len(registry) == 5  # type: ignore[arg-type]
 
 
 def test_the_diagram_on_the_page_matches_the_code() -> None:
