@@ -17,6 +17,8 @@ of this one machine) for both delivery paths:
 * ``publish_to_consume``  reply produced → received by the read_committed consumer
 * ``end_to_end``          task committed → reply received
 
+``relay_backlog_drain``: one relay publishing a backlog of outbox rows.
+
 plus a throughput run (a burst of tasks, tasks per second until every reply
 arrived).  ``--e2e N`` adds N sagas per path through the real orchestrator
 process (see :mod:`consumers.bench_e2e`).
@@ -36,10 +38,13 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from consumers.bench_support import ReplyTail, summary
 from consumers.migrations import migrate
 from consumers.relay import Relay, RelayOptions
+from consumers.store import OUTBOX_SHARDS
 from consumers.testkit import (
     EffectArgs,
     create_effect_tables,
@@ -155,6 +160,34 @@ def _throughput_run(
     return {"tasks": n, "seconds": round(elapsed, 3), "tasks_per_s": round(n / elapsed, 1)}
 
 
+def _relay_throughput(
+    bootstrap: str, dsn: str, schema: str, topic: str, rows: int
+) -> dict[str, float]:
+    """A backlog of ``rows`` outbox rows (300-byte values) drained by one relay."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
+    with psycopg.connect(dsn) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {schema}.outbox (shard, topic, key, value) VALUES (%s, %s, %s, %s)",
+                [(i % OUTBOX_SHARDS, topic, f"r{i}".encode(), b"x" * 300) for i in range(rows)],
+            )
+        conn.commit()
+    relay = Relay(dsn, bootstrap, RelayOptions(schema=schema, batch_size=1000))
+    try:
+        started = time.perf_counter()
+        published = relay.publish_once()
+        elapsed = time.perf_counter() - started
+    finally:
+        relay.close()
+        admin.delete_topics([topic])[topic].result(30)
+    return {
+        "rows": published,
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(published / elapsed, 1),
+    }
+
+
 def run_bench(
     *,
     bootstrap: str,
@@ -164,6 +197,7 @@ def run_bench(
     interval: float,
     burst: int,
     concurrency: int,
+    relay_rows: int = 20_000,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready report."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -213,6 +247,14 @@ def run_bench(
                 "latency": _latency_run(path, latency_tasks, interval, producer, replies, traces),
                 "throughput": _throughput_run(path, burst, producer, replies),
             }
+        stop.set()  # the relay thread must not take the backlog below
+        for t in threads:
+            t.join(30)
+        relay.close()
+        if relay_rows > 0:
+            report["relay_backlog_drain"] = _relay_throughput(
+                bootstrap, dsn, schema, f"{topics.prefix}.relaybench", relay_rows
+            )
     finally:
         stop.set()
         for t in threads:
