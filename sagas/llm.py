@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -115,6 +116,7 @@ class ScriptedModel:
         self._policy = policy
         self.name = name
         self.calls = 0
+        self._lock = threading.Lock()
 
     def complete(
         self,
@@ -123,7 +125,8 @@ class ScriptedModel:
         *,
         idempotency_key: str | None = None,
     ) -> ChatResponse:
-        self.calls += 1
+        with self._lock:  # workers run steps on several threads
+            self.calls += 1
         answer = self._policy(messages, tools)
         out_text = (answer.content or "") + "".join(
             json.dumps(c.arguments, sort_keys=True) for c in answer.tool_calls
