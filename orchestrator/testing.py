@@ -417,21 +417,26 @@ class SagaTestKit(Generic[DataT]):
 
     # -- running the step functions in-process --------------------------------
 
-    def run_steps(self, *, max_tasks: int = 1000, instance: Saga[DataT] | None = None) -> int:
+    def run_steps(
+        self, *, max_tasks: int = 1000, instance: Saga[DataT] | None = None, db: Any = None
+    ) -> int:
         """Run pending tasks with the definition's own handlers until none is pending.
 
-        Returns how many tasks ran.  Waits and timers are left to the test
-        (``approve``, ``advance``).
+        ``db`` is what steps see as ``ctx.db`` (a test double or a real
+        connection).  Returns how many tasks ran.  Waits and timers are left
+        to the test (``approve``, ``advance``).
         """
         ran = 0
         while self._pending and ran < max_tasks:
             key, task = next(iter(self._pending.items()))
             del self._pending[key]
-            self._run_task(task, instance)
+            self._run_task(task, instance, db)
             ran += 1
         return ran
 
-    def _run_task(self, task: ExecuteStep | CompensateStep, instance: Saga[DataT] | None) -> None:
+    def _run_task(
+        self, task: ExecuteStep | CompensateStep, instance: Saga[DataT] | None, db: Any
+    ) -> None:
         kind: Literal["step", "compensate"] = (
             "step" if isinstance(task, ExecuteStep) else "compensate"
         )
@@ -443,6 +448,7 @@ class SagaTestKit(Generic[DataT]):
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
             deadline=task.deadline_at,
+            db=db,
         )
         args = from_payload(task.args, handler.args_type)
         error: BaseException | None = None
