@@ -24,7 +24,7 @@ from consumers.handlers import Handler, HandlerResolver, RegistryResolver, StepT
 from consumers.migrations import LATEST_VERSION, MigrationResult, migrate
 from consumers.payload_store import PostgresPayloadStore
 from consumers.relay import Relay, RelayOptions, RelayStats
-from consumers.worker import Worker, WorkerOptions, WorkerStats
+from consumers.worker import TaskTrace, Worker, WorkerOptions, WorkerStats
 
 __all__ = [
     "LATEST_VERSION",
@@ -44,6 +44,7 @@ __all__ = [
     "SchemaTooNew",
     "StepTable",
     "StepTimeout",
+    "TaskTrace",
     "Worker",
     "WorkerError",
     "WorkerOptions",
