@@ -458,3 +458,26 @@ def test_cancel_overrides_a_pause() -> None:
     kit.cancel(by="ops")
     kit.expect_compensations(["charge", "reserve"])
     kit.expect_status("cancelled")
+
+
+def test_a_failed_child_fails_its_node_and_a_cancelled_parent_cancels_its_child() -> None:
+    parent = SagaTestKit(Parent, saga_id="p-2")
+    start = parent.start(Order()).outgoing[0].record
+    assert isinstance(start, StartSaga)
+    kid = SagaTestKit(Pipeline, saga_id=start.envelope.saga_id)
+    kid.deliver(start)
+    kid.fail("reserve", retryable=False)
+    kid.expect_status("compensated")
+    reply = kid.decisions[-1].outgoing[-1]
+    assert reply.destination == "replies" and isinstance(reply.record, StepFailed)
+    assert reply.record.error_type == "ChildSagaCompensated"
+    parent.deliver(reply.record)
+    parent.expect_status("compensated")
+
+    parent = SagaTestKit(Parent, saga_id="p-3")
+    child_id = parent.start(Order()).outgoing[0].record.envelope.saga_id
+    cancel = parent.cancel(by="ops").outgoing
+    assert [(o.destination, type(o.record).__name__) for o in cancel] == [
+        ("commands", "CancelSaga")
+    ]
+    assert cancel[0].record.envelope.saga_id == child_id
