@@ -13,7 +13,7 @@ from orchestrator.payloads import to_payload
 from orchestrator.policies import Budget, Retry
 from orchestrator.saga import Saga, child, parallel, sleep, step, wait_for_signal
 from orchestrator.testing import SagaTestKit
-from schemas.commands import StartSaga
+from schemas.commands import CancelSaga, StartSaga
 from schemas.events import (
     BudgetExceeded,
     InputIgnored,
@@ -475,9 +475,11 @@ def test_a_failed_child_fails_its_node_and_a_cancelled_parent_cancels_its_child(
     parent.expect_status("compensated")
 
     parent = SagaTestKit(Parent, saga_id="p-3")
-    child_id = parent.start(Order()).outgoing[0].record.envelope.saga_id
+    child_start = parent.start(Order()).outgoing[0].record
+    assert isinstance(child_start, StartSaga)
     cancel = parent.cancel(by="ops").outgoing
     assert [(o.destination, type(o.record).__name__) for o in cancel] == [
         ("commands", "CancelSaga")
     ]
-    assert cancel[0].record.envelope.saga_id == child_id
+    assert isinstance(cancel[0].record, CancelSaga)
+    assert cancel[0].record.envelope.saga_id == child_start.envelope.saga_id
