@@ -502,12 +502,22 @@ class _Decider(AgentDecider):
                     "not_applicable", f"compensation of {c.step} is {st.compensation_status}"
                 )
             return
-        if st.status not in ("failed", "retry_wait"):
+        if st.status not in ("failed", "retry_wait") or not self.is_current(c.step):
             self.ignore("not_applicable", f"step {c.step} is {st.status}")
             return
         self.emit(StepRetryRequested(at=self.now, step=c.step, by=c.by, reason=c.reason))
         if self.s.status == "paused" and self.s.pause_reason == failure_pause_reason(c.step):
             self.emit(SagaResumed(at=self.now, by=c.by, reason=f"retry of {c.step}"))
+
+    def is_current(self, step: str) -> bool:
+        """Whether ``step`` is what the saga is on: its node, a branch, an agent's task."""
+        s = self.s
+        if step == s.node or step in s.branches:
+            return True
+        agent = s.agents.get(s.node or "")
+        if agent is None:
+            return False
+        return step in (agent.pending_tool_step, f"{agent.name}#{agent.turn}")
 
     def on_skip_step(self, c: SkipStep) -> None:
         st = self.s.steps.get(c.step)
@@ -515,12 +525,10 @@ class _Decider(AgentDecider):
         if st is None or not isinstance(node, StepSpec | ChildSpec):
             self.ignore("unknown_step", c.step)
             return
-        if self.compensating or st.status not in (
-            "pending",
-            "ready",
-            "running",
-            "retry_wait",
-            "failed",
+        if (
+            self.compensating
+            or not self.is_current(c.step)
+            or st.status not in ("pending", "ready", "running", "retry_wait", "failed")
         ):
             self.ignore("not_applicable", f"step {c.step} is {st.status}")
             return

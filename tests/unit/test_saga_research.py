@@ -23,6 +23,7 @@ from schemas.events import (
     AgentObservation,
     AgentTurnRecorded,
     BudgetExceeded,
+    InputIgnored,
     SagaPaused,
     ToolCallRequested,
 )
@@ -235,3 +236,16 @@ def test_handler_names_resolve_for_turns_and_tools() -> None:
     undo = ResearchAgent.handler_for("compensate", "investigate.publish#3")
     assert undo.args_type is PublishArgs
     assert ResearchAgent.handler_for("step", "record_answer").uses_db is False
+
+
+def test_operators_retry_the_current_turn_but_not_a_finished_tool_call() -> None:
+    kit = kit_started()
+    kit.fail("investigate#1", "rate limited")
+    kit.retry_step("investigate#1", by="ops")  # do not wait for the backoff
+    assert kit.expect_task("investigate#1").attempt == 2
+    kit.succeed("investigate#1", AgentDecision.call("fetch", FetchArgs(doc_id="x")))
+    kit.fail("investigate.fetch#1", "gone", retryable=False)
+    kit.expect_tasks(["investigate#2"])  # the LLM hears about the failure
+    kit.retry_step("investigate.fetch#1", by="ops")
+    kit.expect_event(InputIgnored, reason="not_applicable")
+    kit.expect_tasks(["investigate#2"])
