@@ -132,3 +132,12 @@ def test_a_duplicate_approval_is_ignored() -> None:
     kit.approve("manager_approval", by="b@shop.example")
     assert kit.data.approved_by == "a@shop.example"
     kit.expect_tasks(["reverse_payment"])
+
+
+def test_demo_variant_is_the_same_saga_with_a_short_window() -> None:
+    assert [n.name for n in DemoRefundAgent.sequence] == [n.name for n in RefundAgent.sequence]
+    kit = SagaTestKit(DemoRefundAgent)
+    _until_approval(kit)
+    kit.approve("manager_approval", by="manager@shop.example")
+    assert kit.data.approved_by == "manager@shop.example"
+    kit.expect_tasks(["reverse_payment"])
