@@ -36,10 +36,9 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 from orchestrator.bench.sagas import BenchData, NoOp5
 from orchestrator.client import SagaClient
 from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.core import AvroCodec
+from orchestrator.runtime.engine import TERMINAL_HEADER
 from orchestrator.runtime.kafka_config import reader_config
 from orchestrator.runtime.topics import TopicLayout, ensure_topics, partition_count
-from schemas.state import SagaState
 
 __all__ = ["BenchOptions", "StateTail", "run_bench"]
 
@@ -65,7 +64,6 @@ class StateTail:
     """Tails every partition of the state topic; records when each saga's snapshots commit."""
 
     def __init__(self, settings: Settings) -> None:
-        self.codec = AvroCodec()
         self.topic = settings.topics.state
         parts = partition_count(settings.kafka_bootstrap_servers, self.topic)
         self.consumer = Consumer(
@@ -79,7 +77,6 @@ class StateTail:
         self.lock = threading.Condition()
         self.terminal: dict[str, float] = {}
         self.snapshots: dict[str, list[float]] = {}
-        self.status: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -102,11 +99,8 @@ class StateTail:
                     if key is None or value is None:
                         continue
                     saga_id = key.decode()
-                    state = self.codec.decode(value, (SagaState,))
-                    assert isinstance(state, SagaState)
                     self.snapshots.setdefault(saga_id, []).append(now)
-                    self.status[saga_id] = state.status
-                    if state.is_terminal:
+                    if (TERMINAL_HEADER, b"true") in (m.headers() or []):
                         self.terminal[saga_id] = now
                 self.lock.notify_all()
 

@@ -55,10 +55,12 @@ from schemas.commands import COMMAND_TYPES
 from schemas.deadletter import DeadLetter
 from schemas.replies import REPLY_TYPES
 
-__all__ = ["EngineConfig", "EngineStats", "Orchestrator"]
+__all__ = ["TERMINAL_HEADER", "EngineConfig", "EngineStats", "Orchestrator"]
 
 log = logging.getLogger(__name__)
 
+#: header on state snapshots: ``true`` when the saga is terminal (lets readers skip decoding)
+TERMINAL_HEADER = "sagaline-terminal"
 #: reserved timer id of the "write the tombstone" timer of a finished saga
 TOMBSTONE_TIMER = "__sagaline_tombstone__"
 
@@ -571,12 +573,14 @@ class Orchestrator:
                 self._produce_dead_letter(batch, letter)
 
     def _produce_state(self, batch: _Batch, saga_id: str, state: Record) -> None:
+        terminal = b"true" if self.logic.is_terminal(state) else b"false"
         batch.produces.append(
             _Produce(
                 self.names.state,
                 saga_id.encode("utf-8"),
                 self.codec.encode(state),
                 batch.partition_of[saga_id],
+                headers=[(TERMINAL_HEADER, terminal)],
             )
         )
 

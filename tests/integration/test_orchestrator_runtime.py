@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import Counter
@@ -18,7 +19,10 @@ from orchestrator.runtime.engine import EngineConfig, Orchestrator
 from orchestrator.runtime.errors import TopicConfigError
 from orchestrator.runtime.kafka_config import client_producer_config
 from orchestrator.runtime.partitioner import partition_for
+from orchestrator.runtime.ports import Outcome, Outgoing
 from orchestrator.runtime.topics import TopicLayout, ensure_topics
+from schemas.base import Record
+from schemas.commands import StartSaga
 from schemas.deadletter import DeadLetter
 from schemas.state import SagaState
 from schemas.tasks import TASK_TYPES, ExecuteStep
@@ -223,3 +227,64 @@ def test_partition_for_matches_the_producers_partitioner(bootstrap: str, prefix:
     assert producer.flush(30) == 0
     seen = {r.key: r.partition for r in read_committed(bootstrap, f"{prefix}.commands")}
     assert seen == {key: partition_for(key, 3) for key in keys}
+
+
+class FailOnce(ChainLogic):
+    """ChainLogic that, the first time it starts saga ``boom``, also sends a record the
+    broker refuses (the topic's ``max.message.bytes`` is tiny): the transaction fails."""
+
+    def __init__(self, refusing_topic: str) -> None:
+        super().__init__(steps=3, step_timeout_s=30.0)
+        self.refusing_topic = refusing_topic
+        self.tripped = False
+
+    def decide(self, state: Record | None, message: Record) -> Outcome:
+        outcome = super().decide(state, message)
+        boom = isinstance(message, StartSaga) and message.envelope.saga_id == "boom"
+        if boom and not self.tripped:
+            self.tripped = True
+            noise = secrets.token_hex(20_000)  # incompressible: far above max.message.bytes
+            big = message.model_copy(update={"requested_by": noise})
+            return Outcome(
+                outcome.state,
+                outcome.journal,
+                (*outcome.outgoing, Outgoing(self.refusing_topic, big)),
+            )
+        return outcome
+
+
+def test_abortable_error_aborts_rewinds_and_discards_the_batch(bootstrap: str, prefix: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    refusing = f"{prefix}.refusing"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(refusing, 1, 1, config={"max.message.bytes": "2000"})])[
+        refusing
+    ].result(30)
+    codec = JsonCodec()
+    logic = FailOnce(refusing)
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topics=TopicNames(prefix))
+    config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
+    orch = Orchestrator(settings, logic, config, codec=codec)
+    ids = ["before", "boom", "after"]
+    responder = Responder(bootstrap, prefix, codec).start()
+    try:
+        with Running(orch) as run:
+            send_starts(bootstrap, prefix, codec, ids)
+            states = wait_terminal(bootstrap, prefix, codec, ids, timeout=60)
+            assert run.error is None
+    finally:
+        responder.stop()
+    assert logic.tripped and orch.stats.aborted_batches >= 1
+    assert {states[i].status for i in ids} == {"completed"}
+    # nothing of the aborted transaction is visible, and nothing was decided twice
+    assert read_committed(bootstrap, refusing) == []
+    tasks = [
+        codec.decode(r.value, TASK_TYPES)
+        for r in read_committed(bootstrap, f"{prefix}.tasks")
+        if r.value
+    ]
+    counts = Counter(t.task_id for t in tasks if isinstance(t, ExecuteStep))
+    assert set(counts.values()) == {1} and len(counts) == 3 * len(ids)
+    journaled = [r.key for r in read_committed(bootstrap, f"{prefix}.journal")]
+    assert Counter(journaled) == {i: 4 for i in ids}  # start + three replies, once each
