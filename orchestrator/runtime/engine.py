@@ -184,6 +184,12 @@ class Orchestrator:
         self.stats = EngineStats()
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
+        # consecutive aborted batches, and inputs whose decision cannot be committed
+        self._aborts = 0
+        self._isolate = 0
+        self._last_abort = ""
+        self._single_failures: dict[tuple[str, int, int], int] = {}
+        self._poison: dict[tuple[str, int, int], str] = {}
         self._epoch = 0
         self._assigned: set[tuple[str, int]] = set()
         self._positions: dict[tuple[str, int], int] = {}
@@ -357,6 +363,10 @@ class Orchestrator:
         for tp in partitions:
             self._assigned.discard((tp.topic, tp.partition))
             self._positions.pop((tp.topic, tp.partition), None)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for marks in (self._poison, self._single_failures):
+            for key in [k for k in marks if (k[0], k[1]) in gone]:
+                del marks[key]
         still = {p for _t, p in self._assigned}
         for p in [p for p in self._owned if p not in still]:
             part = self._owned.pop(p)
@@ -393,8 +403,10 @@ class Orchestrator:
             return []
         messages = [first]
         deadline = time.monotonic() + self.config.linger_ms / 1000
-        while len(messages) < self.config.max_batch:
-            more = self._consumer.consume(self.config.max_batch - len(messages), 0)
+        # after repeated aborts, decide one input per transaction to isolate a poison one
+        limit = 1 if self._isolate > 0 else self.config.max_batch
+        while len(messages) < limit:
+            more = self._consumer.consume(limit - len(messages), 0)
             messages.extend(more)
             if not more:
                 if time.monotonic() >= deadline:
@@ -434,10 +446,27 @@ class Orchestrator:
             span.set_attribute("sagaline.dead_letters", batch.dead_letters)
             committed = self._transact(batch)
             span.set_attribute("sagaline.committed", committed)
+        keys = [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages]
         if committed:
+            self._aborts = 0
+            self._isolate = max(0, self._isolate - len(messages))
+            for key in keys:
+                self._poison.pop(key, None)
+                self._single_failures.pop(key, None)
             self._apply(batch, now)
-        else:
-            self._rollback(batch)
+            return
+        self._aborts += 1
+        if len(keys) == 1:
+            failures = self._single_failures.get(keys[0], 0) + 1
+            self._single_failures[keys[0]] = failures
+            if failures >= 2:
+                # this input alone cannot be committed (for example an output the
+                # broker refuses): next time it goes to the dead-letter topic
+                self._poison[keys[0]] = self._last_abort
+        elif self._aborts >= 2:
+            # the same batch failed twice: decide its inputs one per transaction
+            self._isolate = max(self._isolate, len(keys))
+        self._rollback(batch)
 
     def _handle_message(self, batch: _Batch, msg: Message, now: float) -> None:
         err = msg.error()
@@ -456,6 +485,11 @@ class Orchestrator:
             return
         batch.offsets[(topic, partition)] = offset + 1
         batch.inputs += 1
+        refused = self._poison.get((topic, partition, offset))
+        if refused is not None:
+            reason = f"its decision could not be committed: {refused}"
+            self._dead_letter(batch, msg, "OutputRejected", reason, now)
+            return
         try:
             value = msg.value()
             if value is None:
@@ -652,7 +686,17 @@ class Orchestrator:
         try:
             self._call(self._producer.begin_transaction, "begin_transaction")
             for item in batch.produces:
-                self._produce(item)
+                try:
+                    self._produce(item)
+                except KafkaException as exc:
+                    # a local refusal (too large, ...) of one record: the batch cannot commit
+                    refusal: KafkaError = exc.args[0]
+                    if refusal.fatal():
+                        raise FatalKafkaError(f"produce: {refusal}") from exc
+                    log.warning("aborting batch, %s refused a record: %s", item.topic, refusal)
+                    self._last_abort = str(refusal)
+                    self._call(self._producer.abort_transaction, "abort_transaction")
+                    return False
             if tps:
                 metadata = self._consumer.consumer_group_metadata()
                 self._call(
@@ -666,6 +710,7 @@ class Orchestrator:
             if not err.txn_requires_abort():
                 raise FatalKafkaError(f"transaction: {err}") from exc
             log.warning("aborting batch: %s", err)
+            self._last_abort = str(err)
             self._call(self._producer.abort_transaction, "abort_transaction")
             return False
 

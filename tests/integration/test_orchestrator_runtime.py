@@ -233,15 +233,16 @@ class FailOnce(ChainLogic):
     """ChainLogic that, the first time it starts saga ``boom``, also sends a record the
     broker refuses (the topic's ``max.message.bytes`` is tiny): the transaction fails."""
 
-    def __init__(self, refusing_topic: str) -> None:
+    def __init__(self, refusing_topic: str, *, always: bool = False) -> None:
         super().__init__(steps=3, step_timeout_s=30.0)
         self.refusing_topic = refusing_topic
         self.tripped = False
+        self.always = always
 
     def decide(self, state: Record | None, message: Record) -> Outcome:
         outcome = super().decide(state, message)
         boom = isinstance(message, StartSaga) and message.envelope.saga_id == "boom"
-        if boom and not self.tripped:
+        if boom and (self.always or not self.tripped):
             self.tripped = True
             noise = secrets.token_hex(20_000)  # incompressible: far above max.message.bytes
             big = message.model_copy(update={"requested_by": noise})
@@ -288,3 +289,38 @@ def test_abortable_error_aborts_rewinds_and_discards_the_batch(bootstrap: str, p
     assert set(counts.values()) == {1} and len(counts) == 3 * len(ids)
     journaled = [r.key for r in read_committed(bootstrap, f"{prefix}.journal")]
     assert Counter(journaled) == {i: 4 for i in ids}  # start + three replies, once each
+
+
+def test_an_input_whose_output_is_always_refused_is_dead_lettered(
+    bootstrap: str, prefix: str
+) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    refusing = f"{prefix}.refusing"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(refusing, 1, 1, config={"max.message.bytes": "2000"})
+    admin.create_topics([new])[refusing].result(30)
+    codec = JsonCodec()
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topics=TopicNames(prefix))
+    config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
+    orch = Orchestrator(settings, FailOnce(refusing, always=True), config, codec=codec)
+    ids = [f"ok-{i}" for i in range(10)]
+    responder = Responder(bootstrap, prefix, codec).start()
+    try:
+        with Running(orch) as run:
+            send_starts(bootstrap, prefix, codec, [*ids[:5], "boom", *ids[5:]])
+            states = wait_terminal(bootstrap, prefix, codec, ids, timeout=90)
+            assert run.error is None
+    finally:
+        responder.stop()
+    assert {states[i].status for i in ids} == {"completed"}
+    assert "boom" not in states
+    letters = [
+        codec.decode(r.value, (DeadLetter,))
+        for r in read_committed(bootstrap, f"{prefix}.deadletter")
+        if r.value is not None
+    ]
+    assert [(x.key, x.error_type) for x in letters if isinstance(x, DeadLetter)] == [
+        (b"boom", "OutputRejected")
+    ]
+    assert read_committed(bootstrap, refusing) == []
