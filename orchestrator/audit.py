@@ -480,46 +480,72 @@ def audit_entries(
     return report
 
 
+@dataclass
+class _Keys:
+    """What one saga's journal says about its idempotency keys."""
+
+    dispatched: set[str] = field(default_factory=set)
+    recorded: set[str] = field(default_factory=set)  # completions and compensations
+    final: str | None = None
+
+
+def _keys_of(entries: Sequence[JournalEntry]) -> _Keys:
+    keys = _Keys()
+    step_key: dict[str, str] = {}
+    undo_key: dict[str, str] = {}
+    for entry in entries:
+        for event in entry.events:
+            if isinstance(event, StepDispatched):
+                keys.dispatched.add(event.idempotency_key)
+                step_key[event.step] = event.idempotency_key
+            elif isinstance(event, CompensationDispatched):
+                keys.dispatched.add(event.idempotency_key)
+                undo_key[event.step] = event.idempotency_key
+            elif isinstance(event, StepCompleted) and event.step in step_key:
+                keys.recorded.add(step_key[event.step])
+            elif isinstance(event, StepCompensated) and event.step in undo_key:
+                keys.recorded.add(undo_key[event.step])
+            elif isinstance(event, SagaFinished):
+                keys.final = event.status
+    return keys
+
+
 def audit_inbox(
     rows: Iterable[InboxRow], by_saga: Mapping[str, Sequence[JournalEntry]]
 ) -> list[Finding]:
-    """Worker-side findings: inbox executions the journal never dispatched, keys twice.
+    """Worker-side findings: executions the journal never dispatched, keys executed
+    twice, and effects that succeeded in the worker but were never recorded by a
+    saga that has ended (so they were never undone either).
 
     Only rows of sagas present in ``by_saga`` are judged (the inbox may serve
     several journals).
     """
-    dispatched: dict[str, set[str]] = {}
-    for saga_id, entries in by_saga.items():
-        keys = dispatched.setdefault(saga_id, set())
-        for entry in entries:
-            for event in entry.events:
-                if isinstance(event, StepDispatched | CompensationDispatched):
-                    keys.add(event.idempotency_key)
+    ledger = {saga_id: _keys_of(entries) for saga_id, entries in by_saga.items()}
     findings: list[Finding] = []
     seen: Counter[str] = Counter()
+
+    def fail(row: InboxRow, message: str) -> None:
+        findings.append(Finding("side_effects", row.saga_id, None, message))
+
     for row in rows:
-        if row.saga_id not in dispatched:
+        keys = ledger.get(row.saga_id)
+        if keys is None:
             continue
+        what = f"{row.kind} {row.step} (key {row.idempotency_key})"
         seen[row.idempotency_key] += 1
         if seen[row.idempotency_key] == 2:
-            findings.append(
-                Finding(
-                    "side_effects",
-                    row.saga_id,
-                    None,
-                    f"worker inbox executed idempotency key {row.idempotency_key} "
-                    f"({row.kind} {row.step}) more than once",
-                )
-            )
-        if row.idempotency_key not in dispatched[row.saga_id]:
-            findings.append(
-                Finding(
-                    "side_effects",
-                    row.saga_id,
-                    None,
-                    f"worker inbox executed {row.kind} {row.step} under key "
-                    f"{row.idempotency_key}, which the journal never dispatched",
-                )
+            fail(row, f"worker inbox executed {what} more than once")
+        if row.idempotency_key not in keys.dispatched:
+            fail(row, f"worker inbox executed {what}, which the journal never dispatched")
+        elif (
+            row.outcome == "succeeded"
+            and keys.final is not None
+            and row.idempotency_key not in keys.recorded
+        ):
+            fail(
+                row,
+                f"worker executed {what} but the saga ended {keys.final} without recording "
+                "it: the effect was never accounted for or undone",
             )
     return findings
 

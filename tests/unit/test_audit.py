@@ -269,3 +269,31 @@ def test_inbox_rows_compared_with_the_journal() -> None:
     assert len(messages) == 2
     assert "never dispatched" in messages[1] or "never dispatched" in messages[0]
     assert any("more than once" in m for m in messages)
+
+
+def test_a_worker_effect_the_ended_saga_never_recorded_is_found() -> None:
+    run = run_refund("saga-leak", "failed_reverse")
+    by_saga = {run.saga_id: run.entries}
+    reverse = next(
+        e
+        for entry in run.entries
+        for e in entry.events
+        if isinstance(e, StepDispatched) and e.step == "reverse_payment"
+    )
+    failed = InboxRow(reverse.idempotency_key, run.saga_id, "step", "reverse_payment", "failed")
+    assert audit_inbox([failed], by_saga) == []
+    # the worker says the payment went through, the saga recorded a failure and ended
+    leaked = InboxRow(reverse.idempotency_key, run.saga_id, "step", "reverse_payment", "succeeded")
+    findings = audit_inbox([leaked], by_saga)
+    assert [f.check for f in findings] == ["side_effects"]
+    assert "ended compensated without recording it" in findings[0].message
+    # while the saga is still running, an unrecorded success is just a reply in flight
+    waiting = run_refund("saga-flight", "waiting")
+    update = next(
+        e
+        for entry in waiting.entries
+        for e in entry.events
+        if isinstance(e, StepDispatched) and e.step == "update_record"
+    )
+    row = InboxRow(update.idempotency_key, waiting.saga_id, "step", "update_record", "succeeded")
+    assert audit_inbox([row], {waiting.saga_id: waiting.entries[:2]}) == []
