@@ -11,7 +11,7 @@
 ``status`` is registered by :mod:`orchestrator.cli.orchestrator_cmds` (it
 reads the state topic); this module adds ``--from {auto,read-model,state}``
 to it: ``auto`` (the default) answers from the read model when a database
-is configured and falls back to the state topic otherwise.
+is configured and the read model knows the saga, else from the state topic.
 
 Exit codes: 0 clean, 1 divergence or failed invariant, 2 error (bad input,
 unknown saga id, missing topic or database).
@@ -33,6 +33,7 @@ from consumers.db import DEFAULT_SCHEMA
 from consumers.projections import (
     DEFAULT_PROJECTION,
     JournalProjection,
+    ProjectionError,
     SagaStatusRow,
     get_saga,
     get_timeline,
@@ -211,20 +212,34 @@ def _extend_status(subparsers: Subparsers) -> None:
         dest="status_source",
         choices=("auto", "read-model", "state"),
         default="auto",
-        help="read model (PostgreSQL) or state topic; auto: the read model when a database "
-        "is configured",
+        help="read model (PostgreSQL) or state topic; auto (default): the read model when "
+        "a database is configured and it knows the saga, else the state topic",
     )
     _database_args(status)
 
+    def from_state(args: argparse.Namespace) -> int:
+        if fallback is None:
+            raise ConfigError("reading the state topic needs the orchestrator commands")
+        return fallback(args)
+
     def handle(args: argparse.Namespace) -> int:
         source = args.status_source
-        if source == "auto":
-            source = "read-model" if _database_url(args, required=False) else "state"
         if source == "state":
-            if fallback is None:
-                raise ConfigError("reading the state topic needs the orchestrator commands")
-            return fallback(args)
-        return _status_from_read_model(args)
+            return from_state(args)
+        if source == "read-model" or fallback is None:
+            return _status_from_read_model(args)
+        if not _database_url(args, required=False):
+            return from_state(args)
+        try:  # auto: the read model, else the state topic (projection lagging or absent)
+            return _status_from_read_model(args)
+        except (UnknownSagaId, ProjectionError):
+            try:
+                return from_state(args)
+            except OrchestratorError as exc:
+                raise UnknownSagaId(
+                    f"unknown saga id {args.saga_id!r}: not in the read model nor on the "
+                    f"state topic ({exc})"
+                ) from exc
 
     set_handler(status, handle)
 

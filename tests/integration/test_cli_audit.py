@@ -208,6 +208,15 @@ def test_projection_list_and_status(setup: Setup, capsys: pytest.CaptureFixture[
     assert code == 2
     assert "unknown saga id 'missing-saga'" in err
 
+    # auto (the default): the read model knows the saga
+    code, out, _ = run_cli(["status", saga_id, *setup.kafka(), *setup.db(), "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["last_seq"] == 8
+    # ... and falls back to the state topic, which does not know it either
+    code, _, err = run_cli(["status", "missing-saga", *setup.kafka(), *setup.db()], capsys)
+    assert code == 2
+    assert "unknown saga id 'missing-saga': not in the read model nor on the state topic" in err
+
 
 def test_console_script_runs_the_audit(setup: Setup) -> None:
     script = Path(sys.executable).with_name("sagaline")
