@@ -153,7 +153,7 @@ def test_audit_clean_inbox_and_tampered(setup: Setup, capsys: pytest.CaptureFixt
             )
     code, out, _ = run_cli(["audit", *setup.kafka(), *setup.db()], capsys)
     assert code == 1
-    assert "[side_effects]" in out and "stray-key, which the journal never dispatched" in out
+    assert "[side_effects]" in out and "(key stray-key), which the journal never dispatched" in out
     code, out, _ = run_cli(["audit", *setup.kafka(), "--no-inbox"], capsys)
     assert code == 0, out
     assert "audit passed" in out
