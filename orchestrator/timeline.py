@@ -9,6 +9,7 @@ It needs no saga definition and no infrastructure.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -74,10 +75,15 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+@functools.cache
+def _summary_fields(model: type[Record]) -> tuple[str, ...]:
+    return tuple(key for key in _SUMMARY_FIELDS if key in model.model_fields)
+
+
 def _summary(record: Record, name: str) -> str:
     parts = []
-    for key in _SUMMARY_FIELDS:
-        value = getattr(record, key, None)
+    for key in _summary_fields(type(record)):
+        value = getattr(record, key)
         if value is None or value == [] or value == "":
             continue
         parts.append(f"{key}={_short(value)}")
