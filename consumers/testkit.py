@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True)
     parser.add_argument("--group", default="sagaline-testkit")
     parser.add_argument("--instance-id")
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--delivery", default="auto", choices=("auto", "outbox", "kafka"))
     ns = parser.parse_args(argv)
@@ -384,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             schema=ns.schema,
             concurrency=ns.concurrency,
             delivery=ns.delivery,
+            consumer_config={
+                "session.timeout.ms": ns.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, ns.session_timeout_ms // 5),
+            },
         ),
     )
     print("ready", flush=True)
