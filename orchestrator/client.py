@@ -103,6 +103,12 @@ class SagaHandle:
         return self.client.wait(self.saga_id, timeout=timeout)
 
 
+def _check(err: KafkaError) -> None:
+    """Raise for a fatal consumer error; transient ones (EOF, leader moves) are retried."""
+    if err.fatal():
+        raise KafkaException(err)
+
+
 def _wait_name(wait: str | Node) -> str:
     return wait.name if isinstance(wait, Node) else wait
 
@@ -355,9 +361,8 @@ class SagaClient:
                 for msg in reader.consume(1000, 0.1):
                     err = msg.error()
                     if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            continue
-                        raise KafkaException(err)
+                        _check(err)
+                        continue
                     if msg.key() == key:
                         latest = msg.value()
                 if reader.position([tp])[0].offset >= high:
@@ -379,9 +384,8 @@ class SagaClient:
                 for msg in reader.consume(1000, 0.05):
                     err = msg.error()
                     if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            continue
-                        raise KafkaException(err)
+                        _check(err)
+                        continue
                     if msg.key() == key:
                         value = msg.value()
                         latest = self._decode(value) if value is not None else None

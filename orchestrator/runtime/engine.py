@@ -25,7 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Tracer
 
@@ -333,12 +341,9 @@ class Orchestrator:
             self.stats.restored_sagas += len(part.active)
         start: list[TopicPartition] = []
         for tp in committed:
-            offset = tp.offset
-            if offset < 0:
-                low, _high = consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=30.0, cached=False
-                )
-                offset = low
+            # never committed: start from the beginning (a logical offset that
+            # send_offsets_to_transaction skips until the first input is decided)
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._positions[(tp.topic, tp.partition)] = offset
             self._assigned.add((tp.topic, tp.partition))
             start.append(TopicPartition(tp.topic, tp.partition, offset))
@@ -682,7 +687,11 @@ class Orchestrator:
     def _transact(self, batch: _Batch) -> bool:
         offsets = dict(self._positions)
         offsets.update(batch.offsets)
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+        tps = [
+            TopicPartition(t, p, o)
+            for (t, p), o in offsets.items()
+            if (t, p) in self._assigned and o >= 0
+        ]
         try:
             self._call(self._producer.begin_transaction, "begin_transaction")
             for item in batch.produces:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from orchestrator.runtime.errors import RestoreError
 from orchestrator.runtime.ports import Codec, SagaLogic
@@ -35,6 +35,21 @@ class RestoredPartition:
     end_offset: int = 0
 
 
+def _watermarks(reader: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """``(low, last stable offset)``, retrying while leadership settles."""
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=5.0, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise RestoreError(
+                    f"cannot read the offsets of {tp.topic}[{tp.partition}]: {exc}"
+                ) from exc
+            log.info("offsets of %s[%s] not available yet: %s", tp.topic, tp.partition, exc)
+            time.sleep(0.2)
+
+
 def read_partition_latest(
     reader: Consumer,
     topic: str,
@@ -51,10 +66,9 @@ def read_partition_latest(
     ends: dict[int, int] = {}
     values: dict[int, dict[str, bytes]] = {p: {} for p in parts}
     todo: list[TopicPartition] = []
+    deadline = time.monotonic() + timeout
     for p in parts:
-        low, high = reader.get_watermark_offsets(
-            TopicPartition(topic, p), timeout=timeout, cached=False
-        )
+        low, high = _watermarks(reader, TopicPartition(topic, p), deadline)
         ends[p] = high
         if high > low:
             todo.append(TopicPartition(topic, p, OFFSET_BEGINNING))
@@ -62,7 +76,6 @@ def read_partition_latest(
         return values, ends, 0
     pending = {tp.partition for tp in todo}
     reader.assign(todo)
-    deadline = time.monotonic() + timeout
     count = 0
     try:
         while pending:
@@ -79,7 +92,10 @@ def read_partition_latest(
                         if p in pending and (msg.offset() or 0) >= ends[p]:
                             pending.discard(p)
                         continue
-                    raise RestoreError(f"reading {topic}: {err}")
+                    if err.fatal():
+                        raise RestoreError(f"reading {topic}: {err}")
+                    log.info("reading %s: %s (retrying)", topic, err)
+                    continue
                 count += 1
                 key = msg.key()
                 if key is None:

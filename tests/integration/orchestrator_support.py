@@ -89,7 +89,10 @@ def read_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Re
                         if (msg.offset() or 0) >= ends[msg.partition() or 0]:
                             pending.discard(msg.partition() or 0)
                         continue
-                    raise KafkaException(err)
+                    if err.fatal():
+                        raise KafkaException(err)
+                    log.info("reading %s: %s (retrying)", topic, err)
+                    continue
                 key = msg.key()
                 raw_headers = msg.headers() or []
                 headers = {k: v for k, v in raw_headers if isinstance(v, bytes)}  # type: ignore[misc]
