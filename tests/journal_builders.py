@@ -39,6 +39,7 @@ __all__ = [
     "rehash",
     "renumber",
     "run_refund",
+    "wait_until_stable",
 ]
 
 T0 = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
@@ -318,3 +319,46 @@ def publish_journal(
         producer.abort_transaction(30)
     else:
         producer.commit_transaction(30)
+    wait_until_stable(bootstrap, topic)
+
+
+def wait_until_stable(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
+    """Wait until every partition's last stable offset reached its high watermark.
+
+    ``commit_transaction`` returns once the commit is decided; the markers
+    reach the partitions a little later, and until then a read_committed
+    reader's end offset stops before the new records.
+    """
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    def consumer(isolation: str) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"stable-{uuid.uuid4().hex}",
+                "isolation.level": isolation,
+            }
+        )
+
+    committed, uncommitted = consumer("read_committed"), consumer("read_uncommitted")
+    try:
+        partitions = committed.list_topics(topic, timeout=10).topics[topic].partitions
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = [
+                p
+                for p in partitions
+                if committed.get_watermark_offsets(TopicPartition(topic, p), 10, False)[1]
+                < uncommitted.get_watermark_offsets(TopicPartition(topic, p), 10, False)[1]
+            ]
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} partitions {lagging} not stable after {timeout}s")
+            time.sleep(0.05)
+    finally:
+        committed.close()
+        uncommitted.close()
