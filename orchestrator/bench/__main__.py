@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--sleep-ms", type=float, default=5.0, help="simulated step time")
     parser.add_argument("--max-batch", type=int, default=500)
+    parser.add_argument("--fetch-wait-max-ms", type=int, default=5)
     parser.add_argument("--keep-topics", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap)
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recovery=args.recovery,
         sleep_ms=args.sleep_ms,
         max_batch=args.max_batch,
+        fetch_wait_max_ms=args.fetch_wait_max_ms,
         keep_topics=args.keep_topics,
     )
     json.dump(run_bench(options), sys.stdout, indent=2)

@@ -67,6 +67,7 @@ class Responder:
         sleep_ms: float = 0.0,
         skip: Iterable[str] = (),
         group: str | None = None,
+        fetch_wait_max_ms: int = 5,
     ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
@@ -74,6 +75,7 @@ class Responder:
         self.sleep_ms = sleep_ms
         self.skip = set(skip)
         self.group = group or f"{prefix}-responder"
+        self.fetch_wait_max_ms = fetch_wait_max_ms
         self.answered = 0
         self.seen: list[ExecuteStep | CompensateStep] = []
         self.error: BaseException | None = None
@@ -128,7 +130,7 @@ class Responder:
                 **reader_config(self.bootstrap, self.group),
                 "enable.partition.eof": False,
                 "session.timeout.ms": 6000,
-                "fetch.wait.max.ms": 5,
+                "fetch.wait.max.ms": self.fetch_wait_max_ms,
             }
         )
         producer = Producer(
@@ -186,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix")
     parser.add_argument("--bootstrap")
     parser.add_argument("--sleep-ms", type=float, default=0.0)
+    parser.add_argument("--fetch-wait-max-ms", type=int, default=5)
     args = parser.parse_args(argv)
     settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix)
     responder = Responder(

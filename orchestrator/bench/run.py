@@ -17,6 +17,7 @@ state topic (read_committed) to see each saga's snapshots as they commit.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -26,7 +27,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ class BenchOptions:
     sleep_ms: float = 5.0
     warmup: int = 20
     max_batch: int = 500
+    fetch_wait_max_ms: int = 5
     keep_topics: bool = False
 
 
@@ -130,10 +133,10 @@ class Proc:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", *self.args], stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", *self.args, *extra], stdout=out, stderr=subprocess.STDOUT
             )
 
     def kill(self) -> None:
@@ -192,6 +195,8 @@ class Bench:
                 self.prefix,
                 "--max-batch",
                 str(options.max_batch),
+                "--fetch-wait-max-ms",
+                str(options.fetch_wait_max_ms),
                 "--log-level",
                 "WARNING",
             ],
@@ -199,6 +204,7 @@ class Bench:
         )
         self.responder: Proc | None = None
         self._n = 0
+        self._phase = 0
 
     def start_responder(self, sleep_ms: float) -> None:
         if self.responder is not None:
@@ -212,6 +218,8 @@ class Bench:
                 self.prefix,
                 "--sleep-ms",
                 str(sleep_ms),
+                "--fetch-wait-max-ms",
+                str(self.options.fetch_wait_max_ms),
             ],
             self.workdir / "responder.log",
         )
@@ -227,6 +235,29 @@ class Bench:
                 NoOp5, BenchData(n=0), saga_id=saga_id, check_existing=False, flush=flush
             )
         self.client.close()
+
+    @contextmanager
+    def measured_orchestrator(self, into: dict[str, Any]) -> Iterator[None]:
+        """Run one orchestrator incarnation for a phase; add its own time per decision."""
+        self._phase += 1
+        stats_file = self.workdir / f"stats-{self._phase}.json"
+        self.orchestrator.start("--stats-file", str(stats_file))
+        try:
+            yield
+        finally:
+            self.orchestrator.stop()
+        if stats_file.exists():
+            stats = json.loads(stats_file.read_text())
+            decisions = max(1, stats["decisions"])
+            into["orchestrator"] = {
+                "batches": stats["batches"],
+                "decisions": stats["decisions"],
+                "decisions_per_batch": round(stats["decisions"] / max(1, stats["batches"]), 1),
+                "decide_ms_per_decision": round(1000 * stats["decide_seconds"] / decisions, 3),
+                "commit_ms_per_batch": round(
+                    1000 * stats["commit_seconds"] / max(1, stats["batches"]), 3
+                ),
+            }
 
     def sequential(self, n: int, sleep_ms: float) -> dict[str, Any]:
         latencies: list[float] = []
@@ -272,7 +303,7 @@ class Bench:
         killed = time.perf_counter()
         with self.tail.lock:
             in_flight = [i for i in ids if i not in self.tail.terminal]
-        self.orchestrator.start()
+        self.orchestrator.start("--stats-file", str(self.workdir / "stats-recovery.json"))
         restarted = time.perf_counter()
         all_done = self.tail.wait_terminal(ids, 120)
         with self.tail.lock:
@@ -299,25 +330,32 @@ class Bench:
             "partitions": opts.partitions,
             "steps_per_saga": STEPS,
             "max_batch": opts.max_batch,
+            "fetch_wait_max_ms": opts.fetch_wait_max_ms,
         }
-        self.orchestrator.start()
         try:
             self.start_responder(0.0)
             warm = self.ids("warm", opts.warmup)
-            self.send(warm, flush=False)
-            self.tail.wait_terminal(warm, 60)
-            result["noop"] = {
-                "sequential": self.sequential(opts.sequential, 0.0),
-                "throughput": self.throughput(opts.throughput),
-            }
-            self.start_responder(opts.sleep_ms)
-            result[f"sleep_{opts.sleep_ms:g}ms"] = {
-                "sequential": self.sequential(opts.sequential, opts.sleep_ms),
-                "throughput": self.throughput(opts.throughput),
-            }
+            with self.measured_orchestrator({}):
+                self.send(warm, flush=False)
+                self.tail.wait_terminal(warm, 60)
+            for name, sleep_ms in (("noop", 0.0), (f"sleep_{opts.sleep_ms:g}ms", opts.sleep_ms)):
+                self.start_responder(sleep_ms)
+                seq: dict[str, Any] = {}
+                with self.measured_orchestrator(seq):
+                    seq.update(self.sequential(opts.sequential, sleep_ms))
+                # orchestrator's own share of a step: 6 decisions per 5-step saga
+                own = seq["orchestrator"]
+                seq["orchestrator_ms_per_step"] = round(
+                    (own["decide_ms_per_decision"] + own["commit_ms_per_batch"]) * 6 / STEPS, 3
+                )
+                tput: dict[str, Any] = {}
+                with self.measured_orchestrator(tput):
+                    tput.update(self.throughput(opts.throughput))
+                result[name] = {"sequential": seq, "throughput": tput}
             self.start_responder(0.0)
             if opts.recovery:
-                result["recovery"] = self.recovery(opts.recovery)
+                with self.measured_orchestrator({}):
+                    result["recovery"] = self.recovery(opts.recovery)
         finally:
             self.orchestrator.stop()
             if self.responder is not None:

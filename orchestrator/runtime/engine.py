@@ -116,6 +116,9 @@ class EngineStats:
     aborted_batches: int = 0
     restored_sagas: int = 0
     rebalances: int = 0
+    #: wall time spent deciding (decode, decide, encode) and committing, in seconds
+    decide_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
 
 @dataclass
@@ -436,6 +439,7 @@ class Orchestrator:
 
     def _run_batch(self, messages: list[Message], now: float) -> None:
         batch = _Batch()
+        started = time.perf_counter()
         with self.tracer.start_as_current_span(
             "sagaline batch", context=Context(), kind=SpanKind.CONSUMER
         ) as span:
@@ -449,7 +453,10 @@ class Orchestrator:
             span.set_attribute("sagaline.inputs", batch.inputs)
             span.set_attribute("sagaline.timers", batch.timers)
             span.set_attribute("sagaline.dead_letters", batch.dead_letters)
+            deciding_done = time.perf_counter()
             committed = self._transact(batch)
+            self.stats.decide_seconds += deciding_done - started
+            self.stats.commit_seconds += time.perf_counter() - deciding_done
             span.set_attribute("sagaline.committed", committed)
         keys = [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages]
         if committed:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 from types import FrameType
 
 from orchestrator.config import Settings
@@ -90,6 +93,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transaction-timeout-ms", type=int, default=30_000)
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
     parser.add_argument(
+        "--fetch-wait-max-ms", type=int, default=5, help="broker-side wait of an empty fetch"
+    )
+    parser.add_argument("--producer-linger-ms", type=float, default=0.5)
+    parser.add_argument(
         "--dynamic-membership",
         action="store_true",
         help="do not set group.instance.id (a restart then waits for the session timeout)",
@@ -101,9 +108,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="create missing topics with this many partitions before starting",
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--stats-file", help="write the engine's counters here (JSON) at exit")
 
 
-def run_orchestrator(orchestrator: Orchestrator) -> int:
+def run_orchestrator(orchestrator: Orchestrator, stats_file: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -117,6 +125,9 @@ def run_orchestrator(orchestrator: Orchestrator) -> int:
     except (FatalKafkaError, RestoreError) as exc:
         log.error("fatal: %s", exc)
         return EXIT_FATAL
+    finally:
+        if stats_file:
+            Path(stats_file).write_text(json.dumps(asdict(orchestrator.stats)), encoding="utf-8")
     return 0
 
 
@@ -152,13 +163,15 @@ def run_from_args(args: argparse.Namespace) -> int:
             tombstone_grace_s=args.tombstone_grace_s,
             transaction_timeout_ms=args.transaction_timeout_ms,
             session_timeout_ms=args.session_timeout_ms,
+            fetch_wait_max_ms=args.fetch_wait_max_ms,
+            producer_linger_ms=args.producer_linger_ms,
             static_membership=not args.dynamic_membership,
         )
         orchestrator = Orchestrator(settings, logic, config, codec=codec)  # type: ignore[arg-type]
     except SagalineError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    return run_orchestrator(orchestrator)
+    return run_orchestrator(orchestrator, args.stats_file)
 
 
 if __name__ == "__main__":
