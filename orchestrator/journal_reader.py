@@ -17,11 +17,13 @@ raised: an audit must report a damaged journal, not crash on it.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -163,6 +165,23 @@ def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
     return sorted(described.partitions)
 
 
+T = TypeVar("T")
+
+
+def _retrying(call: Callable[[], T], attempts: int = 5) -> T:
+    """``call()``, retried briefly on retriable broker errors (a leader moving, a topic
+    whose metadata is still propagating)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if attempt == attempts or not isinstance(error, KafkaError) or not error.retriable():
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
 def _start_positions(
     consumer: Consumer,
     topic: str,
@@ -173,14 +192,20 @@ def _start_positions(
 ) -> list[TopicPartition]:
     starts: dict[int, int] = {}
     for p in partitions:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, p), timeout=min(timeout, 10.0), cached=False
+        low, high = _retrying(
+            functools.partial(
+                consumer.get_watermark_offsets,
+                TopicPartition(topic, p),
+                timeout=min(timeout, 10.0),
+                cached=False,
+            )
         )
         result.end_offsets[p] = int(high)
         starts[p] = int(low)
     if since is not None:
         wanted = [TopicPartition(topic, p, int(since.timestamp() * 1000)) for p in partitions]
-        for tp in consumer.offsets_for_times(wanted, timeout=min(timeout, 10.0)):
+        found = _retrying(lambda: consumer.offsets_for_times(wanted, timeout=min(timeout, 10.0)))
+        for tp in found:
             # -1: no record at or after ``since`` in this partition
             starts[tp.partition] = result.end_offsets[tp.partition] if tp.offset < 0 else tp.offset
     assignment: list[TopicPartition] = []
