@@ -19,6 +19,7 @@ Tables: ``consumers/migrations/0002_read_model.sql`` (applied by
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -35,6 +36,7 @@ from consumers.db import DEFAULT_SCHEMA, connect, validate_schema
 from consumers.errors import WorkerError
 from consumers.migrations import migrate
 from orchestrator.fold import fold
+from orchestrator.journal_reader import with_retries
 from orchestrator.timeline import describe_event, describe_input
 from schemas.codec import Codec, default_codec
 from schemas.journal import JournalEntry
@@ -379,8 +381,13 @@ class JournalProjection:
             raise ProjectionError(f"journal topic {self.topic!r} does not exist")
         ends: dict[int, int] = {}
         for p in described.partitions:
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=10, cached=False
+            low, high = with_retries(
+                functools.partial(
+                    self._consumer.get_watermark_offsets,
+                    TopicPartition(self.topic, p),
+                    timeout=10,
+                    cached=False,
+                )
             )
             if high > low:
                 ends[p] = int(high)

@@ -41,6 +41,7 @@ __all__ = [
     "Undecodable",
     "journal_codec",
     "read_journal",
+    "with_retries",
 ]
 
 #: called with (records read so far, records to read at most) while reading
@@ -168,7 +169,7 @@ def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
 T = TypeVar("T")
 
 
-def _retrying(call: Callable[[], T], attempts: int = 5) -> T:
+def with_retries(call: Callable[[], T], attempts: int = 5) -> T:
     """``call()``, retried briefly on retriable broker errors (a leader moving, a topic
     whose metadata is still propagating)."""
     for attempt in range(1, attempts + 1):
@@ -192,7 +193,7 @@ def _start_positions(
 ) -> list[TopicPartition]:
     starts: dict[int, int] = {}
     for p in partitions:
-        low, high = _retrying(
+        low, high = with_retries(
             functools.partial(
                 consumer.get_watermark_offsets,
                 TopicPartition(topic, p),
@@ -204,7 +205,7 @@ def _start_positions(
         starts[p] = int(low)
     if since is not None:
         wanted = [TopicPartition(topic, p, int(since.timestamp() * 1000)) for p in partitions]
-        found = _retrying(lambda: consumer.offsets_for_times(wanted, timeout=min(timeout, 10.0)))
+        found = with_retries(lambda: consumer.offsets_for_times(wanted, timeout=min(timeout, 10.0)))
         for tp in found:
             # -1: no record at or after ``since`` in this partition
             starts[tp.partition] = result.end_offsets[tp.partition] if tp.offset < 0 else tp.offset
