@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +174,44 @@ def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> Non
             second.kill()  # never restarted: "one" takes over after the session timeout
         wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
         assert first.stop() == 0
+    finally:
+        for p in (first, second):
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.kill()
+        responder.stop()
+    assert responder.error is None
+    check_saga_invariants(bootstrap, prefix, codec, ids)
+
+
+def test_scale_up_and_down_under_load(settings: Settings, tmp_path: Path) -> None:
+    """A second orchestrator joins while sagas stream in, then the first is stopped."""
+    codec = AvroCodec()
+    bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
+    ids = [f"scale-{i}" for i in range(200)]
+    responder = Responder(bootstrap, prefix, codec).start()
+    first = OrchestratorProcess(settings, "first", tmp_path)
+    second = OrchestratorProcess(settings, "second", tmp_path)
+
+    def stream() -> None:  # a steady trickle, so rebalances meet sagas in flight
+        with SagaClient(settings) as client:
+            for saga_id in ids:
+                client.start(
+                    Pipeline, PipeData(label=saga_id), saga_id=saga_id, check_existing=False
+                )
+                time.sleep(0.02)
+
+    sender = threading.Thread(target=stream, daemon=True)
+    try:
+        first.start()
+        first.wait_assigned()
+        sender.start()
+        second.start()  # joins mid-stream: eager rebalance with work in flight
+        second.wait_assigned()
+        time.sleep(1.0)
+        assert first.stop() == 0  # clean stop mid-stream; "second" takes over
+        sender.join(60)
+        wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
+        assert second.stop() == 0
     finally:
         for p in (first, second):
             if p.proc is not None and p.proc.poll() is None:
