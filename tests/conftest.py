@@ -9,7 +9,8 @@ Session services (resolution order, per service; see ``orchestrator.devenv.provi
 
 Kafka and PostgreSQL are started in the background, concurrently, as soon as
 collection shows that a selected test needs them (it uses ``kafka_bootstrap`` or
-``database_url``, or is marked ``integration``); a run of unit tests starts nothing.
+``database_url``; an ``integration`` test using neither gets both); a run of unit
+tests starts nothing.
 Once resolved, both values are exported to ``os.environ`` before the first test, so
 that code under test (``Settings.from_env()``), tests reading the variables directly
 and subprocesses all see the same servers.
@@ -65,6 +66,7 @@ _INFRA = pytest.StashKey[SessionInfra]()
 
 _KAFKA_FIXTURES = {"kafka_bootstrap"}
 _POSTGRES_FIXTURES = {"database_url"}
+_INFRA_FIXTURES = _KAFKA_FIXTURES | _POSTGRES_FIXTURES
 
 CreateTopics = Callable[..., list[str]]
 
@@ -76,15 +78,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INFRA] = SessionInfra(os.environ)
 
 
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: start only what remains
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.option.collectonly:
+        return
     used: set[str] = set()
-    integration = False
+    # An integration test that requests neither fixture reads the environment
+    # directly: it gets both servers.
+    unspecific = False
     for item in items:
-        used.update(getattr(item, "fixturenames", ()))
-        integration = integration or item.get_closest_marker("integration") is not None
+        names = set(getattr(item, "fixturenames", ()))
+        used |= names
+        if item.get_closest_marker("integration") and not names & _INFRA_FIXTURES:
+            unspecific = True
     config.stash[_INFRA].prepare(
-        kafka=integration or bool(used & _KAFKA_FIXTURES),
-        postgres=integration or bool(used & _POSTGRES_FIXTURES),
+        kafka=unspecific or bool(used & _KAFKA_FIXTURES),
+        postgres=unspecific or bool(used & _POSTGRES_FIXTURES),
     )
 
 
