@@ -55,6 +55,12 @@ def transactional_producer_config(
             "transaction.timeout.ms": transaction_timeout_ms,
             "partitioner": PARTITIONER,
             "compression.type": "lz4",
+            # A transaction that starts right after a commit meets the coordinator
+            # still writing the previous markers (CONCURRENT_TRANSACTIONS) and is
+            # retried after retry.backoff.ms: librdkafka's 100 ms default would cap
+            # back-to-back transactions at ~10/s. Start at 1 ms, back off to 100 ms.
+            "retry.backoff.ms": 1,
+            "retry.backoff.max.ms": 100,
         },
         extra,
     )
