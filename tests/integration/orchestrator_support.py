@@ -95,7 +95,8 @@ def read_committed(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Re
                     continue
                 key = msg.key()
                 raw_headers = msg.headers() or []
-                headers = {k: v for k, v in raw_headers if isinstance(v, bytes)}  # type: ignore[misc]
+                pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+                headers = {k: v for k, v in pairs if isinstance(v, bytes)}
                 out.append(
                     ReadRecord(
                         topic,

@@ -198,7 +198,7 @@ def test_poison_input_is_dead_lettered_and_partition_keeps_flowing(
 
 
 def test_refuses_topics_that_are_not_copartitioned(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     p = fresh_prefix("copart")
     names = TopicNames(p)
@@ -255,7 +255,7 @@ class FailOnce(ChainLogic):
 
 
 def test_abortable_error_aborts_rewinds_and_discards_the_batch(bootstrap: str, prefix: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     refusing = f"{prefix}.refusing"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -294,7 +294,7 @@ def test_abortable_error_aborts_rewinds_and_discards_the_batch(bootstrap: str, p
 def test_an_input_whose_output_is_always_refused_is_dead_lettered(
     bootstrap: str, prefix: str
 ) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     refusing = f"{prefix}.refusing"
     admin = AdminClient({"bootstrap.servers": bootstrap})
