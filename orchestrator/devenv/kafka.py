@@ -24,7 +24,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,13 @@ from orchestrator.devenv.kafka_dist import (
     java_executable,
 )
 from orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
-from orchestrator.devenv.processes import kill_tree, pid_alive, pid_owned_by, wait_pid_exit
+from orchestrator.devenv.processes import (
+    kill_tree,
+    pid_alive,
+    pid_owned_by,
+    run_concurrently,
+    wait_pid_exit,
+)
 from orchestrator.devenv.readiness import wait_for_kafka
 
 __all__ = ["DEFAULT_HEAP", "KafkaNode", "LocalKafka", "new_cluster_id"]
@@ -327,7 +332,7 @@ class LocalKafka:
         pending = [i for i in range(len(self.nodes)) if self.pid(i) is None]
         for index in pending:
             self._write_files(self.nodes[index])
-        _run_parallel([functools.partial(self._format, self.nodes[i]) for i in pending])
+        run_concurrently([functools.partial(self._format, self.nodes[i]) for i in pending])
         for index in pending:
             self._launch(index)
         self.wait_ready(timeout=max(1.0, timeout - (time.monotonic() - started)))
@@ -469,21 +474,3 @@ def _tail(*paths: Path, lines: int = 3) -> str:
         if chosen:
             return " | ".join(chosen)
     return "(no log output)"
-
-
-def _run_parallel(jobs: list[Callable[[], None]]) -> None:
-    errors: list[BaseException] = []
-
-    def run(job: Callable[[], None]) -> None:
-        try:
-            job()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]

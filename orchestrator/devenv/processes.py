@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "kill_tree",
     "pid_alive",
     "pid_owned_by",
+    "run_concurrently",
     "stop_pid",
     "wait_pid_exit",
 ]
@@ -105,3 +108,22 @@ def kill_tree(pid: int, timeout: float = 10.0) -> None:
     wait_pid_exit(pid, timeout)
     for child in children:
         wait_pid_exit(child, timeout)
+
+
+def run_concurrently(jobs: list[Callable[[], object]]) -> None:
+    """Run ``jobs`` in threads, wait for all, then re-raise the first failure (if any)."""
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[], object]) -> None:
+        try:
+            job()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from orchestrator.devenv.kafka_dist import java_executable, kafka_version
 from orchestrator.devenv.ports import ensure_port_free, port_is_free
 from orchestrator.devenv.postgres import LocalPostgres, reachable_by
 from orchestrator.devenv.postgres_dist import ensure_postgres_binaries, run_as
+from orchestrator.devenv.processes import run_concurrently
 
 __all__ = ["ComponentStatus", "DevStack", "StackStatus"]
 
@@ -168,25 +168,11 @@ class DevStack:
                 ensure_port_free(node.controller_port)
         if not postgres.is_running():
             ensure_port_free(postgres.port)
-        errors: list[BaseException] = []
-
-        def run(start: Any) -> None:
-            try:
-                start()
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=run, args=(kafka.start,)),
-            threading.Thread(target=run, args=(postgres.start,)),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        self._write_state(kafka, postgres)
-        if errors:
-            raise errors[0]
+        try:
+            run_concurrently([kafka.start, postgres.start])
+        finally:
+            # Recorded even after a failure, so that `down` stops whichever did start.
+            self._write_state(kafka, postgres)
         self.env_file.write_text(
             "# Written by `sagaline dev up`; removed by `sagaline dev down`.\n"
             f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}\n"
