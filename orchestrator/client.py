@@ -40,6 +40,7 @@ from orchestrator.runtime.core import AvroCodec
 from orchestrator.runtime.kafka_config import client_producer_config, reader_config
 from orchestrator.runtime.partitioner import partition_for
 from orchestrator.runtime.ports import Codec
+from orchestrator.runtime.restore import watermarks
 from orchestrator.runtime.topics import partition_count
 from orchestrator.saga import Node, Saga
 from orchestrator.telemetry import carrier_from_context, get_tracer, headers_from_carrier
@@ -338,7 +339,7 @@ class SagaClient:
         )
         try:
             tp = TopicPartition(self.names.state, self.partition_of(saga_id))
-            _low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+            _low, high = watermarks(reader, tp, time.monotonic() + 30)
             reader.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
             yield reader, tp, high
         finally:

@@ -20,7 +20,7 @@ from orchestrator.runtime.errors import RestoreError
 from orchestrator.runtime.ports import Codec, SagaLogic
 from schemas.base import Record
 
-__all__ = ["RestoredPartition", "read_partition_latest", "restore_partitions"]
+__all__ = ["RestoredPartition", "read_partition_latest", "restore_partitions", "watermarks"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class RestoredPartition:
     end_offset: int = 0
 
 
-def _watermarks(reader: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+def watermarks(reader: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
     """``(low, last stable offset)``, retrying while leadership settles."""
     while True:
         try:
@@ -68,7 +68,7 @@ def read_partition_latest(
     todo: list[TopicPartition] = []
     deadline = time.monotonic() + timeout
     for p in parts:
-        low, high = _watermarks(reader, TopicPartition(topic, p), deadline)
+        low, high = watermarks(reader, TopicPartition(topic, p), deadline)
         ends[p] = high
         if high > low:
             todo.append(TopicPartition(topic, p, OFFSET_BEGINNING))
