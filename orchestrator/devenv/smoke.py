@@ -22,6 +22,10 @@ from orchestrator.devenv.errors import DevEnvError
 
 __all__ = ["SmokeReport", "run_smoke"]
 
+# librdkafka syslog levels: 3 = errors. Retries such as "coordinator load in
+# progress" on a freshly started broker are expected and not worth printing.
+_ERRORS_ONLY = 3
+
 
 @dataclass
 class SmokeReport:
@@ -54,14 +58,18 @@ def run_smoke(settings: Settings) -> SmokeReport:
 
 def _kafka_round_trip(bootstrap: str, report: SmokeReport) -> None:
     topic = f"sagaline-smoke-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": _ERRORS_ONLY})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])[topic].result(
         30
     )
     report.add(f"kafka {bootstrap}: created topic {topic}")
     try:
         producer = Producer(
-            {"bootstrap.servers": bootstrap, "transactional.id": f"{topic}-producer"}
+            {
+                "bootstrap.servers": bootstrap,
+                "transactional.id": f"{topic}-producer",
+                "log_level": _ERRORS_ONLY,
+            }
         )
         producer.init_transactions(30)
         producer.begin_transaction()
@@ -86,6 +94,7 @@ def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            "log_level": _ERRORS_ONLY,
             "group.id": f"{topic}-reader",
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
