@@ -1,5 +1,7 @@
 """``sagaline topics ensure``, ``sagaline orchestrator run`` and the client commands.
 
+``sagaline bench orchestrator`` runs ``orchestrator.bench`` (JSON).
+
 Client commands (each writes one Avro command to the commands topic, or
 reads the state topic): ``start``, ``signal``, ``approve``, ``reject``,
 ``cancel``, ``pause``, ``resume``, ``retry-step``, ``skip-step``, ``status``
@@ -9,6 +11,7 @@ and ``wait``.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
@@ -105,12 +108,41 @@ def register(subparsers: Subparsers) -> None:
     add_json_flag(status)
     set_handler(status, _status)
 
+    bench = subparsers.add_parser("bench", help="benchmarks (JSON on stdout)")
+    bench_cmds = bench.add_subparsers(dest="bench_command", metavar="<part>", required=True)
+    orch_bench = bench_cmds.add_parser(
+        "orchestrator", help="saga latency, throughput and recovery of the orchestrator"
+    )
+    orch_bench.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env)")
+    orch_bench.add_argument("--partitions", type=int, default=4)
+    orch_bench.add_argument("--sequential", type=int, default=100)
+    orch_bench.add_argument("--throughput", type=int, default=1000)
+    orch_bench.add_argument("--recovery", type=int, default=1000)
+    orch_bench.add_argument("--sleep-ms", type=float, default=5.0)
+    set_handler(orch_bench, _bench_orchestrator)
+
     wait = subparsers.add_parser("wait", help="wait until a saga is terminal")
     wait.add_argument("saga_id")
     wait.add_argument("--timeout", type=float, default=60.0)
     _connection_args(wait)
     add_json_flag(wait)
     set_handler(wait, _wait)
+
+
+def _bench_orchestrator(args: argparse.Namespace) -> int:
+    from orchestrator.bench.run import BenchOptions, run_bench
+
+    settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap)
+    options = BenchOptions(
+        bootstrap=settings.kafka_bootstrap_servers,
+        partitions=args.partitions,
+        sequential=args.sequential,
+        throughput=args.throughput,
+        recovery=args.recovery,
+        sleep_ms=args.sleep_ms,
+    )
+    print(json.dumps(run_bench(options), indent=2))
+    return 0
 
 
 def _topics_ensure(args: argparse.Namespace) -> int:
