@@ -10,6 +10,7 @@ from orchestrator.runtime.errors import (
 from orchestrator.runtime.partitioner import partition_for
 from orchestrator.runtime.ports import Codec, Outcome, Outgoing, SagaLogic, TimerSpec
 from orchestrator.runtime.topics import TopicLayout, ensure_topics, topic_specs
+from orchestrator.runtime.transactions import Produce, TransactionalProducer
 
 __all__ = [
     "Codec",
@@ -20,11 +21,13 @@ __all__ = [
     "Orchestrator",
     "Outcome",
     "Outgoing",
+    "Produce",
     "RestoreError",
     "SagaLogic",
     "TimerSpec",
     "TopicConfigError",
     "TopicLayout",
+    "TransactionalProducer",
     "ensure_topics",
     "partition_for",
     "topic_specs",

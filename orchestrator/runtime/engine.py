@@ -31,7 +31,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from opentelemetry.context import Context
@@ -49,8 +48,8 @@ from orchestrator.runtime.kafka_config import (
 from orchestrator.runtime.ports import Codec, SagaLogic
 from orchestrator.runtime.restore import restore_partitions
 from orchestrator.runtime.timers import DueTimer, TimerWheel
+from orchestrator.runtime.transactions import Produce, TransactionalProducer
 from orchestrator.telemetry import (
-    ProducerHeaders,
     carrier_from_context,
     context_from_carrier,
     context_from_headers,
@@ -128,21 +127,12 @@ class _PartitionState:
 
 
 @dataclass
-class _Produce:
-    topic: str
-    key: bytes
-    value: bytes | None
-    partition: int | None = None
-    headers: ProducerHeaders | None = None
-
-
-@dataclass
 class _Batch:
     """What one transaction stages before it commits."""
 
     overlay: dict[str, Record] = field(default_factory=dict)
     partition_of: dict[str, int] = field(default_factory=dict)
-    produces: list[_Produce] = field(default_factory=list)
+    produces: list[Produce] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     fired: list[DueTimer] = field(default_factory=list)
     tombstoned: list[tuple[str, int]] = field(default_factory=list)
@@ -198,7 +188,6 @@ class Orchestrator:
         # consecutive aborted batches, and inputs whose decision cannot be committed
         self._aborts = 0
         self._isolate = 0
-        self._last_abort = ""
         self._single_failures: dict[tuple[str, int, int], int] = {}
         self._poison: dict[tuple[str, int, int], str] = {}
         self._epoch = 0
@@ -212,13 +201,13 @@ class Orchestrator:
             self.names.replies: REPLY_TYPES,
         }
         bootstrap = settings.kafka_bootstrap_servers
-        self._producer = Producer(
+        self._producer = TransactionalProducer(
             transactional_producer_config(
                 bootstrap,
                 config.transactional_id,
                 linger_ms=config.producer_linger_ms,
                 transaction_timeout_ms=config.transaction_timeout_ms,
-                extra={"error_cb": self._on_producer_error, **config.producer_extra},
+                extra=config.producer_extra,
             )
         )
         self._consumer = Consumer(
@@ -256,7 +245,7 @@ class Orchestrator:
         """Fence earlier instances of this transactional id and join the group."""
         if self._started:
             return
-        self._call(lambda: self._producer.init_transactions(60.0), "init_transactions")
+        self._producer.init(60.0)
         self._consumer.subscribe(
             [self.names.commands, self.names.replies],
             on_assign=self._on_assign,
@@ -276,8 +265,9 @@ class Orchestrator:
 
     def run_once(self) -> None:
         """Poll, then decide and commit one batch if there is anything to do."""
-        if self._fatal is not None:
-            raise FatalKafkaError(f"fatal Kafka error: {self._fatal}")
+        fatal = self._fatal or self._producer.fatal_error
+        if fatal is not None:
+            raise FatalKafkaError(f"fatal Kafka error: {fatal}")
         messages = self._gather()
         now = self.clock()
         next_due = self._wheel.next_due()
@@ -298,21 +288,10 @@ class Orchestrator:
 
     # ------------------------------------------------------------- callbacks
 
-    def _on_producer_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self._fatal = err
-        log.warning("producer error: %s", err)
-
     def _on_consumer_error(self, err: KafkaError) -> None:
         if err.fatal():
             self._fatal = err
         log.warning("consumer error: %s", err)
-
-    @staticmethod
-    def _on_delivery(err: KafkaError | None, msg: Message) -> None:
-        # Never raise here: an exception would replace the commit's own result.
-        if err is not None:
-            log.warning("delivery to %s failed: %s", msg.topic(), err)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._epoch += 1
@@ -474,7 +453,7 @@ class Orchestrator:
             if failures >= 2:
                 # this input alone cannot be committed (for example an output the
                 # broker refuses): next time it goes to the dead-letter topic
-                self._poison[keys[0]] = self._last_abort
+                self._poison[keys[0]] = self._producer.last_abort
         elif self._aborts >= 2:
             # the same batch failed twice: decide its inputs one per transaction
             self._isolate = max(self._isolate, len(keys))
@@ -550,14 +529,14 @@ class Orchestrator:
             batch.partition_of[saga_id] = partition
         key = saga_id.encode("utf-8")
         for entry in outcome.journal:
-            batch.produces.append(_Produce(self.names.journal, key, self.codec.encode(entry)))
+            batch.produces.append(Produce(self.names.journal, key, self.codec.encode(entry)))
         for out in outcome.outgoing:
             rec = out.record
             rec = _with_trace(rec, carrier)
             headers = headers_from_carrier(carrier) or None
             target_key = _saga_id_of(rec).encode("utf-8")
             batch.produces.append(
-                _Produce(
+                Produce(
                     self._topic_for(out.destination),
                     target_key,
                     self.codec.encode(rec),
@@ -588,7 +567,7 @@ class Orchestrator:
             if timer.timer_id == TOMBSTONE_TIMER:
                 if self.logic.is_terminal(state) and timer.saga_id not in batch.overlay:
                     batch.produces.append(
-                        _Produce(self.names.state, timer.saga_id.encode("utf-8"), None, partition)
+                        Produce(self.names.state, timer.saga_id.encode("utf-8"), None, partition)
                     )
                     batch.tombstoned.append((timer.saga_id, partition))
                 continue
@@ -621,7 +600,7 @@ class Orchestrator:
     def _produce_state(self, batch: _Batch, saga_id: str, state: Record) -> None:
         terminal = b"true" if self.logic.is_terminal(state) else b"false"
         batch.produces.append(
-            _Produce(
+            Produce(
                 self.names.state,
                 saga_id.encode("utf-8"),
                 self.codec.encode(state),
@@ -653,43 +632,10 @@ class Orchestrator:
     def _produce_dead_letter(self, batch: _Batch, letter: DeadLetter) -> None:
         batch.dead_letters += 1
         batch.produces.append(
-            _Produce(self.names.deadletter, letter.key or b"", self.codec.encode(letter))
+            Produce(self.names.deadletter, letter.key or b"", self.codec.encode(letter))
         )
 
     # ----------------------------------------------------------- transaction
-
-    def _call(self, fn: Callable[[], object], what: str, attempts: int = 5) -> None:
-        """Run a transactional call, retrying retriable errors with the same arguments."""
-        for attempt in range(attempts):
-            try:
-                fn()
-                return
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.fatal():
-                    raise FatalKafkaError(f"{what}: {err}") from exc
-                if err.txn_requires_abort():
-                    raise
-                if err.retriable() and attempt + 1 < attempts:
-                    log.info("%s: retriable %s, retrying", what, err)
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                raise FatalKafkaError(f"{what}: {err}") from exc
-
-    def _produce(self, item: _Produce) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    item.topic,
-                    value=item.value,
-                    key=item.key,
-                    partition=item.partition if item.partition is not None else -1,
-                    headers=item.headers,
-                    on_delivery=self._on_delivery,
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.05)
 
     def _transact(self, batch: _Batch) -> bool:
         offsets = dict(self._positions)
@@ -699,36 +645,9 @@ class Orchestrator:
             for (t, p), o in offsets.items()
             if (t, p) in self._assigned and o >= 0
         ]
-        try:
-            self._call(self._producer.begin_transaction, "begin_transaction")
-            for item in batch.produces:
-                try:
-                    self._produce(item)
-                except KafkaException as exc:
-                    # a local refusal (too large, ...) of one record: the batch cannot commit
-                    refusal: KafkaError = exc.args[0]
-                    if refusal.fatal():
-                        raise FatalKafkaError(f"produce: {refusal}") from exc
-                    log.warning("aborting batch, %s refused a record: %s", item.topic, refusal)
-                    self._last_abort = str(refusal)
-                    self._call(self._producer.abort_transaction, "abort_transaction")
-                    return False
-            if tps:
-                metadata = self._consumer.consumer_group_metadata()
-                self._call(
-                    lambda: self._producer.send_offsets_to_transaction(tps, metadata),
-                    "send_offsets_to_transaction",
-                )
-            self._call(self._producer.commit_transaction, "commit_transaction")
-            return True
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if not err.txn_requires_abort():
-                raise FatalKafkaError(f"transaction: {err}") from exc
-            log.warning("aborting batch: %s", err)
-            self._last_abort = str(err)
-            self._call(self._producer.abort_transaction, "abort_transaction")
-            return False
+        return self._producer.commit_batch(
+            batch.produces, tps, self._consumer.consumer_group_metadata
+        )
 
     def _apply(self, batch: _Batch, now: float) -> None:
         fired = {(t.saga_id, t.timer_id, t.due) for t in batch.fired}
