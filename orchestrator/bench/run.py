@@ -243,6 +243,10 @@ class Bench:
         stats_file = self.workdir / f"stats-{self._phase}.json"
         self.orchestrator.start("--stats-file", str(stats_file))
         try:
+            # not measured: the incarnation's start, group join and restore
+            warm = self.ids("ready", 1)
+            self.send(warm, flush=True)
+            self.tail.wait_terminal(warm, 60)
             yield
         finally:
             self.orchestrator.stop()
