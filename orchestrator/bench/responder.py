@@ -9,7 +9,8 @@ orchestrator's cost in benchmarks and tests; the real worker
 
 ``sleep_ms`` simulates step work: each batch of tasks "runs" concurrently
 for that long before its replies are written (like a worker with enough
-concurrency).  Steps named in ``skip`` get no reply (to exercise timeouts).
+concurrency).  Steps named in ``skip``, and every step of the sagas in
+``skip_sagas``, get no reply (to exercise timeouts).
 
 Run standalone: ``python -m orchestrator.bench.responder --prefix P``.
 """
@@ -66,6 +67,7 @@ class Responder:
         *,
         sleep_ms: float = 0.0,
         skip: Iterable[str] = (),
+        skip_sagas: Iterable[str] = (),
         group: str | None = None,
         fetch_wait_max_ms: int = 5,
     ) -> None:
@@ -74,6 +76,7 @@ class Responder:
         self.codec = codec
         self.sleep_ms = sleep_ms
         self.skip = set(skip)
+        self.skip_sagas = set(skip_sagas)
         self.group = group or f"{prefix}-responder"
         self.fetch_wait_max_ms = fetch_wait_max_ms
         self.answered = 0
@@ -104,7 +107,7 @@ class Responder:
     def reply_for(self, task: Record, now: datetime) -> Record | None:
         """The success reply to ``task`` (``None`` for skipped steps)."""
         if isinstance(task, ExecuteStep):
-            if task.step in self.skip:
+            if task.step in self.skip or task.envelope.saga_id in self.skip_sagas:
                 return None
             return StepSucceeded(
                 envelope=_reply_envelope(task, now),

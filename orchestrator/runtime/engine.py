@@ -135,6 +135,7 @@ class _Batch:
     produces: list[Produce] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     fired: list[DueTimer] = field(default_factory=list)
+    decided_timers: list[DueTimer] = field(default_factory=list)
     tombstoned: list[tuple[str, int]] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
     inputs: int = 0
@@ -190,6 +191,8 @@ class Orchestrator:
         self._isolate = 0
         self._single_failures: dict[tuple[str, int, int], int] = {}
         self._poison: dict[tuple[str, int, int], str] = {}
+        self._timer_failures: dict[tuple[str, str], int] = {}
+        self._bad_timers: dict[tuple[str, str], str] = {}
         self._epoch = 0
         self._assigned: set[tuple[str, int]] = set()
         self._positions: dict[tuple[str, int], int] = {}
@@ -268,11 +271,25 @@ class Orchestrator:
         fatal = self._fatal or self._producer.fatal_error
         if fatal is not None:
             raise FatalKafkaError(f"fatal Kafka error: {fatal}")
-        messages = self._gather()
+        if self._isolate > 0:
+            self._run_isolated()
+            return
+        messages = self._gather(self.config.max_batch)
         now = self.clock()
         next_due = self._wheel.next_due()
         if messages or (next_due is not None and next_due <= now):
-            self._run_batch(messages, now)
+            self._run_batch(messages, now, self.config.max_batch)
+
+    def _run_isolated(self) -> None:
+        """After repeated aborts: one due timer, or else one input, per transaction."""
+        now = self.clock()
+        next_due = self._wheel.next_due()
+        if next_due is not None and next_due <= now:
+            self._run_batch([], now, timer_limit=1)
+            return
+        messages = self._gather(1)
+        if messages:
+            self._run_batch(messages, self.clock(), timer_limit=0)
 
     def close(self) -> None:
         """Leave the group and release the clients (idempotent)."""
@@ -354,12 +371,16 @@ class Orchestrator:
         for marks in (self._poison, self._single_failures):
             for key in [k for k in marks if (k[0], k[1]) in gone]:
                 del marks[key]
+        self._aborts = self._isolate = 0
         still = {p for _t, p in self._assigned}
         for p in [p for p in self._owned if p not in still]:
             part = self._owned.pop(p)
             for saga_id in (*part.active, *part.finished):
                 self._wheel.drop(saga_id)
                 self._saga_partition.pop(saga_id, None)
+            for timer_marks in (self._timer_failures, self._bad_timers):
+                for tkey in [k for k in timer_marks if self._saga_partition.get(k[0]) is None]:
+                    del timer_marks[tkey]
         log.info("revoked %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def _stable_committed(
@@ -377,7 +398,7 @@ class Orchestrator:
 
     # ----------------------------------------------------------------- batch
 
-    def _gather(self) -> list[Message]:
+    def _gather(self, limit: int) -> list[Message]:
         timeout = self.config.max_idle_s
         next_due = self._wheel.next_due()
         if next_due is not None:
@@ -390,8 +411,6 @@ class Orchestrator:
             return []
         messages = [first]
         deadline = time.monotonic() + self.config.linger_ms / 1000
-        # after repeated aborts, decide one input per transaction to isolate a poison one
-        limit = 1 if self._isolate > 0 else self.config.max_batch
         while len(messages) < limit:
             more = self._consumer.consume(limit - len(messages), 0)
             messages.extend(more)
@@ -416,7 +435,7 @@ class Orchestrator:
         state = part.active.get(saga_id)
         return state if state is not None else part.finished.get(saga_id)
 
-    def _run_batch(self, messages: list[Message], now: float) -> None:
+    def _run_batch(self, messages: list[Message], now: float, timer_limit: int) -> None:
         batch = _Batch()
         started = time.perf_counter()
         with self.tracer.start_as_current_span(
@@ -424,7 +443,7 @@ class Orchestrator:
         ) as span:
             for msg in messages:
                 self._handle_message(batch, msg, now)
-            self._fire_timers(batch, now)
+            self._fire_timers(batch, now, timer_limit)
             for saga_id, state in batch.overlay.items():
                 self._produce_state(batch, saga_id, state)
             for link in batch.links:
@@ -438,25 +457,36 @@ class Orchestrator:
             self.stats.commit_seconds += time.perf_counter() - deciding_done
             span.set_attribute("sagaline.committed", committed)
         keys = [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages]
+        timers = [(t.saga_id, t.timer_id) for t in batch.decided_timers]
         if committed:
             self._aborts = 0
-            self._isolate = max(0, self._isolate - len(messages))
+            self._isolate = max(0, self._isolate - len(keys) - len(timers))
             for key in keys:
                 self._poison.pop(key, None)
                 self._single_failures.pop(key, None)
+            for timer_key in timers:
+                self._timer_failures.pop(timer_key, None)
+                self._bad_timers.pop(timer_key, None)
             self._apply(batch, now)
             return
         self._aborts += 1
-        if len(keys) == 1:
-            failures = self._single_failures.get(keys[0], 0) + 1
-            self._single_failures[keys[0]] = failures
-            if failures >= 2:
-                # this input alone cannot be committed (for example an output the
-                # broker refuses): next time it goes to the dead-letter topic
-                self._poison[keys[0]] = self._producer.last_abort
+        reason = self._producer.last_abort
+        if len(keys) + len(timers) == 1:
+            # one input alone cannot be committed (for example an output the broker
+            # refuses): after its second failure it goes to the dead-letter topic
+            if keys:
+                failures = self._single_failures.get(keys[0], 0) + 1
+                self._single_failures[keys[0]] = failures
+                if failures >= 2:
+                    self._poison[keys[0]] = reason
+            else:
+                failures = self._timer_failures.get(timers[0], 0) + 1
+                self._timer_failures[timers[0]] = failures
+                if failures >= 2:
+                    self._bad_timers[timers[0]] = reason
         elif self._aborts >= 2:
             # the same batch failed twice: decide its inputs one per transaction
-            self._isolate = max(self._isolate, len(keys))
+            self._isolate = max(self._isolate, len(keys) + len(timers))
         self._rollback(batch)
 
     def _handle_message(self, batch: _Batch, msg: Message, now: float) -> None:
@@ -553,8 +583,10 @@ class Orchestrator:
             return self.names.replies
         return destination
 
-    def _fire_timers(self, batch: _Batch, now: float) -> None:
-        due = self._wheel.pop_due(now, limit=self.config.max_batch)
+    def _fire_timers(self, batch: _Batch, now: float, limit: int) -> None:
+        if limit <= 0:
+            return
+        due = self._wheel.pop_due(now, limit=limit)
         batch.fired = due
         now_dt = _utc(now)
         for timer in due:
@@ -579,23 +611,43 @@ class Orchestrator:
             if record is None:
                 continue
             batch.timers += 1
+            refused = self._bad_timers.get((timer.saga_id, timer.timer_id))
+            if refused is not None:
+                # its decision never commits: record it and leave the saga as it is
+                reason = f"its decision could not be committed: {refused}"
+                self._timer_dead_letter(batch, record, partition, "OutputRejected", reason, now)
+                continue
+            batch.decided_timers.append(timer)
             try:
                 # a timer's stored trace context is history: start a new trace
                 self._decide(batch, timer.saga_id, partition, record, Context())
             except Exception as exc:
                 log.error("timer %s of saga %s: %s", timer.timer_id, timer.saga_id, exc)
-                letter = DeadLetter(
-                    source_topic=f"{self.names.state}#timers",
-                    source_partition=partition,
-                    source_offset=-1,
-                    key=timer.saga_id.encode("utf-8"),
-                    value=self.codec.encode(record),
-                    reason=str(exc)[:4000],
-                    error_type=type(exc).__name__,
-                    rejected_by=self.config.transactional_id,
-                    rejected_at=now_dt,
-                )
-                self._produce_dead_letter(batch, letter)
+                self._timer_dead_letter(batch, record, partition, type(exc).__name__, str(exc), now)
+
+    def _timer_dead_letter(
+        self,
+        batch: _Batch,
+        record: Record,
+        partition: int,
+        error_type: str,
+        reason: str,
+        now: float,
+    ) -> None:
+        saga_id = _saga_id_of(record)
+        log.warning("dead-lettering a timer of saga %s: %s: %s", saga_id, error_type, reason)
+        letter = DeadLetter(
+            source_topic=f"{self.names.state}#timers",
+            source_partition=partition,
+            source_offset=-1,
+            key=saga_id.encode("utf-8"),
+            value=self.codec.encode(record),
+            reason=reason[:4000],
+            error_type=error_type,
+            rejected_by=self.config.transactional_id,
+            rejected_at=_utc(now),
+        )
+        self._produce_dead_letter(batch, letter)
 
     def _produce_state(self, batch: _Batch, saga_id: str, state: Record) -> None:
         terminal = b"true" if self.logic.is_terminal(state) else b"false"

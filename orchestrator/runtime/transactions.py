@@ -43,8 +43,15 @@ class Produce:
     headers: ProducerHeaders | None = None
 
 
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+
+
 def _on_delivery(err: KafkaError | None, msg: Message) -> None:
-    if err is not None:
+    if err is None:
+        return
+    if err.code() in _PURGED:  # an aborted transaction's records: expected
+        log.debug("delivery to %s purged by the abort", msg.topic())
+    else:
         log.warning("delivery to %s failed: %s", msg.topic(), err)
 
 

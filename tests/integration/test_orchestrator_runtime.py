@@ -26,6 +26,7 @@ from schemas.commands import StartSaga
 from schemas.deadletter import DeadLetter
 from schemas.state import SagaState
 from schemas.tasks import TASK_TYPES, ExecuteStep
+from schemas.timers import TimerFired
 
 pytestmark = pytest.mark.integration
 
@@ -323,4 +324,66 @@ def test_an_input_whose_output_is_always_refused_is_dead_lettered(
     assert [(x.key, x.error_type) for x in letters if isinstance(x, DeadLetter)] == [
         (b"boom", "OutputRejected")
     ]
+    assert read_committed(bootstrap, refusing) == []
+
+
+class TimerBomb(ChainLogic):
+    """Firing the step timeout of saga ``tbomb`` decides an output the broker refuses."""
+
+    def __init__(self, refusing_topic: str) -> None:
+        super().__init__(steps=3, step_timeout_s=1.0)
+        self.refusing_topic = refusing_topic
+
+    def decide(self, state: Record | None, message: Record) -> Outcome:
+        outcome = super().decide(state, message)
+        if isinstance(message, TimerFired) and message.envelope.saga_id == "tbomb":
+            noise = StartSaga.model_validate(
+                {
+                    **start_command("tbomb", when=message.envelope.occurred_at).model_dump(),
+                    "requested_by": secrets.token_hex(20_000),
+                }
+            )
+            return Outcome(
+                outcome.state,
+                outcome.journal,
+                (*outcome.outgoing, Outgoing(self.refusing_topic, noise)),
+            )
+        return outcome
+
+
+def test_a_timer_whose_decision_never_commits_does_not_block_the_partition(
+    bootstrap: str, prefix: str
+) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    refusing = f"{prefix}.refusing"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(refusing, 1, 1, config={"max.message.bytes": "2000"})
+    admin.create_topics([new])[refusing].result(30)
+    codec = JsonCodec()
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topics=TopicNames(prefix))
+    config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
+    orch = Orchestrator(settings, TimerBomb(refusing), config, codec=codec)
+    ids = [f"ok-{i}" for i in range(10)]
+    responder = Responder(bootstrap, prefix, codec, skip_sagas=["tbomb"]).start()
+    try:
+        with Running(orch) as run:
+            send_starts(bootstrap, prefix, codec, ["tbomb"])
+            time.sleep(1.5)  # the bomb's timer is due while the others arrive
+            send_starts(bootstrap, prefix, codec, ids)
+            states = wait_terminal(bootstrap, prefix, codec, ids, timeout=60)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and orch.stats.dead_letters < 1:
+                time.sleep(0.1)
+            assert run.error is None
+    finally:
+        responder.stop()
+    assert {states[i].status for i in ids} == {"completed"}
+    letters = [
+        codec.decode(r.value, (DeadLetter,))
+        for r in read_committed(bootstrap, f"{prefix}.deadletter")
+        if r.value is not None
+    ]
+    summary = [(x.key, x.error_type, x.source_topic) for x in letters if isinstance(x, DeadLetter)]
+    assert summary == [(b"tbomb", "OutputRejected", f"{prefix}.state#timers")]
     assert read_committed(bootstrap, refusing) == []
