@@ -690,6 +690,8 @@ class Orchestrator:
     # ----------------------------------------------------------- transaction
 
     def _transact(self, batch: _Batch) -> bool:
+        if not batch.produces and not batch.offsets:
+            return True  # only stale timers: nothing to commit
         offsets = dict(self._positions)
         offsets.update(batch.offsets)
         tps = [
