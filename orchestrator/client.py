@@ -339,9 +339,10 @@ class SagaClient:
         )
         try:
             tp = TopicPartition(self.names.state, self.partition_of(saga_id))
-            _low, high = watermarks(reader, tp, time.monotonic() + 30)
+            low, high = watermarks(reader, tp, time.monotonic() + 30)
             reader.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
-            yield reader, tp, high
+            # nothing to read when the partition is empty (or compacted away)
+            yield reader, tp, high if high > low else 0
         finally:
             reader.close()
 
