@@ -438,10 +438,17 @@ class Orchestrator:
     def _run_batch(self, messages: list[Message], now: float, timer_limit: int) -> None:
         batch = _Batch()
         started = time.perf_counter()
+        accepted, batch.offsets = self._accept(messages)
+        early = bool(accepted)
+        if early:
+            # the offsets are known before deciding: send them while we decide
+            self._producer.begin(
+                self._commit_offsets(batch.offsets), self._consumer.consumer_group_metadata
+            )
         with self.tracer.start_as_current_span(
             "sagaline batch", context=Context(), kind=SpanKind.CONSUMER
         ) as span:
-            for msg in messages:
+            for msg in accepted:
                 self._handle_message(batch, msg, now)
             self._fire_timers(batch, now, timer_limit)
             for saga_id, state in batch.overlay.items():
@@ -452,7 +459,7 @@ class Orchestrator:
             span.set_attribute("sagaline.timers", batch.timers)
             span.set_attribute("sagaline.dead_letters", batch.dead_letters)
             deciding_done = time.perf_counter()
-            committed = self._transact(batch)
+            committed = self._producer.finish(batch.produces) if early else self._transact(batch)
             self.stats.decide_seconds += deciding_done - started
             self.stats.commit_seconds += time.perf_counter() - deciding_done
             span.set_attribute("sagaline.committed", committed)
@@ -489,22 +496,40 @@ class Orchestrator:
             self._isolate = max(self._isolate, len(keys) + len(timers))
         self._rollback(batch)
 
+    def _accept(self, messages: list[Message]) -> tuple[list[Message], dict[tuple[str, int], int]]:
+        """The messages to decide, in order, and the offsets that consume them."""
+        accepted: list[Message] = []
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise FatalKafkaError(f"consumer: {err}")
+                log.warning("consumer: %s", err)
+                continue
+            tp = (msg.topic() or "", msg.partition() or 0)
+            if tp not in self._assigned:
+                continue
+            offset = msg.offset() or 0
+            if offset < offsets.get(tp, self._positions.get(tp, 0)):
+                continue  # already decided (a redelivery after a rewind): never twice
+            offsets[tp] = offset + 1
+            accepted.append(msg)
+        return accepted, offsets
+
+    def _commit_offsets(self, offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
+        """Every assigned partition's position (KIP-447 fencing even for timer-only batches)."""
+        merged = dict(self._positions)
+        merged.update(offsets)
+        return [
+            TopicPartition(t, p, o)
+            for (t, p), o in merged.items()
+            if (t, p) in self._assigned and o >= 0
+        ]
+
     def _handle_message(self, batch: _Batch, msg: Message, now: float) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.fatal():
-                raise FatalKafkaError(f"consumer: {err}")
-            log.warning("consumer: %s", err)
-            return
         topic, partition = msg.topic() or "", msg.partition() or 0
-        if (topic, partition) not in self._assigned:
-            return
         offset = msg.offset() or 0
-        expected = batch.offsets.get((topic, partition), self._positions.get((topic, partition), 0))
-        if offset < expected:
-            # already decided (a redelivery after a rewind): never decide twice
-            return
-        batch.offsets[(topic, partition)] = offset + 1
         batch.inputs += 1
         refused = self._poison.get((topic, partition, offset))
         if refused is not None:
@@ -692,15 +717,10 @@ class Orchestrator:
     def _transact(self, batch: _Batch) -> bool:
         if not batch.produces and not batch.offsets:
             return True  # only stale timers: nothing to commit
-        offsets = dict(self._positions)
-        offsets.update(batch.offsets)
-        tps = [
-            TopicPartition(t, p, o)
-            for (t, p), o in offsets.items()
-            if (t, p) in self._assigned and o >= 0
-        ]
         return self._producer.commit_batch(
-            batch.produces, tps, self._consumer.consumer_group_metadata
+            batch.produces,
+            self._commit_offsets(batch.offsets),
+            self._consumer.consumer_group_metadata,
         )
 
     def _apply(self, batch: _Batch, now: float) -> None:

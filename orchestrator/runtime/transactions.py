@@ -9,6 +9,12 @@
   ``False`` (the caller rewinds and discards the batch);
 * fatal, or none of the flags — :class:`FatalKafkaError` (exit, restart).
 
+:meth:`TransactionalProducer.begin` sends the consumed offsets on a helper
+thread while the caller decides the batch (the two round trips of
+``send_offsets_to_transaction`` overlap the CPU work); :meth:`finish` joins
+it before the commit.  librdkafka allows ``produce()`` concurrently with the
+transactional calls.
+
 A record refused locally by ``produce()`` (too large, ...) aborts the batch
 the same way.  Delivery callbacks only log: an exception raised there would
 replace the commit's own result.
@@ -17,6 +23,7 @@ replace the commit's own result.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +70,8 @@ class TransactionalProducer:
         #: why the last batch was aborted (for dead letters of inputs that never commit)
         self.last_abort = ""
         self._producer = Producer({**config, "error_cb": self._on_error})
+        self._offsets_thread: threading.Thread | None = None
+        self._offsets_error: BaseException | None = None
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -114,6 +123,75 @@ class TransactionalProducer:
         self._call(self._producer.abort_transaction, "abort_transaction")
         return False
 
+    def begin(self, offsets: list[TopicPartition], group_metadata: Callable[[], object]) -> None:
+        """Begin a transaction; send ``offsets`` to it in the background.
+
+        ``send_offsets_to_transaction`` takes two round trips to the brokers;
+        running it while the caller decides the batch hides them.  Finish with
+        :meth:`finish`.
+        """
+        self._call(self._producer.begin_transaction, "begin_transaction")
+        self._offsets_error = None
+        self._offsets_thread = None
+        if not offsets:
+            return
+        metadata = group_metadata()
+
+        def send() -> None:
+            try:
+                self._call(
+                    lambda: self._producer.send_offsets_to_transaction(offsets, metadata),
+                    "send_offsets_to_transaction",
+                )
+            except BaseException as exc:  # re-raised by finish() in the caller's thread
+                self._offsets_error = exc
+
+        self._offsets_thread = threading.Thread(target=send, name="send-offsets", daemon=True)
+        self._offsets_thread.start()
+
+    def _join_offsets(self) -> None:
+        thread, self._offsets_thread = self._offsets_thread, None
+        if thread is not None:
+            thread.join()
+        error, self._offsets_error = self._offsets_error, None
+        if error is not None:
+            raise error
+
+    def finish(self, records: Sequence[Produce]) -> bool:
+        """Produce ``records`` into the transaction begun by :meth:`begin` and commit it.
+
+        Returns ``False`` when the transaction was aborted (abortable error or a
+        record refused locally); raises :class:`FatalKafkaError` otherwise.
+        """
+        try:
+            try:
+                for item in records:
+                    self._produce(item)
+            except KafkaException as exc:
+                refusal: KafkaError = exc.args[0]
+                if refusal.fatal():
+                    raise FatalKafkaError(f"produce: {refusal}") from exc
+                log.warning("aborting batch, %s refused a record: %s", item.topic, refusal)
+                self._join_offsets_quietly()
+                return self._abort(str(refusal))
+            self._join_offsets()
+            self._call(self._producer.commit_transaction, "commit_transaction")
+            return True
+        except KafkaException as exc:
+            self._join_offsets_quietly()
+            err: KafkaError = exc.args[0]
+            if not err.txn_requires_abort():
+                raise FatalKafkaError(f"transaction: {err}") from exc
+            log.warning("aborting batch: %s", err)
+            return self._abort(str(err))
+
+    def _join_offsets_quietly(self) -> None:
+        """Wait for the offsets call before aborting; its own error no longer matters."""
+        try:
+            self._join_offsets()
+        except KafkaException as exc:
+            log.debug("send_offsets_to_transaction of an aborted batch: %s", exc)
+
     def commit_batch(
         self,
         records: Sequence[Produce],
@@ -121,28 +199,5 @@ class TransactionalProducer:
         group_metadata: Callable[[], object],
     ) -> bool:
         """Produce ``records`` and commit ``offsets`` atomically; ``False`` if aborted."""
-        try:
-            self._call(self._producer.begin_transaction, "begin_transaction")
-            for item in records:
-                try:
-                    self._produce(item)
-                except KafkaException as exc:
-                    refusal: KafkaError = exc.args[0]
-                    if refusal.fatal():
-                        raise FatalKafkaError(f"produce: {refusal}") from exc
-                    log.warning("aborting batch, %s refused a record: %s", item.topic, refusal)
-                    return self._abort(str(refusal))
-            if offsets:
-                metadata = group_metadata()
-                self._call(
-                    lambda: self._producer.send_offsets_to_transaction(offsets, metadata),
-                    "send_offsets_to_transaction",
-                )
-            self._call(self._producer.commit_transaction, "commit_transaction")
-            return True
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if not err.txn_requires_abort():
-                raise FatalKafkaError(f"transaction: {err}") from exc
-            log.warning("aborting batch: %s", err)
-            return self._abort(str(err))
+        self.begin(offsets, group_metadata)
+        return self.finish(records)
