@@ -101,9 +101,7 @@ def _width(tp: Any, stack: frozenset[Any]) -> int:
         return 1
     if is_record_class(tp):
         inner_stack = stack | {tp}
-        return max(
-            (_width(f.annotation, inner_stack) for f in tp.model_fields.values()), default=1
-        )
+        return max((_width(f.annotation, inner_stack) for f in tp.model_fields.values()), default=1)
     members = union_members(tp)
     if members is not None:
         present = [m for m in members if m is not _NONE]
