@@ -36,11 +36,6 @@ from schemas.base import Envelope, Payload, Record, Usage
 from schemas.commands import (
     CancelSaga,
     ParentRef,
-    PauseSaga,
-    ResumeSaga,
-    RetryStep,
-    SignalSaga,
-    SkipStep,
     StartSaga,
 )
 from schemas.events import (
@@ -62,16 +57,15 @@ from schemas.events import (
     StepDispatched,
     UsageRecorded,
 )
+from schemas.journal import JOURNAL_INPUT_TYPES, JournalInput
 from schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
-    StepHeartbeat,
     StepSucceeded,
 )
 from schemas.state import SagaState, StepState
 from schemas.tasks import CompensateStep, ExecuteStep
-from schemas.timers import TimerFired
 
 __all__ = [
     "INPUT_TYPES",
@@ -83,36 +77,9 @@ __all__ = [
     "failure_pause_reason",
 ]
 
-Input = (
-    StartSaga
-    | SignalSaga
-    | CancelSaga
-    | PauseSaga
-    | ResumeSaga
-    | RetryStep
-    | SkipStep
-    | StepSucceeded
-    | StepFailed
-    | StepHeartbeat
-    | CompensationSucceeded
-    | CompensationFailed
-    | TimerFired
-)
-INPUT_TYPES: tuple[type[Record], ...] = (
-    StartSaga,
-    SignalSaga,
-    CancelSaga,
-    PauseSaga,
-    ResumeSaga,
-    RetryStep,
-    SkipStep,
-    StepSucceeded,
-    StepFailed,
-    StepHeartbeat,
-    CompensationSucceeded,
-    CompensationFailed,
-    TimerFired,
-)
+#: Every input the decider accepts: exactly the inputs a journal entry records.
+Input = JournalInput
+INPUT_TYPES: tuple[type[Record], ...] = tuple(JOURNAL_INPUT_TYPES.values())
 
 _MAX_MOVES = 1000
 
