@@ -1,7 +1,7 @@
 # sagaline: the two commands of the README, and the steps they are made of.
 #
 #   make demo   set everything up, start local Kafka + PostgreSQL, run the main job
-#   make test   set everything up, then ruff check, ruff format --check, mypy --strict, pytest
+#   make test   set everything up, then ruff, import contracts, mypy --strict, pytest
 #
 # Neither needs Docker or any exported setting: Python dependencies go into .venv,
 # Kafka comes from Maven Central into ~/.cache/sagaline, PostgreSQL from apt when absent,
@@ -28,6 +28,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	mkdir -p $(VENV)/typecheck && ln -sfn ../.. $(VENV)/typecheck/sagaline
 	touch $(STAMP)
 
 infra: setup
@@ -36,6 +37,7 @@ infra: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

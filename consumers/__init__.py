@@ -9,8 +9,8 @@
   keeps large payloads.
 """
 
-from consumers.context import WorkerStepContext
-from consumers.errors import (
+from sagaline.consumers.context import WorkerStepContext
+from sagaline.consumers.errors import (
     DatabaseUnavailable,
     HandlerNotFound,
     MigrationError,
@@ -20,11 +20,11 @@ from consumers.errors import (
     StepTimeout,
     WorkerError,
 )
-from consumers.handlers import Handler, HandlerResolver, RegistryResolver, StepTable
-from consumers.migrations import LATEST_VERSION, MigrationResult, migrate
-from consumers.payload_store import PostgresPayloadStore
-from consumers.relay import Relay, RelayOptions, RelayStats
-from consumers.worker import TaskTrace, Worker, WorkerOptions, WorkerStats
+from sagaline.consumers.handlers import Handler, HandlerResolver, RegistryResolver, StepTable
+from sagaline.consumers.migrations import LATEST_VERSION, MigrationResult, migrate
+from sagaline.consumers.payload_store import PostgresPayloadStore
+from sagaline.consumers.relay import Relay, RelayOptions, RelayStats
+from sagaline.consumers.worker import TaskTrace, Worker, WorkerOptions, WorkerStats
 
 __all__ = [
     "LATEST_VERSION",

@@ -1,4 +1,4 @@
-"""The :class:`~orchestrator.context.StepContext` the worker gives every step."""
+"""The :class:`~sagaline.orchestrator.core.context.StepContext` the worker gives every step."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from consumers.errors import NoDatabaseInStep, StepTimeout
-from schemas.base import Payload, Usage
+from sagaline.consumers.errors import NoDatabaseInStep, StepTimeout
+from sagaline.schemas.base import Payload, Usage
 
 __all__ = ["HeartbeatSink", "WorkerStepContext"]
 

@@ -7,7 +7,7 @@ import re
 import psycopg
 from psycopg import conninfo
 
-from consumers.errors import DatabaseUnavailable, WorkerError
+from sagaline.consumers.errors import DatabaseUnavailable, WorkerError
 
 __all__ = ["DEFAULT_SCHEMA", "connect", "describe_dsn", "is_connection_error", "validate_schema"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.errors import SagalineError
+from sagaline.orchestrator.core.errors import SagalineError
 
 __all__ = [
     "DatabaseUnavailable",

@@ -22,8 +22,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from consumers.errors import HandlerNotFound
-from orchestrator.errors import OrchestratorError
+from sagaline.consumers.errors import HandlerNotFound
+from sagaline.orchestrator.core.errors import OrchestratorError
 
 __all__ = [
     "Handler",

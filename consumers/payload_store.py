@@ -1,6 +1,6 @@
 """Large payloads in PostgreSQL, content-addressed by sha256.
 
-Implements the ``schemas.payload.PayloadStore`` protocol (``put(bytes) ->
+Implements the ``sagaline.schemas.payload.PayloadStore`` protocol (``put(bytes) ->
 PayloadRef``, ``get(PayloadRef) -> bytes``).  Writing the same bytes twice
 is a no-op, so a step retried after a crash stores nothing new.  Bound to a
 step's connection (:meth:`PostgresPayloadStore.bound`), the bytes commit in
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from consumers.db import DEFAULT_SCHEMA, validate_schema
-from consumers.errors import PayloadNotFound
-from schemas.base import PayloadRef
+from sagaline.consumers.db import DEFAULT_SCHEMA, validate_schema
+from sagaline.consumers.errors import PayloadNotFound
+from sagaline.schemas.base import PayloadRef
 
 __all__ = ["PostgresPayloadStore"]
 

@@ -12,7 +12,7 @@ under it (another member took the partition over) is rolled back and the
 partition is re-seeked, so a zombie member cannot write stale rows.
 
 Tables: ``consumers/migrations/0002_read_model.sql`` (applied by
-:func:`consumers.migrations.migrate`).  :func:`list_sagas`,
+:func:`sagaline.consumers.migrations.migrate`).  :func:`list_sagas`,
 :func:`get_saga` and :func:`get_timeline` read them (``sagaline list`` and
 ``sagaline status``).
 """
@@ -32,15 +32,15 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from consumers.db import DEFAULT_SCHEMA, connect, validate_schema
-from consumers.errors import WorkerError
-from consumers.migrations import migrate
-from orchestrator.fold import fold
-from orchestrator.journal_reader import with_retries
-from orchestrator.timeline import describe_event, describe_input
-from schemas.codec import Codec, default_codec
-from schemas.journal import JournalEntry
-from schemas.state import SagaState
+from sagaline.consumers.db import DEFAULT_SCHEMA, connect, validate_schema
+from sagaline.consumers.errors import WorkerError
+from sagaline.consumers.migrations import migrate
+from sagaline.orchestrator.core.fold import fold
+from sagaline.orchestrator.core.timeline import describe_event, describe_input
+from sagaline.orchestrator.runtime.journal_reader import with_retries
+from sagaline.schemas.codec import Codec, default_codec
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.state import SagaState
 
 __all__ = [
     "DEFAULT_PROJECTION",

@@ -1,6 +1,6 @@
 """The outbox relay: publishes committed outbox rows to Kafka, then marks them sent.
 
-Design (ADR 0005): rows are split into :data:`~consumers.store.OUTBOX_SHARDS`
+Design (ADR 0005): rows are split into :data:`~sagaline.consumers.store.OUTBOX_SHARDS`
 shards by message key (the saga id).  A relay publishes a shard only while
 it holds that shard's session-level advisory lock, so several relays may run
 and each shard has one publisher at a time; within a shard rows go out in
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 
-from consumers.crash import crash_point
-from consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, is_connection_error
-from consumers.errors import WorkerError
-from consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
+from sagaline.consumers.crash import crash_point
+from sagaline.consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, is_connection_error
+from sagaline.consumers.errors import WorkerError
+from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 

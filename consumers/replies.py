@@ -6,15 +6,15 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from schemas.base import Envelope, Payload, Record, Usage
-from schemas.replies import (
+from sagaline.schemas.base import Envelope, Payload, Record, Usage
+from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
     StepHeartbeat,
     StepSucceeded,
 )
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
     "failure_reply",

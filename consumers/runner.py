@@ -33,21 +33,25 @@ from opentelemetry.trace import SpanKind, Tracer
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
-from consumers.context import HeartbeatSink, WorkerStepContext
-from consumers.crash import crash_point
-from consumers.db import is_connection_error
-from consumers.errors import HandlerNotFound, StepTimeout
-from consumers.handlers import HandlerResolver, StepHandlerLike, handler_uses_db
-from consumers.payload_store import PostgresPayloadStore
-from consumers.replies import failure_reply, restamp, success_reply
-from consumers.store import InboxClaim, WorkerStore
-from consumers.wire import Codec, dump_payload, load_payload
-from orchestrator.errors import TerminalError
-from orchestrator.telemetry import TRACE_HEADERS, carrier_from_context, context_from_carrier
-from schemas.base import Payload, Record
-from schemas.errors import SchemaError
-from schemas.replies import REPLY_TYPES
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.consumers.context import HeartbeatSink, WorkerStepContext
+from sagaline.consumers.crash import crash_point
+from sagaline.consumers.db import is_connection_error
+from sagaline.consumers.errors import HandlerNotFound, StepTimeout
+from sagaline.consumers.handlers import HandlerResolver, StepHandlerLike, handler_uses_db
+from sagaline.consumers.payload_store import PostgresPayloadStore
+from sagaline.consumers.replies import failure_reply, restamp, success_reply
+from sagaline.consumers.store import InboxClaim, WorkerStore
+from sagaline.consumers.wire import Codec, dump_payload, load_payload
+from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.runtime.telemetry import (
+    TRACE_HEADERS,
+    carrier_from_context,
+    context_from_carrier,
+)
+from sagaline.schemas.base import Payload, Record
+from sagaline.schemas.errors import SchemaError
+from sagaline.schemas.replies import REPLY_TYPES
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = ["Delivery", "DeliveryMode", "RunnerOptions", "TaskResult", "TaskRunner", "classify"]
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 import psycopg
 
-from consumers.db import DEFAULT_SCHEMA, validate_schema
+from sagaline.consumers.db import DEFAULT_SCHEMA, validate_schema
 
 __all__ = [
     "OUTBOX_SHARDS",

@@ -1,7 +1,7 @@
 """The wire format as the worker uses it: record codec and user payloads.
 
-Thin adapters over ``schemas.codec`` (versioned Avro records) and
-``schemas.payload`` (user pydantic models ⇄ ``Payload``, large ones by
+Thin adapters over ``sagaline.schemas.codec`` (versioned Avro records) and
+``sagaline.schemas.payload`` (user pydantic models ⇄ ``Payload``, large ones by
 reference through a ``PayloadStore``), kept in one module so the rest of
 ``consumers`` depends on two small functions and one protocol.
 """
@@ -12,15 +12,15 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from schemas import codec as _codec
-from schemas import payload as _payload
-from schemas.base import Payload, Record
+from sagaline.schemas import codec as _codec
+from sagaline.schemas import payload as _payload
+from sagaline.schemas.base import Payload, Record
 
 __all__ = ["Codec", "SchemasCodec", "dump_payload", "load_payload"]
 
 
 class Codec(Protocol):
-    """Record ⇄ bytes (the same protocol as ``orchestrator.runtime.ports.Codec``)."""
+    """Record ⇄ bytes (the same protocol as ``sagaline.orchestrator.runtime.ports.Codec``)."""
 
     def encode(self, record: Record) -> bytes:
         """Encode one record."""
@@ -32,7 +32,7 @@ class Codec(Protocol):
 
 
 class SchemasCodec:
-    """The production codec: ``schemas.codec`` (Avro with a versioned wire header)."""
+    """The production codec: ``sagaline.schemas.codec`` (Avro with a versioned wire header)."""
 
     def encode(self, record: Record) -> bytes:
         return _codec.encode(record)

@@ -37,19 +37,19 @@ from confluent_kafka import (
 from opentelemetry.trace import Tracer
 from psycopg_pool import ConnectionPool
 
-from consumers.context import HeartbeatSink
-from consumers.crash import crash_point
-from consumers.db import DEFAULT_SCHEMA, describe_dsn
-from consumers.handlers import HandlerResolver
-from consumers.migrations import migrate
-from consumers.offsets import OffsetTracker, Ready
-from consumers.replies import heartbeat_reply
-from consumers.runner import Delivery, DeliveryMode, RunnerOptions, TaskResult, TaskRunner
-from consumers.wire import Codec, SchemasCodec
-from orchestrator.config import TopicNames
-from orchestrator.runtime.kafka_config import PARTITIONER
-from schemas.deadletter import DeadLetter
-from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+from sagaline.consumers.context import HeartbeatSink
+from sagaline.consumers.crash import crash_point
+from sagaline.consumers.db import DEFAULT_SCHEMA, describe_dsn
+from sagaline.consumers.handlers import HandlerResolver
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.offsets import OffsetTracker, Ready
+from sagaline.consumers.replies import heartbeat_reply
+from sagaline.consumers.runner import Delivery, DeliveryMode, RunnerOptions, TaskResult, TaskRunner
+from sagaline.consumers.wire import Codec, SchemasCodec
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
+from sagaline.schemas.deadletter import DeadLetter
+from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = ["TaskTrace", "Worker", "WorkerOptions", "WorkerStats"]
 

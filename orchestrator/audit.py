@@ -43,11 +43,11 @@ from typing import Any
 
 import psycopg
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.journal import entry_hash, verify_chain
-from orchestrator.journal_reader import Progress, Undecodable, read_journal
-from schemas.codec import Codec
-from schemas.events import (
+from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.core.journal import entry_hash, verify_chain
+from sagaline.orchestrator.runtime.journal_reader import Progress, Undecodable, read_journal
+from sagaline.schemas.codec import Codec
+from sagaline.schemas.events import (
     CompensationDispatched,
     CompensationStarted,
     InputIgnored,
@@ -63,7 +63,7 @@ from schemas.events import (
     WaitOpened,
     WaitTimedOut,
 )
-from schemas.journal import JournalEntry
+from sagaline.schemas.journal import JournalEntry
 
 __all__ = [
     "CHECKS",

@@ -33,19 +33,23 @@ from confluent_kafka import (
 from opentelemetry.trace import SpanKind, Tracer
 from pydantic import BaseModel
 
-from orchestrator.config import Settings
-from orchestrator.decider import derive_message_id
-from orchestrator.errors import OrchestratorError
-from orchestrator.runtime.core import AvroCodec
-from orchestrator.runtime.kafka_config import client_producer_config, reader_config
-from orchestrator.runtime.partitioner import partition_for
-from orchestrator.runtime.ports import Codec
-from orchestrator.runtime.restore import watermarks
-from orchestrator.runtime.topics import partition_count
-from orchestrator.saga import Node, Saga
-from orchestrator.telemetry import carrier_from_context, get_tracer, headers_from_carrier
-from schemas.base import Envelope, Payload, Record
-from schemas.commands import (
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.core.decider import derive_message_id
+from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.core.saga import Node, Saga
+from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config, reader_config
+from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.restore import watermarks
+from sagaline.orchestrator.runtime.telemetry import (
+    carrier_from_context,
+    get_tracer,
+    headers_from_carrier,
+)
+from sagaline.orchestrator.runtime.topics import partition_count
+from sagaline.schemas.base import Envelope, Payload, Record
+from sagaline.schemas.commands import (
     CancelSaga,
     PauseSaga,
     ResumeSaga,
@@ -54,8 +58,8 @@ from schemas.commands import (
     SkipStep,
     StartSaga,
 )
-from schemas.payload import payload_sha256, to_payload
-from schemas.state import SagaState
+from sagaline.schemas.payload import payload_sha256, to_payload
+from sagaline.schemas.state import SagaState
 
 __all__ = [
     "SagaAlreadyStarted",

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import ConfigError
+from sagaline.orchestrator.core.errors import ConfigError
 
 __all__ = ["DEFAULT_TOPIC_PREFIX", "Settings", "TopicNames", "dev_env_path", "read_env_file"]
 

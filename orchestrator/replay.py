@@ -1,8 +1,8 @@
 """Replay the journal: every saga's timeline, and a strict check against current code.
 
 :func:`replay` reads the journal topic read-only (see
-:mod:`orchestrator.journal_reader`), builds each saga's
-:class:`~orchestrator.timeline.SagaTimeline` and, with ``strict=True``,
+:mod:`sagaline.orchestrator.runtime.journal_reader`), builds each saga's
+:class:`~sagaline.orchestrator.core.timeline.SagaTimeline` and, with ``strict=True``,
 re-decides every recorded input with the *current* saga definitions:
 
     state before = fold of the recorded events of the entries before it
@@ -27,16 +27,21 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
-from orchestrator.decider import decide
-from orchestrator.errors import OrchestratorError
-from orchestrator.fold import fold
-from orchestrator.journal_reader import JournalRead, Progress, Undecodable, read_journal
-from orchestrator.saga import Saga
-from orchestrator.timeline import SagaTimeline, build_timeline, describe_event
-from schemas.codec import Codec
-from schemas.events import SagaEvent
-from schemas.journal import JournalEntry
-from schemas.state import SagaState
+from sagaline.orchestrator.core.decider import decide
+from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.core.fold import fold
+from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.core.timeline import SagaTimeline, build_timeline, describe_event
+from sagaline.orchestrator.runtime.journal_reader import (
+    JournalRead,
+    Progress,
+    Undecodable,
+    read_journal,
+)
+from sagaline.schemas.codec import Codec
+from sagaline.schemas.events import SagaEvent
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.state import SagaState
 
 __all__ = [
     "DEFAULT_DEFINITIONS",
@@ -53,7 +58,7 @@ __all__ = [
 ]
 
 #: where ``sagaline replay --strict`` finds the saga definitions by default
-DEFAULT_DEFINITIONS = "sagas:REGISTRY"
+DEFAULT_DEFINITIONS = "sagaline.sagas:REGISTRY"
 
 #: (saga type, saga version) -> the definition, or None when there is none
 DefinitionLookup = Callable[[str, int], type[Saga[Any]] | None]
@@ -175,7 +180,7 @@ def _mapping_lookup(source: Mapping[Any, Any]) -> DefinitionLookup:
 
 
 def load_definitions(spec: str = DEFAULT_DEFINITIONS) -> DefinitionLookup:
-    """Import ``module:attribute`` (for example ``sagas:REGISTRY``) as a definition lookup."""
+    """Import ``module:attribute`` (say ``sagaline.sagas:REGISTRY``) as a definition lookup."""
     module_name, sep, attribute = spec.partition(":")
     if not module_name or not sep or not attribute:
         raise ReplayError(f"--sagas must look like module:attribute, got {spec!r}")

@@ -1,17 +1,17 @@
 """Reference agent sagas: refund with manager approval, research agent, lead enrichment.
 
-``REGISTRY`` is what ``sagaline orchestrator run --app sagas`` and
-``sagaline worker run --app sagas`` load.  The sagas keep their business
-tables in the application schema (:mod:`sagas.tables`); create them with
-:func:`sagas.tables.ensure_tables`.
+``REGISTRY`` is what ``sagaline orchestrator run --app sagaline.sagas`` and
+``sagaline worker run --app sagaline.sagas`` load.  The sagas keep their business
+tables in the application schema (:mod:`sagaline.sagas.tables`); create them with
+:func:`sagaline.sagas.tables.ensure_tables`.
 """
 
 from __future__ import annotations
 
-from orchestrator.registry import SagaRegistry
-from sagas.enrichment import LeadEnrichment
-from sagas.refund import DemoRefundAgent, RefundAgent
-from sagas.research import ResearchAgent
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.sagas.enrichment import LeadEnrichment
+from sagaline.sagas.refund import DemoRefundAgent, RefundAgent
+from sagaline.sagas.research import ResearchAgent
 
 __all__ = ["REGISTRY", "DemoRefundAgent", "LeadEnrichment", "RefundAgent", "ResearchAgent"]
 

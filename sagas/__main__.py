@@ -1,5 +1,5 @@
-"""``python -m sagas``: create the reference sagas' tables (see :func:`sagas.tables.main`)."""
+"""``python -m sagaline.sagas``: create the reference sagas' tables (:func:`.tables.main`)."""
 
-from sagas.tables import main
+from sagaline.sagas.tables import main
 
 raise SystemExit(main())

@@ -25,11 +25,11 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
-from orchestrator.context import StepContext
-from orchestrator.errors import RetryableError, TerminalError
-from orchestrator.policies import Retry
-from orchestrator.saga import Saga, StepSpec, parallel, step
-from sagas.tables import Tables
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError
+from sagaline.orchestrator.core.policies import Retry
+from sagaline.orchestrator.core.saga import Saga, StepSpec, parallel, step
+from sagaline.sagas.tables import Tables
 
 __all__ = [
     "COMPANY_DIRECTORY",

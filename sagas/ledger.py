@@ -5,15 +5,15 @@ step's result, so it exists exactly when the step's result was recorded.
 The demo counts rows per idempotency key: more than one means an LLM call
 was repeated after its result had been recorded.  (A call whose step
 crashed before committing leaves no row; sagaline then re-runs the step with
-the same idempotency key, which :class:`~sagas.llm.OpenAIChatModel` sends as
+the same idempotency key, which :class:`~sagaline.sagas.llm.OpenAIChatModel` sends as
 the ``Idempotency-Key`` header for providers that honour it.)
 """
 
 from __future__ import annotations
 
-from orchestrator.context import StepContext
-from sagas.llm import ChatResponse
-from sagas.tables import Tables
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.sagas.llm import ChatResponse
+from sagaline.sagas.tables import Tables
 
 __all__ = ["record_llm_call"]
 

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from orchestrator.errors import RetryableError, TerminalError
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError
 
 __all__ = [
     "ChatMessage",

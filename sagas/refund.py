@@ -29,11 +29,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.context import StepContext
-from orchestrator.errors import TerminalError
-from orchestrator.policies import Retry
-from orchestrator.saga import DONE, Saga, SignalInfo, approval, step
-from sagas.tables import Tables
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.core.policies import Retry
+from sagaline.orchestrator.core.saga import DONE, Saga, SignalInfo, approval, step
+from sagaline.sagas.tables import Tables
 
 __all__ = [
     "APPROVAL_TIMEOUT",

@@ -1,14 +1,14 @@
 """The research agent: an LLM chooses tools in a loop until it can answer.
 
 Each turn is a recorded step: the LLM handler turns the transcript into a
-chat request, asks the model (:func:`sagas.llm.model_from_env`; the
+chat request, asks the model (:func:`sagaline.sagas.llm.model_from_env`; the
 deterministic :func:`research_policy` when no endpoint is configured),
 reports the tokens to the saga's budget, writes the call to the LLM ledger
-and returns an :class:`~orchestrator.agents.AgentDecision`.  A redelivered
+and returns an :class:`~sagaline.orchestrator.core.agents.AgentDecision`.  A redelivered
 or replayed turn reuses the recorded decision: the LLM is not asked again.
 
 The tools (``search_web``, ``read_document``, ``calculator``) work over the
-local corpus of :mod:`sagas.corpus` (no network).  The saga has a token
+local corpus of :mod:`sagaline.sagas.corpus` (no network).  The saga has a token
 budget (:data:`TOKEN_BUDGET`): a question that needs more reading than the
 budget allows pauses the saga for a person, who may resume it.  The agent
 has at most :data:`MAX_TURNS` turns; when it runs out, the saga compensates.
@@ -23,14 +23,14 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
-from orchestrator.agents import AgentDecision, AgentTurn
-from orchestrator.context import StepContext
-from orchestrator.errors import TerminalError
-from orchestrator.policies import Budget, Retry
-from orchestrator.saga import Saga, agent, step, tool
-from sagas import corpus
-from sagas.ledger import record_llm_call
-from sagas.llm import (
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.core.policies import Budget, Retry
+from sagaline.orchestrator.core.saga import Saga, agent, step, tool
+from sagaline.sagas import corpus
+from sagaline.sagas.ledger import record_llm_call
+from sagaline.sagas.llm import (
     ChatMessage,
     ChatModel,
     ChatResponse,
@@ -39,7 +39,7 @@ from sagas.llm import (
     ToolSpec,
     model_from_env,
 )
-from sagas.tables import Tables
+from sagaline.sagas.tables import Tables
 
 __all__ = [
     "MAX_TURNS",

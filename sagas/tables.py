@@ -5,8 +5,8 @@ The tables live in one PostgreSQL schema, the *application schema*:
 code reads it when it runs (so a test or the demo can point every process
 at a schema of its own).  :func:`ensure_tables` applies ``schema.sql``
 idempotently under an advisory lock, so several processes may run it at once;
-the demo calls it, and ``python -m sagas`` does it from a shell before
-``sagaline worker run --app sagas:REGISTRY``.
+the demo calls it, and ``python -m sagaline.sagas`` does it from a shell before
+``sagaline worker run --app sagaline.sagas:REGISTRY``.
 
 This module takes any DB-API-like connection (``conn.execute(sql, params)``),
 so the saga modules do not import a database driver.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError
+from sagaline.orchestrator.core.errors import ConfigError
 
 __all__ = [
     "APP_SCHEMA_ENV",
@@ -118,15 +118,15 @@ def _statements(ddl: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sagas [--schema NAME]``: create the tables in ``$DATABASE_URL``."""
+    """``python -m sagaline.sagas [--schema NAME]``: create the tables in ``$DATABASE_URL``."""
     import argparse
 
     import psycopg
 
-    from orchestrator.config import Settings
+    from sagaline.orchestrator.config import Settings
 
     parser = argparse.ArgumentParser(
-        prog="python -m sagas", description="Create the reference sagas' tables."
+        prog="python -m sagaline.sagas", description="Create the reference sagas' tables."
     )
     parser.add_argument("--schema", help=f"schema (default: ${APP_SCHEMA_ENV} or sagaline_app)")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: env / dev file)")

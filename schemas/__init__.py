@@ -1,11 +1,12 @@
 """sagaline wire contracts: Avro schemas, codec, registry.
 
-The records themselves live in their modules (``schemas.commands``,
-``schemas.replies``, ``schemas.tasks``, ``schemas.events``, ``schemas.state``,
-``schemas.journal``, ``schemas.deadletter``); this package exports the
+The records themselves live in their modules (``sagaline.schemas.commands``,
+``sagaline.schemas.replies``, ``sagaline.schemas.tasks``, ``sagaline.schemas.events``,
+``sagaline.schemas.state``,
+``sagaline.schemas.journal``, ``sagaline.schemas.deadletter``); this package exports the
 machinery around them::
 
-    from schemas import encode, decode, to_payload, from_payload
+    from sagaline.schemas import encode, decode, to_payload, from_payload
 
     data = encode(record)                 # C3 01 + fingerprint + Avro body
     reply = decode(data, StepSucceeded)   # or a tuple of accepted types
@@ -17,11 +18,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from schemas.avrogen import avro_schema, full_name, record_name
-    from schemas.base import Envelope, Payload, PayloadRef, Record, Usage
-    from schemas.codec import Codec, decode, default_codec, encode
-    from schemas.deadletter import DeadLetter, dead_letter_for
-    from schemas.errors import (
+    from sagaline.schemas.avrogen import avro_schema, full_name, record_name
+    from sagaline.schemas.base import Envelope, Payload, PayloadRef, Record, Usage
+    from sagaline.schemas.codec import Codec, decode, default_codec, encode
+    from sagaline.schemas.deadletter import DeadLetter, dead_letter_for
+    from sagaline.schemas.errors import (
         BadHeader,
         EncodingError,
         IncompatibleSchema,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
         UnexpectedRecordType,
         UnknownSchema,
     )
-    from schemas.payload import (
+    from sagaline.schemas.payload import (
         PayloadStore,
         from_payload,
         payload_bytes,
@@ -44,45 +45,45 @@ if TYPE_CHECKING:
         payload_type_name,
         to_payload,
     )
-    from schemas.registry import Catalogue, ConfluentSchemaRegistry, SchemaVersion
+    from sagaline.schemas.registry import Catalogue, ConfluentSchemaRegistry, SchemaVersion
 
 _EXPORTS: dict[str, str] = {
-    "BadHeader": "schemas.errors",
-    "Catalogue": "schemas.registry",
-    "Codec": "schemas.codec",
-    "ConfluentSchemaRegistry": "schemas.registry",
-    "DeadLetter": "schemas.deadletter",
-    "EncodingError": "schemas.errors",
-    "Envelope": "schemas.base",
-    "IncompatibleSchema": "schemas.errors",
-    "InvalidRecord": "schemas.errors",
-    "MessageError": "schemas.errors",
-    "Payload": "schemas.base",
-    "PayloadError": "schemas.errors",
-    "PayloadRef": "schemas.base",
-    "PayloadStore": "schemas.payload",
-    "Record": "schemas.base",
-    "RegistryError": "schemas.errors",
-    "RegistryUnavailable": "schemas.errors",
-    "SchemaError": "schemas.errors",
-    "SchemaGenerationError": "schemas.errors",
-    "SchemaVersion": "schemas.registry",
-    "TruncatedMessage": "schemas.errors",
-    "UnexpectedRecordType": "schemas.errors",
-    "UnknownSchema": "schemas.errors",
-    "Usage": "schemas.base",
-    "avro_schema": "schemas.avrogen",
-    "dead_letter_for": "schemas.deadletter",
-    "decode": "schemas.codec",
-    "default_codec": "schemas.codec",
-    "encode": "schemas.codec",
-    "from_payload": "schemas.payload",
-    "full_name": "schemas.avrogen",
-    "payload_bytes": "schemas.payload",
-    "payload_sha256": "schemas.payload",
-    "payload_type_name": "schemas.payload",
-    "record_name": "schemas.avrogen",
-    "to_payload": "schemas.payload",
+    "BadHeader": "sagaline.schemas.errors",
+    "Catalogue": "sagaline.schemas.registry",
+    "Codec": "sagaline.schemas.codec",
+    "ConfluentSchemaRegistry": "sagaline.schemas.registry",
+    "DeadLetter": "sagaline.schemas.deadletter",
+    "EncodingError": "sagaline.schemas.errors",
+    "Envelope": "sagaline.schemas.base",
+    "IncompatibleSchema": "sagaline.schemas.errors",
+    "InvalidRecord": "sagaline.schemas.errors",
+    "MessageError": "sagaline.schemas.errors",
+    "Payload": "sagaline.schemas.base",
+    "PayloadError": "sagaline.schemas.errors",
+    "PayloadRef": "sagaline.schemas.base",
+    "PayloadStore": "sagaline.schemas.payload",
+    "Record": "sagaline.schemas.base",
+    "RegistryError": "sagaline.schemas.errors",
+    "RegistryUnavailable": "sagaline.schemas.errors",
+    "SchemaError": "sagaline.schemas.errors",
+    "SchemaGenerationError": "sagaline.schemas.errors",
+    "SchemaVersion": "sagaline.schemas.registry",
+    "TruncatedMessage": "sagaline.schemas.errors",
+    "UnexpectedRecordType": "sagaline.schemas.errors",
+    "UnknownSchema": "sagaline.schemas.errors",
+    "Usage": "sagaline.schemas.base",
+    "avro_schema": "sagaline.schemas.avrogen",
+    "dead_letter_for": "sagaline.schemas.deadletter",
+    "decode": "sagaline.schemas.codec",
+    "default_codec": "sagaline.schemas.codec",
+    "encode": "sagaline.schemas.codec",
+    "from_payload": "sagaline.schemas.payload",
+    "full_name": "sagaline.schemas.avrogen",
+    "payload_bytes": "sagaline.schemas.payload",
+    "payload_sha256": "sagaline.schemas.payload",
+    "payload_type_name": "sagaline.schemas.payload",
+    "record_name": "sagaline.schemas.avrogen",
+    "to_payload": "sagaline.schemas.payload",
 }
 
 __all__ = [
@@ -126,7 +127,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: ``python -m schemas.avrogen`` (and importing ``schemas.base`` alone)
+    # Lazy: ``python -m sagaline.schemas.avrogen`` (and importing ``sagaline.schemas.base`` alone)
     # must not import every module of the package first.
     module = _EXPORTS.get(name)
     if module is None:

@@ -7,7 +7,7 @@ import enum
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from schemas.base import Record
+from sagaline.schemas.base import Record
 
 __all__ = [
     "is_enum_class",

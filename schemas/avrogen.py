@@ -1,4 +1,4 @@
-"""Generate Avro schemas from the pydantic :class:`~schemas.base.Record` models.
+"""Generate Avro schemas from the pydantic :class:`~sagaline.schemas.base.Record` models.
 
 The models are the source; the ``.avsc`` files in ``schemas/avro`` are
 generated from them, committed, and read by programs in other languages.
@@ -25,7 +25,7 @@ Field defaults are carried (a union puts the default's branch first, as
 Avro requires).  Arrays of items that can encode to zero bytes are refused:
 a corrupted count could otherwise make a reader loop without consuming input.
 
-``python -m schemas.avrogen --write`` rewrites ``schemas/avro/*.avsc``;
+``python -m sagaline.schemas.avrogen --write`` rewrites ``schemas/avro/*.avsc``;
 ``--check`` exits 1 when a committed file is stale or missing.
 """
 
@@ -48,7 +48,7 @@ from typing import Any, get_args
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from schemas._introspect import (
+from sagaline.schemas._introspect import (
     is_enum_class,
     is_literal,
     is_record_class,
@@ -57,8 +57,8 @@ from schemas._introspect import (
     union_members,
     unwrap,
 )
-from schemas.base import SCHEMA_NAMESPACE, Record
-from schemas.errors import SchemaGenerationError
+from sagaline.schemas.base import SCHEMA_NAMESPACE, Record
+from sagaline.schemas.errors import SchemaGenerationError
 
 __all__ = [
     "AVRO_DIR",
@@ -107,7 +107,7 @@ def schema_text(model: type[Record]) -> str:
 @functools.cache
 def _cached_schema(model: type[Record]) -> dict[str, Any]:
     if not is_record_class(model):
-        raise SchemaGenerationError(f"{model!r} is not a schemas.base.Record subclass")
+        raise SchemaGenerationError(f"{model!r} is not a sagaline.schemas.base.Record subclass")
     schema = _Generator().record(model)
     assert isinstance(schema, dict)  # a fresh generator defines the record in full
     check_bounded(schema)
@@ -380,19 +380,19 @@ def stale_files(records: Iterable[type[Record]], directory: Path = AVRO_DIR) -> 
         if not path.is_file():
             problems.append(f"{path.name}: missing")
         elif path.read_text(encoding="utf-8") != schema_text(model):
-            problems.append(f"{path.name}: stale (run python -m schemas.avrogen --write)")
+            problems.append(f"{path.name}: stale (run python -m sagaline.schemas.avrogen --write)")
     if directory.is_dir():
         for path in sorted(directory.glob("*.avsc")):
             if path.name not in expected:
-                problems.append(f"{path.name}: no record in schemas.catalog.ALL_RECORDS")
+                problems.append(f"{path.name}: no record in sagaline.schemas.catalog.ALL_RECORDS")
     return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m schemas.avrogen --write|--check [--dir DIR]``."""
-    from schemas.catalog import ALL_RECORDS
+    """``python -m sagaline.schemas.avrogen --write|--check [--dir DIR]``."""
+    from sagaline.schemas.catalog import ALL_RECORDS
 
-    parser = argparse.ArgumentParser(prog="python -m schemas.avrogen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sagaline.schemas.avrogen", description=__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="regenerate the .avsc files")
     mode.add_argument("--check", action="store_true", help="exit 1 if any .avsc is stale")

@@ -4,7 +4,7 @@ Every record that is ever encoded on its own (a Kafka message value, a
 journal entry, a state snapshot, a dead letter) is listed here.  Each gets a
 generated ``schemas/avro/<Name>.avsc`` and an entry in the codec's
 fingerprint table.  Adding a record type is a one-line change below followed
-by ``python -m schemas.avrogen --write``.
+by ``python -m sagaline.schemas.avrogen --write``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from schemas.base import Envelope, Payload, Record
-from schemas.commands import COMMAND_TYPES
-from schemas.deadletter import DeadLetter
-from schemas.events import EVENT_TYPES
-from schemas.journal import JournalEntry
-from schemas.replies import REPLY_TYPES
-from schemas.state import SagaState
-from schemas.tasks import TASK_TYPES
-from schemas.timers import TimerFired
+from sagaline.schemas.base import Envelope, Payload, Record
+from sagaline.schemas.commands import COMMAND_TYPES
+from sagaline.schemas.deadletter import DeadLetter
+from sagaline.schemas.events import EVENT_TYPES
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.replies import REPLY_TYPES
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import TASK_TYPES
+from sagaline.schemas.timers import TimerFired
 
 __all__ = ["ALL_RECORDS", "RECORDS_BY_TOPIC", "records_for"]
 

@@ -5,8 +5,8 @@ Wire format of every sagaline message value:
 * **Avro single-object encoding** (default): ``C3 01``, the 8-byte
   little-endian CRC-64-AVRO fingerprint of the writer schema's canonical
   form, then the Avro binary body.  The fingerprint is looked up in the
-  :class:`~schemas.registry.Catalogue` (current and released schemas).
-* **Confluent wire format** (when a :class:`~schemas.registry.ConfluentSchemaRegistry`
+  :class:`~sagaline.schemas.registry.Catalogue` (current and released schemas).
+* **Confluent wire format** (when a :class:`~sagaline.schemas.registry.ConfluentSchemaRegistry`
   is configured): ``00``, the 4-byte big-endian schema id, then the body.
   Ids are registered/looked up under the record-name subject and cached.
 
@@ -18,8 +18,8 @@ are skipped, unknown enum symbols take the enum's default), then validates the
 result into the pydantic model.  Unions of records keep their branch: the
 record name travels in the Avro union index, never guessed from the shape.
 
-Every failure of :meth:`Codec.decode` is a :class:`~schemas.errors.SchemaError`
-naming its cause; malformed input raises a :class:`~schemas.errors.MessageError`.
+Every failure of :meth:`Codec.decode` is a :class:`~sagaline.schemas.errors.SchemaError`
+naming its cause; malformed input raises a :class:`~sagaline.schemas.errors.MessageError`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, TypeVar, overload
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
-from schemas._introspect import (
+from sagaline.schemas._introspect import (
     is_enum_class,
     is_record_class,
     mapping_value,
@@ -44,9 +44,9 @@ from schemas._introspect import (
     union_members,
     unwrap,
 )
-from schemas.avrogen import check_bounded, full_name
-from schemas.base import SCHEMA_NAMESPACE, Record
-from schemas.errors import (
+from sagaline.schemas.avrogen import check_bounded, full_name
+from sagaline.schemas.base import SCHEMA_NAMESPACE, Record
+from sagaline.schemas.errors import (
     BadHeader,
     EncodingError,
     InvalidRecord,
@@ -55,7 +55,7 @@ from schemas.errors import (
     UnexpectedRecordType,
     UnknownSchema,
 )
-from schemas.registry import (
+from sagaline.schemas.registry import (
     Catalogue,
     ConfluentSchemaRegistry,
     SchemaVersion,
@@ -107,7 +107,7 @@ class Codec:
     """Encode and decode sagaline records (thread-safe; build once, share).
 
     ``catalogue`` defaults to :meth:`Catalogue.default` (every record in
-    :data:`schemas.catalog.ALL_RECORDS` plus ``schemas/released``).  With a
+    :data:`sagaline.schemas.catalog.ALL_RECORDS` plus ``schemas/released``).  With a
     ``registry``, :meth:`encode` writes the Confluent format, registering each
     record's current schema under ``subject_strategy(full_name)`` once.
     """
@@ -147,7 +147,7 @@ class Codec:
         if writer is None:
             raise EncodingError(
                 f"{type(record).__qualname__} is not in the codec's catalogue; add it to "
-                "schemas.catalog.ALL_RECORDS (or pass a Catalogue that lists it)"
+                "sagaline.schemas.catalog.ALL_RECORDS (or pass a Catalogue that lists it)"
             )
         header = writer.header if self.registry is None else self._confluent_header(writer)
         out = io.BytesIO()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from schemas.base import Envelope, Payload, Record
+from sagaline.schemas.base import Envelope, Payload, Record
 
 __all__ = [
     "COMMAND_TYPES",

@@ -14,8 +14,8 @@ and any released version:
   (it could never grow);
 * a released sample message no longer decodes with the current reader.
 
-``python -m schemas.compat`` runs the check and exits 1 on any problem.
-``python -m schemas.compat --release v2`` freezes the current schemas as a
+``python -m sagaline.schemas.compat`` runs the check and exits 1 on any problem.
+``python -m sagaline.schemas.compat --release v2`` freezes the current schemas as a
 new release (schemas and encoded samples), after checking them.
 """
 
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.avrogen import record_name, schema_text
-from schemas.base import Record
-from schemas.codec import Codec
-from schemas.errors import IncompatibleSchema, SchemaError
-from schemas.registry import RELEASED_DIR, Catalogue, SchemaVersion, load_released
-from schemas.samples import sample_records
+from sagaline.schemas.avrogen import record_name, schema_text
+from sagaline.schemas.base import Record
+from sagaline.schemas.codec import Codec
+from sagaline.schemas.errors import IncompatibleSchema, SchemaError
+from sagaline.schemas.registry import RELEASED_DIR, Catalogue, SchemaVersion, load_released
+from sagaline.schemas.samples import sample_records
 
 __all__ = [
     "Incompatibility",
@@ -346,10 +346,10 @@ def release(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m schemas.compat [--release VERSION] [--released-dir DIR]``."""
-    from schemas.catalog import ALL_RECORDS
+    """``python -m sagaline.schemas.compat [--release VERSION] [--released-dir DIR]``."""
+    from sagaline.schemas.catalog import ALL_RECORDS
 
-    parser = argparse.ArgumentParser(prog="python -m schemas.compat", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sagaline.schemas.compat", description=__doc__)
     parser.add_argument("--release", metavar="VERSION", help="freeze the current schemas")
     parser.add_argument("--released-dir", type=Path, default=RELEASED_DIR)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from schemas.base import Record
+from sagaline.schemas.base import Record
 
 __all__ = ["MAX_REASON_CHARS", "DeadLetter", "KafkaHeaders", "dead_letter_for"]
 
@@ -27,7 +27,7 @@ class DeadLetter(Record):
     """The original bytes of a rejected message and why it was rejected.
 
     ``error_type`` is the exception's class name; ``error_code`` (when the
-    error is a ``schemas.errors.SchemaError``) its stable short tag, for
+    error is a ``sagaline.schemas.errors.SchemaError``) its stable short tag, for
     example ``truncated``, ``bad_header``, ``unknown_schema`` or
     ``invalid_record``.
     """

@@ -2,9 +2,9 @@
 
 Everything derives from :class:`SchemaError`.  The errors that mean "this
 message is bad" derive from :class:`MessageError`: a consumer that catches
-``MessageError`` around :func:`schemas.codec.decode` has caught every way a
+``MessageError`` around :func:`sagaline.schemas.codec.decode` has caught every way a
 message can be bad; it turns the error into a dead letter
-(:func:`schemas.deadletter.dead_letter_for`) and moves on.  The one
+(:func:`sagaline.schemas.deadletter.dead_letter_for`) and moves on.  The one
 ``SchemaError`` raised by ``decode`` that is not a ``MessageError`` is
 :class:`RegistryUnavailable` (the Confluent registry could not be reached):
 the message is not at fault, so retry instead of dead-lettering it.  Each error names

@@ -1,6 +1,6 @@
 """Decision events: what the decider decided, folded into saga state by ``evolve``.
 
-Every event is a :class:`~schemas.base.Record` with an ``event`` literal that
+Every event is a :class:`~sagaline.schemas.base.Record` with an ``event`` literal that
 names it (so a JSON round trip is unambiguous) and ``at``, the time of the
 input that caused it.  Events carry no saga id: the journal entry's envelope
 does (only :class:`SagaStarted` names the saga, so a fold needs no envelope).
@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from schemas.base import Payload, Record, Usage
-from schemas.commands import ParentRef
+from sagaline.schemas.base import Payload, Record, Usage
+from sagaline.schemas.commands import ParentRef
 
 __all__ = [
     "EVENT_TYPES",

@@ -4,7 +4,7 @@ The journal topic is append-only.  An entry records the input as received
 (``input``; ``input_type`` names its record type so a JSON round trip is
 unambiguous), the events decided from it, its position ``seq`` (1, 2, ...
 per saga) and a SHA-256 chain: ``hash = sha256(prev_hash + canonical JSON of
-the entry without hash)`` (see ``orchestrator.journal``).
+the entry without hash)`` (see ``sagaline.orchestrator.core.journal``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import model_validator
 
-from schemas.base import Envelope, Record
-from schemas.commands import (
+from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.commands import (
     CancelSaga,
     PauseSaga,
     ResumeSaga,
@@ -23,15 +23,15 @@ from schemas.commands import (
     SkipStep,
     StartSaga,
 )
-from schemas.events import SagaEvent
-from schemas.replies import (
+from sagaline.schemas.events import SagaEvent
+from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
     StepHeartbeat,
     StepSucceeded,
 )
-from schemas.timers import TimerFired
+from sagaline.schemas.timers import TimerFired
 
 __all__ = ["GENESIS_HASH", "JOURNAL_INPUT_TYPES", "JournalEntry", "JournalInput"]
 

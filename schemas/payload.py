@@ -1,4 +1,4 @@
-"""User payloads: a pydantic model ⇄ :class:`~schemas.base.Payload`.
+"""User payloads: a pydantic model ⇄ :class:`~sagaline.schemas.base.Payload`.
 
 Saga data, step arguments and step results are pydantic models chosen by the
 user.  On the wire they are a ``Payload``: the model's JSON encoding
@@ -10,8 +10,8 @@ receiving side can check it got what it expects before validating it.
   ``module.QualName``.  ``version`` is its ``payload_version`` (default 1).
 * Encodings larger than ``threshold`` bytes (64 KiB by default) are stored
   through a :class:`PayloadStore` and the payload carries a
-  :class:`~schemas.base.PayloadRef` (sha256 + size) instead of the bytes.
-  ``consumers.payload_store.PostgresPayloadStore`` is the production store.
+  :class:`~sagaline.schemas.base.PayloadRef` (sha256 + size) instead of the bytes.
+  ``sagaline.consumers.payload_store.PostgresPayloadStore`` is the production store.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.base import Payload, PayloadRef
-from schemas.errors import PayloadError
+from sagaline.schemas.base import Payload, PayloadRef
+from sagaline.schemas.errors import PayloadError
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -138,7 +138,7 @@ def from_payload(payload: Payload, model_type: type[M], *, store: PayloadStore |
 def payload_sha256(payload: Payload) -> str:
     """SHA-256 over a payload's type name, version and content (``StartSaga.input_sha256``).
 
-    The same digest as ``orchestrator.payloads.input_sha256``: the type name,
+    The same digest as ``sagaline.orchestrator.core.payloads.input_sha256``: the type name,
     ``0x1F``, the version, ``0x1F``, the inline bytes, then the reference's
     sha256 when the payload is stored by reference.
     """

@@ -2,7 +2,7 @@
 Confluent Schema Registry.
 
 :class:`Catalogue` knows every schema this code base can read: the current
-schema of each record in :data:`schemas.catalog.ALL_RECORDS` (generated from
+schema of each record in :data:`sagaline.schemas.catalog.ALL_RECORDS` (generated from
 the models, identical to the committed ``schemas/avro/*.avsc``) and every
 released version kept under ``schemas/released/<version>/*.avsc``.  It is
 indexed by the CRC-64-AVRO fingerprint of the schema's parsing canonical
@@ -32,9 +32,9 @@ from typing import Any
 
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.avrogen import avro_schema, check_bounded, full_name
-from schemas.base import Record
-from schemas.errors import (
+from sagaline.schemas.avrogen import avro_schema, check_bounded, full_name
+from sagaline.schemas.base import Record
+from sagaline.schemas.errors import (
     RegistryError,
     RegistryUnavailable,
     SchemaError,
@@ -138,7 +138,7 @@ class Catalogue:
 
     @classmethod
     def default(cls) -> Catalogue:
-        """The catalogue of :data:`schemas.catalog.ALL_RECORDS` and ``schemas/released``."""
+        """The catalogue of :data:`~.catalog.ALL_RECORDS` and ``schemas/released``."""
         return _default_catalogue()
 
     @property
@@ -183,7 +183,7 @@ class Catalogue:
 
 @functools.cache
 def _default_catalogue() -> Catalogue:
-    from schemas.catalog import ALL_RECORDS
+    from sagaline.schemas.catalog import ALL_RECORDS
 
     return Catalogue(ALL_RECORDS, load_released())
 

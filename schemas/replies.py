@@ -3,7 +3,7 @@ Kafka transaction) to the replies topic, consumed by the orchestrator."""
 
 from __future__ import annotations
 
-from schemas.base import Envelope, Payload, Record, Usage
+from sagaline.schemas.base import Envelope, Payload, Record, Usage
 
 __all__ = [
     "REPLY_TYPES",

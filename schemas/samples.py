@@ -1,6 +1,6 @@
 """Deterministic sample records built from the models' field types.
 
-Used to make the encoded fixtures of a release (``python -m schemas.compat
+Used to make the encoded fixtures of a release (``python -m sagaline.schemas.compat
 --release``) and by the tests: :func:`sample_records` returns a minimal
 sample (only required fields) and maximal ones (every optional field set,
 every branch of every union used at least once).
@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any, get_args
 
-from schemas._introspect import (
+from sagaline.schemas._introspect import (
     is_enum_class,
     is_literal,
     is_record_class,
@@ -22,8 +22,8 @@ from schemas._introspect import (
     union_members,
     unwrap,
 )
-from schemas.base import Record
-from schemas.errors import SchemaGenerationError
+from sagaline.schemas.base import Record
+from sagaline.schemas.errors import SchemaGenerationError
 
 __all__ = ["sample_records"]
 

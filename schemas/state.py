@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from schemas.base import Payload, Record, Usage
-from schemas.commands import ParentRef
-from schemas.timers import TimerKind
+from sagaline.schemas.base import Payload, Record, Usage
+from sagaline.schemas.commands import ParentRef
+from sagaline.schemas.timers import TimerKind
 
 __all__ = [
     "TERMINAL_STATUSES",

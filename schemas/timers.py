@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from schemas.base import Envelope, Record
+from sagaline.schemas.base import Envelope, Record
 
 __all__ = ["TimerFired", "TimerKind"]
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from journal_builders import REGISTRY, publish_journal, run_refund
 
-from orchestrator.audit import audit, audit_entries
-from orchestrator.journal import entry_hash
-from orchestrator.journal_reader import read_journal
-from orchestrator.replay import definition_lookup, replay, replay_entries
+from sagaline.orchestrator.audit import audit, audit_entries
+from sagaline.orchestrator.core.journal import entry_hash
+from sagaline.orchestrator.replay import definition_lookup, replay, replay_entries
+from sagaline.orchestrator.runtime.journal_reader import read_journal
 
 OUTCOMES = ("approved", "rejected", "failed_notify", "timeout")
 

@@ -1,10 +1,10 @@
 """Shared fixtures: real Apache Kafka and PostgreSQL for every test.
 
-Session services (resolution order, per service; see ``orchestrator.devenv.provision``):
+Session services (resolution order, per service; see ``sagaline.orchestrator.devenv.provision``):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` from the environment, as they are;
 2. testcontainers, when a Docker engine answers (``SAGALINE_TEST_DOCKER=0`` disables it);
-3. private local processes on free ports, started by ``orchestrator.devenv`` and torn
+3. private local processes on free ports, started by ``sagaline.orchestrator.devenv`` and torn
    down at the end of the session.
 
 Kafka and PostgreSQL are started in the background, concurrently, as soon as
@@ -52,10 +52,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
-from orchestrator.devenv.errors import DevEnvError
-from orchestrator.devenv.kafka import LocalKafka
-from orchestrator.devenv.postgres import LocalPostgres
-from orchestrator.devenv.provision import (
+from sagaline.orchestrator.devenv.errors import DevEnvError
+from sagaline.orchestrator.devenv.kafka import LocalKafka
+from sagaline.orchestrator.devenv.postgres import LocalPostgres
+from sagaline.orchestrator.devenv.provision import (
     KAFKA_ENV,
     POSTGRES_ENV,
     SessionInfra,

@@ -1,7 +1,7 @@
 """Real journals for the replay, audit and projection tests.
 
-Sagas are run through the real decider (:func:`orchestrator.decider.decide`)
-and every decision is recorded with :func:`orchestrator.journal.record_decision`,
+Sagas are run through the real decider (:func:`sagaline.orchestrator.core.decider.decide`)
+and every decision is recorded with :func:`sagaline.orchestrator.core.journal.record_decision`,
 so the entries are exactly what the orchestrator journals.  A tiny in-memory
 "worker" answers each dispatched task with a success (or the failure the test
 asks for).  Tests then tamper with the entries to prove the audit fires.
@@ -16,16 +16,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.decider import Input, Outgoing, decide, derive_message_id, timer_input
-from orchestrator.journal import entry_hash, record_decision
-from orchestrator.payloads import input_sha256, to_payload
-from orchestrator.saga import Saga, approval, step
-from schemas.base import Envelope, Usage
-from schemas.commands import CancelSaga, SignalSaga, StartSaga
-from schemas.journal import JournalEntry
-from schemas.replies import CompensationSucceeded, StepFailed, StepSucceeded
-from schemas.state import SagaState
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.orchestrator.core.decider import (
+    Input,
+    Outgoing,
+    decide,
+    derive_message_id,
+    timer_input,
+)
+from sagaline.orchestrator.core.journal import entry_hash, record_decision
+from sagaline.orchestrator.core.payloads import input_sha256, to_payload
+from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.schemas.base import Envelope, Usage
+from sagaline.schemas.commands import CancelSaga, SignalSaga, StartSaga
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.replies import CompensationSucceeded, StepFailed, StepSucceeded
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
     "CHANGED",
@@ -298,8 +304,8 @@ def publish_journal(
     ``raw`` (key, bytes) records in one Kafka transaction, committed or ``abort``-ed."""
     from confluent_kafka import Producer
 
-    from orchestrator.runtime.kafka_config import transactional_producer_config
-    from schemas.codec import default_codec
+    from sagaline.orchestrator.runtime.kafka_config import transactional_producer_config
+    from sagaline.schemas.codec import default_codec
 
     codec = default_codec()
     producer = Producer(transactional_producer_config(bootstrap, transactional_id))

@@ -14,8 +14,8 @@ from importlib import resources
 
 import psycopg
 
-from consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, validate_schema
-from consumers.errors import DatabaseUnavailable, MigrationError, SchemaTooNew
+from sagaline.consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, validate_schema
+from sagaline.consumers.errors import DatabaseUnavailable, MigrationError, SchemaTooNew
 
 __all__ = [
     "LATEST_VERSION",

@@ -1,6 +1,6 @@
-"""``python -m orchestrator.bench``: the orchestrator's part of ``sagaline bench`` (JSON output)."""
+"""The orchestrator's part of ``sagaline bench`` (JSON output)."""
 
-from orchestrator.bench.responder import Responder
-from orchestrator.bench.sagas import BENCH_REGISTRY, BenchData, NoOp5
+from sagaline.orchestrator.bench.responder import Responder
+from sagaline.orchestrator.bench.sagas import BENCH_REGISTRY, BenchData, NoOp5
 
 __all__ = ["BENCH_REGISTRY", "BenchData", "NoOp5", "Responder"]

@@ -1,4 +1,4 @@
-"""``python -m orchestrator.bench``: print the orchestrator benchmark as JSON."""
+"""``python -m sagaline.orchestrator.bench``: print the orchestrator benchmark as JSON."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 import sys
 from collections.abc import Sequence
 
-from orchestrator.bench.run import BenchOptions, run_bench
-from orchestrator.config import Settings
+from sagaline.orchestrator.bench.run import BenchOptions, run_bench
+from sagaline.orchestrator.config import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark against the configured Kafka and print JSON."""
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.bench")
+    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.bench")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--sequential", type=int, default=100, help="sagas run one at a time")

@@ -12,7 +12,7 @@ for that long before its replies are written (like a worker with enough
 concurrency).  Steps named in ``skip``, and every step of the sagas in
 ``skip_sagas``, get no reply (to exercise timeouts).
 
-Run standalone: ``python -m orchestrator.bench.responder --prefix P``.
+Run standalone: ``python -m sagaline.orchestrator.bench.responder --prefix P``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from types import FrameType
 
 from confluent_kafka import Consumer, Producer
 
-from orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
-from orchestrator.runtime.ports import Codec
-from orchestrator.telemetry import carrier_from_headers, headers_from_carrier
-from schemas.base import Envelope, Record
-from schemas.replies import CompensationSucceeded, StepSucceeded
-from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+from sagaline.orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
+from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.telemetry import carrier_from_headers, headers_from_carrier
+from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.replies import CompensationSucceeded, StepSucceeded
+from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = ["Responder", "main"]
 
@@ -184,10 +184,10 @@ class Responder:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a responder process until SIGTERM."""
-    from orchestrator.config import Settings
-    from orchestrator.runtime.core import AvroCodec
+    from sagaline.orchestrator.config import Settings
+    from sagaline.orchestrator.runtime.core import AvroCodec
 
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.bench.responder")
+    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.bench.responder")
     parser.add_argument("--prefix")
     parser.add_argument("--bootstrap")
     parser.add_argument("--sleep-ms", type=float, default=0.0)

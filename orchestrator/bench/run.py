@@ -1,8 +1,8 @@
 """The orchestrator benchmark: latency, throughput and recovery on real Kafka.
 
-Processes: one orchestrator (``orchestrator.runtime.process``) and one
-responder (``orchestrator.bench.responder``) as subprocesses; this process
-starts sagas with :class:`~orchestrator.client.SagaClient` and tails the
+Processes: one orchestrator (``sagaline.orchestrator.runtime.process``) and one
+responder (``sagaline.orchestrator.bench.responder``) as subprocesses; this process
+starts sagas with :class:`~sagaline.orchestrator.client.SagaClient` and tails the
 state topic (read_committed) to see each saga's snapshots as they commit.
 
 * **sequential**: one saga at a time; latency = start sent → terminal
@@ -35,12 +35,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
-from orchestrator.bench.sagas import BenchData, NoOp5
-from orchestrator.client import SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.engine import TERMINAL_HEADER
-from orchestrator.runtime.kafka_config import reader_config
-from orchestrator.runtime.topics import TopicLayout, ensure_topics, partition_count
+from sagaline.orchestrator.bench.sagas import BenchData, NoOp5
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.runtime.engine import TERMINAL_HEADER
+from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics, partition_count
 
 __all__ = ["BenchOptions", "StateTail", "run_bench"]
 
@@ -182,9 +182,9 @@ class Bench:
         self.tail = StateTail(self.settings)
         self.orchestrator = Proc(
             [
-                "orchestrator.runtime.process",
+                "sagaline.orchestrator.runtime.process",
                 "--app",
-                "orchestrator.bench.sagas:registry",
+                "sagaline.orchestrator.bench.sagas:registry",
                 "--instance-id",
                 "bench",
                 "--group",
@@ -211,7 +211,7 @@ class Bench:
             self.responder.stop()
         self.responder = Proc(
             [
-                "orchestrator.bench.responder",
+                "sagaline.orchestrator.bench.responder",
                 "--bootstrap",
                 self.options.bootstrap,
                 "--prefix",

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from orchestrator.context import StepContext
-from orchestrator.registry import SagaRegistry
-from orchestrator.saga import Saga, step
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import Saga, step
 
 __all__ = ["BENCH_REGISTRY", "BenchData", "NoOp5", "registry"]
 

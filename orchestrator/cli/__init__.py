@@ -1,5 +1,5 @@
-"""The ``sagaline`` command line (console script ``orchestrator.cli:main``)."""
+"""The ``sagaline`` command line (console script ``sagaline.orchestrator.cli:main``)."""
 
-from orchestrator.cli.main import COMMAND_MODULES, build_parser, main
+from sagaline.orchestrator.cli.main import COMMAND_MODULES, build_parser, main
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]

@@ -8,7 +8,7 @@
 * ``projection run`` keeps the PostgreSQL read model from the journal;
   ``list`` and ``status`` read it.
 
-``status`` is registered by :mod:`orchestrator.cli.orchestrator_cmds` (it
+``status`` is registered by :mod:`sagaline.orchestrator.cli.orchestrator_cmds` (it
 reads the state topic); this module adds ``--from {auto,read-model,state}``
 to it: ``auto`` (the default) answers from the read model when a database
 is configured and the read model knows the saga, else from the state topic.
@@ -29,8 +29,8 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from consumers.db import DEFAULT_SCHEMA
-from consumers.projections import (
+from sagaline.consumers.db import DEFAULT_SCHEMA
+from sagaline.consumers.projections import (
     DEFAULT_PROJECTION,
     JournalProjection,
     ProjectionError,
@@ -39,8 +39,8 @@ from consumers.projections import (
     get_timeline,
     list_sagas,
 )
-from orchestrator.audit import audit
-from orchestrator.cli.command import (
+from sagaline.orchestrator.audit import audit
+from sagaline.orchestrator.cli.command import (
     EXIT_OK,
     Handler,
     Subparsers,
@@ -48,11 +48,11 @@ from orchestrator.cli.command import (
     emit,
     set_handler,
 )
-from orchestrator.config import Settings, dev_env_path, read_env_file
-from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.journal_reader import Progress
-from orchestrator.replay import DEFAULT_DEFINITIONS, load_definitions, replay
-from orchestrator.timeline import render_timeline
+from sagaline.orchestrator.config import Settings, dev_env_path, read_env_file
+from sagaline.orchestrator.core.errors import ConfigError, OrchestratorError
+from sagaline.orchestrator.core.timeline import render_timeline
+from sagaline.orchestrator.replay import DEFAULT_DEFINITIONS, load_definitions, replay
+from sagaline.orchestrator.runtime.journal_reader import Progress
 
 __all__ = ["EXIT_FAILED", "UnknownSagaId", "parse_since", "register"]
 

@@ -3,7 +3,7 @@
 A command module exposes ``register(subparsers: Subparsers) -> None``. It adds its
 parsers and binds each leaf command to a handler with ``set_handler(parser, fn)``;
 a handler takes the parsed ``argparse.Namespace`` and returns the exit code.
-Handlers raise :class:`~orchestrator.errors.SagalineError` for expected failures;
+Handlers raise :class:`~sagaline.orchestrator.core.errors.SagalineError` for expected failures;
 ``main`` prints them as one line and exits with :data:`EXIT_ERROR`.
 Commands that report data call :func:`add_json_flag` and print through :func:`emit`.
 """

@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli.command import EXIT_OK, Subparsers, add_json_flag, emit, set_handler
-from orchestrator.config import Settings
-from orchestrator.errors import ConfigError
+from sagaline.orchestrator.cli.command import EXIT_OK, Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.core.errors import ConfigError
 
 __all__ = ["EXIT_CHECK_FAILED", "register"]
 
@@ -70,7 +70,7 @@ def _settings() -> Settings:
     try:
         return Settings.from_env(require_database=True)
     except ConfigError:
-        from orchestrator.devenv.stack import DevStack
+        from sagaline.orchestrator.devenv.stack import DevStack
 
         print("no Kafka/PostgreSQL configured: starting the local dev stack", file=sys.stderr)
         DevStack().up()
@@ -78,7 +78,7 @@ def _settings() -> Settings:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sagas.demo import DemoOptions, run_demo
+    from sagaline.orchestrator.demo.run import DemoOptions, run_demo
 
     out = sys.stderr if args.json else sys.stdout
 

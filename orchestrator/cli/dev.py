@@ -1,7 +1,7 @@
 """``sagaline dev``: local Apache Kafka and PostgreSQL for development.
 
 ``up`` starts both (reusing running ones) and writes ``.sagaline/dev.env``, which every
-other command reads through :class:`orchestrator.config.Settings`; ``down`` stops them;
+other command reads through :class:`sagaline.orchestrator.config.Settings`; ``down`` stops them;
 ``status`` reports them; ``install`` fetches Kafka and installs PostgreSQL without
 starting anything; ``smoke`` proves both work with a transactional round trip.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.cli.command import EXIT_OK, Subparsers, add_json_flag, emit, set_handler
-from orchestrator.config import Settings
-from orchestrator.devenv.kafka_dist import ensure_kafka_distribution, java_executable
-from orchestrator.devenv.postgres_dist import ensure_postgres_binaries
-from orchestrator.devenv.smoke import run_smoke
-from orchestrator.devenv.stack import ComponentStatus, DevStack, StackStatus
+from sagaline.orchestrator.cli.command import EXIT_OK, Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.devenv.kafka_dist import ensure_kafka_distribution, java_executable
+from sagaline.orchestrator.devenv.postgres_dist import ensure_postgres_binaries
+from sagaline.orchestrator.devenv.smoke import run_smoke
+from sagaline.orchestrator.devenv.stack import ComponentStatus, DevStack, StackStatus
 
 __all__ = ["register"]
 

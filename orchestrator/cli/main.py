@@ -2,7 +2,7 @@
 
 Adding a command group: write ``orchestrator/cli/<group>.py`` with::
 
-    from orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
+    from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
 
     def register(subparsers: Subparsers) -> None:
         parser = subparsers.add_parser("group", help="one line")
@@ -10,7 +10,7 @@ Adding a command group: write ``orchestrator/cli/<group>.py`` with::
         set_handler(leaf_parser, handle_leaf)   # handle_leaf(args) -> int
 
 and append its dotted name to :data:`COMMAND_MODULES`. Handlers return an exit
-code; they raise :class:`~orchestrator.errors.SagalineError` for failures the user
+code; they raise :class:`~sagaline.orchestrator.core.errors.SagalineError` for failures the user
 can fix, which ``main`` prints as ``sagaline: error: <message>`` with exit code 2.
 """
 
@@ -21,17 +21,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from orchestrator.cli.command import EXIT_ERROR, EXIT_USAGE
-from orchestrator.errors import SagalineError
+from sagaline.orchestrator.cli.command import EXIT_ERROR, EXIT_USAGE
+from sagaline.orchestrator.core.errors import SagalineError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "orchestrator.cli.dev",
-    "orchestrator.cli.worker_cmds",
-    "orchestrator.cli.orchestrator_cmds",
-    "orchestrator.cli.audit_cmds",
-    "orchestrator.cli.demo_cmds",
+    "sagaline.orchestrator.cli.dev",
+    "sagaline.orchestrator.cli.worker_cmds",
+    "sagaline.orchestrator.cli.orchestrator_cmds",
+    "sagaline.orchestrator.cli.audit_cmds",
+    "sagaline.orchestrator.cli.demo_cmds",
 )
 
 

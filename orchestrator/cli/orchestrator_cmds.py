@@ -1,6 +1,6 @@
 """``sagaline topics ensure``, ``sagaline orchestrator run`` and the client commands.
 
-``sagaline bench orchestrator`` runs ``orchestrator.bench`` (JSON).
+``sagaline bench orchestrator`` runs ``sagaline.orchestrator.bench`` (JSON).
 
 Client commands (each writes one Avro command to the commands topic, or
 reads the state topic): ``start``, ``signal``, ``approve``, ``reject``,
@@ -14,15 +14,15 @@ import argparse
 import json
 from typing import Any
 
-from orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
-from orchestrator.client import SagaClient, SagaNotFound
-from orchestrator.config import Settings
-from orchestrator.errors import ConfigError
-from orchestrator.registry import SagaRegistry
-from orchestrator.runtime.core import CoreLogic
-from orchestrator.runtime.process import add_run_arguments, load_object, run_from_args
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from schemas.state import SagaState
+from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.client import SagaClient, SagaNotFound
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.core.errors import ConfigError
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.runtime.core import CoreLogic
+from sagaline.orchestrator.runtime.process import add_run_arguments, load_object, run_from_args
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.state import SagaState
 
 __all__ = ["register"]
 
@@ -130,7 +130,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _bench_orchestrator(args: argparse.Namespace) -> int:
-    from orchestrator.bench.run import BenchOptions, run_bench
+    from sagaline.orchestrator.bench.run import BenchOptions, run_bench
 
     settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap)
     options = BenchOptions(

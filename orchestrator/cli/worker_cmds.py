@@ -17,15 +17,15 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-from consumers.handlers import HandlerResolver, RegistryResolver
-from consumers.migrations import migrate
-from consumers.relay import Relay, RelayOptions
-from consumers.worker import Worker, WorkerOptions
-from orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
-from orchestrator.config import Settings
-from orchestrator.errors import ConfigError
-from orchestrator.registry import SagaRegistry
-from orchestrator.saga import Saga
+from sagaline.consumers.handlers import HandlerResolver, RegistryResolver
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.worker import Worker, WorkerOptions
+from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.core.errors import ConfigError
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import Saga
 
 __all__ = ["load_resolver", "register"]
 

@@ -6,13 +6,18 @@
 - :class:`SessionInfra`: the test session's servers (environment, Docker, or local).
 """
 
-from orchestrator.devenv.errors import DevEnvError, MissingToolError, PortInUseError, StartupError
-from orchestrator.devenv.kafka import LocalKafka
-from orchestrator.devenv.kafka_dist import ensure_kafka_distribution, kafka_version
-from orchestrator.devenv.postgres import LocalPostgres
-from orchestrator.devenv.postgres_dist import ensure_postgres_binaries
-from orchestrator.devenv.provision import SessionInfra
-from orchestrator.devenv.stack import DevStack
+from sagaline.orchestrator.devenv.errors import (
+    DevEnvError,
+    MissingToolError,
+    PortInUseError,
+    StartupError,
+)
+from sagaline.orchestrator.devenv.kafka import LocalKafka
+from sagaline.orchestrator.devenv.kafka_dist import ensure_kafka_distribution, kafka_version
+from sagaline.orchestrator.devenv.postgres import LocalPostgres
+from sagaline.orchestrator.devenv.postgres_dist import ensure_postgres_binaries
+from sagaline.orchestrator.devenv.provision import SessionInfra
+from sagaline.orchestrator.devenv.stack import DevStack
 
 __all__ = [
     "DevEnvError",

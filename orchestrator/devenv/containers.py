@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.devenv.kafka_dist import kafka_version
-from orchestrator.devenv.ports import free_port
-from orchestrator.devenv.readiness import wait_for_kafka, wait_for_postgres
+from sagaline.orchestrator.devenv.kafka_dist import kafka_version
+from sagaline.orchestrator.devenv.ports import free_port
+from sagaline.orchestrator.devenv.readiness import wait_for_kafka, wait_for_postgres
 
 __all__ = ["POSTGRES_IMAGE", "KafkaInDocker", "PostgresInDocker", "kafka_image"]
 

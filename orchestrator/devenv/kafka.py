@@ -27,21 +27,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.devenv.errors import DevEnvError, StartupError
-from orchestrator.devenv.kafka_dist import (
+from sagaline.orchestrator.devenv.errors import DevEnvError, StartupError
+from sagaline.orchestrator.devenv.kafka_dist import (
     KafkaDistribution,
     ensure_kafka_distribution,
     java_executable,
 )
-from orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
-from orchestrator.devenv.processes import (
+from sagaline.orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
+from sagaline.orchestrator.devenv.processes import (
     kill_tree,
     pid_alive,
     pid_owned_by,
     run_concurrently,
     wait_pid_exit,
 )
-from orchestrator.devenv.readiness import wait_for_kafka
+from sagaline.orchestrator.devenv.readiness import wait_for_kafka
 
 __all__ = ["DEFAULT_HEAP", "KafkaNode", "LocalKafka", "new_cluster_id"]
 

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.devenv.errors import DevEnvError, MissingToolError
+from sagaline.orchestrator.devenv.errors import DevEnvError, MissingToolError
 
 __all__ = [
     "KafkaDistribution",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from orchestrator.devenv.errors import PortInUseError
+from sagaline.orchestrator.devenv.errors import PortInUseError
 
 __all__ = ["LOOPBACK", "ensure_port_free", "free_port", "port_accepts", "port_is_free"]
 

@@ -24,16 +24,16 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from orchestrator.devenv.errors import DevEnvError, StartupError
-from orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
-from orchestrator.devenv.postgres_dist import (
+from sagaline.orchestrator.devenv.errors import DevEnvError, StartupError
+from sagaline.orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
+from sagaline.orchestrator.devenv.postgres_dist import (
     PostgresBinaries,
     RunAs,
     ensure_postgres_binaries,
     run_as,
 )
-from orchestrator.devenv.processes import kill_tree, pid_owned_by, wait_pid_exit
-from orchestrator.devenv.readiness import wait_for_postgres
+from sagaline.orchestrator.devenv.processes import kill_tree, pid_owned_by, wait_pid_exit
+from sagaline.orchestrator.devenv.readiness import wait_for_postgres
 
 __all__ = ["DEFAULT_DATABASE", "LocalPostgres", "reachable_by"]
 

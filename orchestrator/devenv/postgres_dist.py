@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.devenv.errors import DevEnvError, MissingToolError
+from sagaline.orchestrator.devenv.errors import DevEnvError, MissingToolError
 
 __all__ = [
     "PostgresBinaries",

@@ -25,9 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.devenv.docker import docker_available
-from orchestrator.devenv.kafka import LocalKafka
-from orchestrator.devenv.postgres import LocalPostgres
+from sagaline.orchestrator.devenv.docker import docker_available
+from sagaline.orchestrator.devenv.kafka import LocalKafka
+from sagaline.orchestrator.devenv.postgres import LocalPostgres
 
 __all__ = [
     "KAFKA_ENV",
@@ -151,7 +151,7 @@ class SessionInfra:
         if explicit:
             return explicit
         if source is Source.DOCKER:
-            from orchestrator.devenv.containers import KafkaInDocker
+            from sagaline.orchestrator.devenv.containers import KafkaInDocker
 
             container = KafkaInDocker()
             self._register(container)
@@ -169,7 +169,7 @@ class SessionInfra:
         if explicit:
             return explicit
         if source is Source.DOCKER:
-            from orchestrator.devenv.containers import PostgresInDocker
+            from sagaline.orchestrator.devenv.containers import PostgresInDocker
 
             container = PostgresInDocker()
             self._register(container)

@@ -11,7 +11,7 @@ import psycopg
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from orchestrator.devenv.errors import StartupError
+from sagaline.orchestrator.devenv.errors import StartupError
 
 __all__ = ["wait_for_kafka", "wait_for_postgres"]
 

@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from orchestrator.config import Settings
-from orchestrator.devenv.errors import DevEnvError
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.devenv.errors import DevEnvError
 
 __all__ = ["SmokeReport", "run_smoke"]
 

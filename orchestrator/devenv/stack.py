@@ -1,6 +1,6 @@
 """The development stack behind ``sagaline dev up | down | status``.
 
-State lives next to the settings file (``orchestrator.config.dev_env_path()``,
+State lives next to the settings file (``sagaline.orchestrator.config.dev_env_path()``,
 by default ``.sagaline/``)::
 
     .sagaline/dev.env          KAFKA_BOOTSTRAP_SERVERS=... and DATABASE_URL=... (read by Settings)
@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import dev_env_path
-from orchestrator.devenv.errors import DevEnvError
-from orchestrator.devenv.kafka import LocalKafka
-from orchestrator.devenv.kafka_dist import java_executable, kafka_version
-from orchestrator.devenv.ports import ensure_port_free, port_is_free
-from orchestrator.devenv.postgres import LocalPostgres, reachable_by
-from orchestrator.devenv.postgres_dist import ensure_postgres_binaries, run_as
-from orchestrator.devenv.processes import run_concurrently
+from sagaline.orchestrator.config import dev_env_path
+from sagaline.orchestrator.devenv.errors import DevEnvError
+from sagaline.orchestrator.devenv.kafka import LocalKafka
+from sagaline.orchestrator.devenv.kafka_dist import java_executable, kafka_version
+from sagaline.orchestrator.devenv.ports import ensure_port_free, port_is_free
+from sagaline.orchestrator.devenv.postgres import LocalPostgres, reachable_by
+from sagaline.orchestrator.devenv.postgres_dist import ensure_postgres_binaries, run_as
+from sagaline.orchestrator.devenv.processes import run_concurrently
 
 __all__ = ["ComponentStatus", "DevStack", "StackStatus"]
 

@@ -1,10 +1,10 @@
 """Adapters from the pure core and the Avro codec to the runtime's ports.
 
-:class:`CoreLogic` runs ``orchestrator.decider.decide`` with the definition
+:class:`CoreLogic` runs ``sagaline.orchestrator.core.decider.decide`` with the definition
 registered for the saga's type and version, chains a journal entry per
-decision (``orchestrator.journal.record_decision``) and turns rejected inputs
+decision (``sagaline.orchestrator.core.journal.record_decision``) and turns rejected inputs
 into :class:`InputRejected` (dead-lettered).  :class:`AvroCodec` is
-``schemas.codec``'s codec.
+``sagaline.schemas.codec``'s codec.
 """
 
 from __future__ import annotations
@@ -13,24 +13,24 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from orchestrator.decider import Input, decide, pending_timers, timer_input
-from orchestrator.errors import UnknownSagaType
-from orchestrator.journal import record_decision
-from orchestrator.registry import SagaRegistry
-from orchestrator.runtime.errors import InputRejected
-from orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
-from orchestrator.saga import Saga
-from schemas.base import Record
-from schemas.codec import Codec as SchemasCodec
-from schemas.codec import default_codec
-from schemas.commands import StartSaga
-from schemas.state import SagaState
+from sagaline.orchestrator.core.decider import Input, decide, pending_timers, timer_input
+from sagaline.orchestrator.core.errors import UnknownSagaType
+from sagaline.orchestrator.core.journal import record_decision
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.runtime.errors import InputRejected
+from sagaline.orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
+from sagaline.schemas.base import Record
+from sagaline.schemas.codec import Codec as SchemasCodec
+from sagaline.schemas.codec import default_codec
+from sagaline.schemas.commands import StartSaga
+from sagaline.schemas.state import SagaState
 
 __all__ = ["AvroCodec", "CoreLogic"]
 
 
 class AvroCodec:
-    """The Avro single-object codec of ``schemas.codec`` (shared, thread-safe)."""
+    """The Avro single-object codec of ``sagaline.schemas.codec`` (shared, thread-safe)."""
 
     def __init__(self, codec: SchemasCodec | None = None) -> None:
         self._codec = codec or default_codec()
@@ -49,7 +49,7 @@ def _as_state(state: Record | None) -> SagaState | None:
 
 
 class CoreLogic:
-    """The pure decider behind the runtime's :class:`~orchestrator.runtime.ports.SagaLogic`."""
+    """The pure decider behind :class:`~sagaline.orchestrator.runtime.ports.SagaLogic`."""
 
     def __init__(self, registry: SagaRegistry) -> None:
         self.registry = registry

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from confluent_kafka import Message
 
-from schemas.deadletter import DeadLetter, dead_letter_for
+from sagaline.schemas.deadletter import DeadLetter, dead_letter_for
 
 __all__ = ["dead_letter_from_message"]
 

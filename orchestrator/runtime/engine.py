@@ -36,20 +36,18 @@ from confluent_kafka import (
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Tracer
 
-from orchestrator.config import Settings
-from orchestrator.runtime.deadletter import dead_letter_from_message
-from orchestrator.runtime.errors import FatalKafkaError, InputRejected
-from orchestrator.runtime.kafka_config import (
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.runtime.deadletter import dead_letter_from_message
+from sagaline.orchestrator.runtime.errors import FatalKafkaError, InputRejected
+from sagaline.orchestrator.runtime.kafka_config import (
     ConfigValue,
     input_consumer_config,
     reader_config,
     transactional_producer_config,
 )
-from orchestrator.runtime.ports import Codec, SagaLogic
-from orchestrator.runtime.restore import restore_partitions
-from orchestrator.runtime.timers import DueTimer, TimerWheel
-from orchestrator.runtime.transactions import Produce, TransactionalProducer
-from orchestrator.telemetry import (
+from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
+from sagaline.orchestrator.runtime.restore import restore_partitions
+from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     context_from_carrier,
     context_from_headers,
@@ -57,10 +55,12 @@ from orchestrator.telemetry import (
     headers_from_carrier,
     link_for,
 )
-from schemas.base import Record
-from schemas.commands import COMMAND_TYPES
-from schemas.deadletter import DeadLetter
-from schemas.replies import REPLY_TYPES
+from sagaline.orchestrator.runtime.timers import DueTimer, TimerWheel
+from sagaline.orchestrator.runtime.transactions import Produce, TransactionalProducer
+from sagaline.schemas.base import Record
+from sagaline.schemas.commands import COMMAND_TYPES
+from sagaline.schemas.deadletter import DeadLetter
+from sagaline.schemas.replies import REPLY_TYPES
 
 __all__ = ["TERMINAL_HEADER", "EngineConfig", "EngineStats", "Orchestrator"]
 

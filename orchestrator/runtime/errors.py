@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.errors import OrchestratorError
+from sagaline.orchestrator.core.errors import OrchestratorError
 
 __all__ = [
     "FatalKafkaError",

@@ -5,7 +5,7 @@ partitioner so that a saga's commands, replies and state share a partition
 number.  sagaline uses librdkafka's default, ``consistent_random``
 (CRC32 of the key), set explicitly here; a producer on another client
 library must choose the partition itself with
-``orchestrator.runtime.partitioner.partition_for``.
+``sagaline.orchestrator.runtime.partitioner.partition_for``.
 """
 
 from __future__ import annotations

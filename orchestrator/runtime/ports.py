@@ -3,8 +3,8 @@
 The runtime is written against these two small protocols so that the
 exactly-once machinery does not depend on the details of the decider:
 :class:`SagaLogic` turns ``(state, input)`` into an :class:`Outcome`, and
-:class:`Codec` turns records into bytes and back.  ``orchestrator.runtime.core``
-adapts the pure decider and ``schemas.codec`` to them.
+:class:`Codec` turns records into bytes and back.  ``sagaline.orchestrator.runtime.core``
+adapts the pure decider and ``sagaline.schemas.codec`` to them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from schemas.base import Record
+from sagaline.schemas.base import Record
 
 __all__ = ["Codec", "Outcome", "Outgoing", "SagaLogic", "TimerSpec"]
 

@@ -1,4 +1,4 @@
-"""Run one orchestrator process: ``python -m orchestrator.runtime.process --app ...``.
+"""Run one orchestrator process: ``python -m sagaline.orchestrator.runtime.process --app ...``.
 
 SIGTERM / SIGINT finish the current batch, leave the consumer group and exit
 0.  A fatal Kafka error exits 3 so a supervisor restarts the process (the
@@ -19,12 +19,12 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from orchestrator.config import Settings
-from orchestrator.errors import SagalineError
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.errors import FatalKafkaError, RestoreError
-from orchestrator.runtime.ports import Codec, SagaLogic
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.core.errors import SagalineError
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
+from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
 __all__ = [
     "EXIT_CONFIG",
@@ -57,20 +57,20 @@ def load_object(spec: str) -> object:
 def _as_logic(obj: object) -> SagaLogic:
     if hasattr(obj, "decide") and hasattr(obj, "timers") and hasattr(obj, "state_type"):
         return obj  # type: ignore[return-value]
-    from orchestrator.runtime.core import CoreLogic
+    from sagaline.orchestrator.runtime.core import CoreLogic
 
     return CoreLogic.from_object(obj)
 
 
 def _default_codec() -> Codec:
-    from orchestrator.runtime.core import AvroCodec
+    from sagaline.orchestrator.runtime.core import AvroCodec
 
     return AvroCodec()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``python -m orchestrator.runtime.process``."""
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.runtime.process")
+    """Command-line options of ``python -m sagaline.orchestrator.runtime.process``."""
+    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.runtime.process")
     add_run_arguments(parser)
     return parser
 
@@ -132,7 +132,7 @@ def run_orchestrator(orchestrator: Orchestrator, stats_file: str | None = None) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m orchestrator.runtime.process``."""
+    """Entry point of ``python -m sagaline.orchestrator.runtime.process``."""
     return run_from_args(build_parser().parse_args(argv))
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from orchestrator.runtime.errors import RestoreError
-from orchestrator.runtime.ports import Codec, SagaLogic
-from schemas.base import Record
+from sagaline.orchestrator.runtime.errors import RestoreError
+from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
+from sagaline.schemas.base import Record
 
 __all__ = ["RestoredPartition", "read_partition_latest", "restore_partitions", "watermarks"]
 

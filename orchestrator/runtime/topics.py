@@ -20,8 +20,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from orchestrator.config import TopicNames
-from orchestrator.runtime.errors import TopicConfigError
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.errors import TopicConfigError
 
 __all__ = [
     "TopicLayout",

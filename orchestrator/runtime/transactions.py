@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from orchestrator.runtime.errors import FatalKafkaError
-from orchestrator.runtime.kafka_config import KafkaConfig
-from orchestrator.telemetry import ProducerHeaders
+from sagaline.orchestrator.runtime.errors import FatalKafkaError
+from sagaline.orchestrator.runtime.kafka_config import KafkaConfig
+from sagaline.orchestrator.runtime.telemetry import ProducerHeaders
 
 __all__ = ["Produce", "TransactionalProducer"]
 

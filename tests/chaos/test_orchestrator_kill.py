@@ -1,6 +1,6 @@
 """SIGKILL orchestrator processes under load; nothing may be lost or done twice.
 
-The orchestrators are real subprocesses (``python -m orchestrator.runtime.process``)
+The orchestrators are real subprocesses (``python -m sagaline.orchestrator.runtime.process``)
 running the real decider over real saga definitions; a transactional
 responder answers tasks.  Afterwards every invariant is checked against the
 committed contents of the topics (see ``check_saga_invariants``).
@@ -31,10 +31,10 @@ from orchestrator_support import (  # noqa: E402
     wait_all_terminal,
 )
 
-from orchestrator.client import SagaClient  # noqa: E402
-from orchestrator.config import Settings, TopicNames  # noqa: E402
-from orchestrator.runtime.core import AvroCodec  # noqa: E402
-from orchestrator.runtime.topics import TopicLayout, ensure_topics  # noqa: E402
+from sagaline.orchestrator.client import SagaClient  # noqa: E402
+from sagaline.orchestrator.config import Settings, TopicNames  # noqa: E402
+from sagaline.orchestrator.runtime.core import AvroCodec  # noqa: E402
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics  # noqa: E402
 
 pytestmark = pytest.mark.chaos
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class OrchestratorProcess:
-    """One ``orchestrator.runtime.process`` subprocess (restartable)."""
+    """One ``sagaline.orchestrator.runtime.process`` subprocess (restartable)."""
 
     def __init__(self, settings: Settings, instance: str, log_dir: Path) -> None:
         self.settings = settings
@@ -60,7 +60,7 @@ class OrchestratorProcess:
             [
                 sys.executable,
                 "-m",
-                "orchestrator.runtime.process",
+                "sagaline.orchestrator.runtime.process",
                 "--app",
                 "orchestrator_sagas:registry",
                 "--instance-id",

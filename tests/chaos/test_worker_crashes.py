@@ -28,9 +28,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumers.migrations import migrate
-from consumers.relay import Relay, RelayOptions
-from consumers.testkit import (
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.worker import Worker, WorkerOptions
+from sagaline.orchestrator.chaos.effects import (
     EffectArgs,
     create_effect_tables,
     create_topics,
@@ -40,12 +41,11 @@ from consumers.testkit import (
     produce_tasks,
     read_records,
 )
-from consumers.worker import Worker, WorkerOptions
-from orchestrator.config import TopicNames
-from orchestrator.devenv.postgres import LocalPostgres
-from schemas.base import Record
-from schemas.replies import REPLY_TYPES, StepHeartbeat, StepSucceeded
-from schemas.tasks import ExecuteStep
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.devenv.postgres import LocalPostgres
+from sagaline.schemas.base import Record
+from sagaline.schemas.replies import REPLY_TYPES, StepHeartbeat, StepSucceeded
+from sagaline.schemas.tasks import ExecuteStep
 
 pytestmark = pytest.mark.chaos
 
@@ -107,7 +107,7 @@ def spawn(
         env["SAGALINE_CRASH_AT"] = crash_at
         env["SAGALINE_CRASH_SKIP"] = str(crash_skip)
     argv = [
-        sys.executable, "-m", "consumers.testkit", role,
+        sys.executable, "-m", "sagaline.orchestrator.chaos.effects", role,
         "--bootstrap", bootstrap, "--dsn", dsn, "--schema", schema,
         "--prefix", topics.prefix, "--table", f"{schema}.effects", "--group", group,
         *extra,

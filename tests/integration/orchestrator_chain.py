@@ -15,14 +15,14 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from orchestrator.runtime.errors import InputRejected
-from orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
-from schemas.base import Envelope, Payload, Record
-from schemas.commands import StartSaga
-from schemas.replies import StepSucceeded
-from schemas.state import SagaState, StepState, Timer
-from schemas.tasks import ExecuteStep
-from schemas.timers import TimerFired
+from sagaline.orchestrator.runtime.errors import InputRejected
+from sagaline.orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
+from sagaline.schemas.base import Envelope, Payload, Record
+from sagaline.schemas.commands import StartSaga
+from sagaline.schemas.replies import StepSucceeded
+from sagaline.schemas.state import SagaState, StepState, Timer
+from sagaline.schemas.tasks import ExecuteStep
+from sagaline.schemas.timers import TimerFired
 
 
 def _mid(*parts: object) -> str:

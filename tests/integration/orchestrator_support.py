@@ -1,6 +1,6 @@
 """Helpers for the orchestrator's integration and chaos tests (real Kafka).
 
-* :class:`Responder` (from ``orchestrator.bench.responder``) — a worker-like
+* :class:`Responder` (from ``sagaline.orchestrator.bench.responder``) — a worker-like
   responder: answers each task with a success reply in a Kafka transaction.
 * :func:`read_committed` — reads a whole topic with a read_committed consumer.
 * :func:`fresh_prefix` — unique topic prefix per test.
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from orchestrator.bench.responder import Responder
-from orchestrator.runtime.kafka_config import reader_config
-from orchestrator.runtime.ports import Codec
-from schemas.journal import JournalEntry
-from schemas.state import SagaState
-from schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
+from sagaline.orchestrator.bench.responder import Responder
+from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = [
     "ReadRecord",
@@ -174,8 +174,8 @@ def check_saga_invariants(
     * the state snapshot equals the fold of the journal;
     * every task on the tasks topic appears once (no duplicate dispatch).
     """
-    from orchestrator.journal import fold_journal, verify_chain
-    from schemas.events import StepCompleted, StepDispatched
+    from sagaline.orchestrator.core.journal import fold_journal, verify_chain
+    from sagaline.schemas.events import StepCompleted, StepDispatched
 
     states = latest_snapshots(bootstrap, prefix, codec)
     by_saga = journals(bootstrap, prefix, codec)

@@ -1,6 +1,6 @@
 """``sagaline replay | audit | projection run | list | status`` on real Kafka and PostgreSQL.
 
-Commands run in-process through ``orchestrator.cli.main.main``; one test runs
+Commands run in-process through ``sagaline.orchestrator.cli.main.main``; one test runs
 the installed ``sagaline`` console script in a subprocess.
 """
 
@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from journal_builders import SagaRun, publish_journal, run_refund
 
-from consumers.migrations import migrate
-from consumers.projections import ProjectionError, get_saga
-from orchestrator.cli.main import main
-from orchestrator.config import TopicNames
-from schemas.events import StepDispatched
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.projections import ProjectionError, get_saga
+from sagaline.orchestrator.cli.main import main
+from sagaline.orchestrator.config import TopicNames
+from sagaline.schemas.events import StepDispatched
 
 pytestmark = pytest.mark.integration
 

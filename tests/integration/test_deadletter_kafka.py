@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from schemas.base import Envelope, Payload
-from schemas.codec import decode, encode
-from schemas.deadletter import DeadLetter, dead_letter_for
-from schemas.errors import MessageError
-from schemas.replies import REPLY_TYPES, StepSucceeded
-from schemas.timers import TimerFired
+from sagaline.schemas.base import Envelope, Payload
+from sagaline.schemas.codec import decode, encode
+from sagaline.schemas.deadletter import DeadLetter, dead_letter_for
+from sagaline.schemas.errors import MessageError
+from sagaline.schemas.replies import REPLY_TYPES, StepSucceeded
+from sagaline.schemas.timers import TimerFired
 
 pytestmark = pytest.mark.integration
 

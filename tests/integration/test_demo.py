@@ -22,7 +22,11 @@ from psycopg import sql
 
 pytestmark = pytest.mark.integration
 
-SAGALINE = [sys.executable, "-c", "import sys; from orchestrator.cli import main; sys.exit(main())"]
+SAGALINE = [
+    sys.executable,
+    "-c",
+    "import sys; from sagaline.orchestrator.cli import main; sys.exit(main())",
+]
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from orchestrator.errors import RetryableError
-from orchestrator.testing import TestStepContext
-from sagas.demo_plan import plan, seed
-from sagas.enrichment import Contact, LeadBatch, LeadEnrichment
-from sagas.refund import RefundAgent, RefundRequest, provider_reverse_payment
-from sagas.tables import APP_SCHEMA_ENV, Tables, ensure_tables
+from sagaline.orchestrator.core.errors import RetryableError
+from sagaline.orchestrator.core.testing import TestStepContext
+from sagaline.orchestrator.demo.plan import plan, seed
+from sagaline.sagas.enrichment import Contact, LeadBatch, LeadEnrichment
+from sagaline.sagas.refund import RefundAgent, RefundRequest, provider_reverse_payment
+from sagaline.sagas.tables import APP_SCHEMA_ENV, Tables, ensure_tables
 
 pytestmark = pytest.mark.integration
 

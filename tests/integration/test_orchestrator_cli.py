@@ -15,10 +15,10 @@ import pytest
 from orchestrator_sagas import REGISTRY
 from orchestrator_support import Responder, delete_prefix_topics, journals
 
-from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.core import AvroCodec, CoreLogic
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from schemas.commands import SignalSaga
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.schemas.commands import SignalSaga
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def sagaline(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         [
             sys.executable,
             "-c",
-            "import sys; from orchestrator.cli import main; sys.exit(main())",
+            "import sys; from sagaline.orchestrator.cli import main; sys.exit(main())",
             *args,
         ],
         env=env,

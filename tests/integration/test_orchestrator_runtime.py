@@ -14,19 +14,19 @@ from confluent_kafka import Producer
 from orchestrator_chain import ChainLogic, JsonCodec, start_command
 from orchestrator_support import Responder, delete_prefix_topics, fresh_prefix, read_committed
 
-from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.errors import TopicConfigError
-from orchestrator.runtime.kafka_config import client_producer_config
-from orchestrator.runtime.partitioner import partition_for
-from orchestrator.runtime.ports import Outcome, Outgoing
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from schemas.base import Record
-from schemas.commands import StartSaga
-from schemas.deadletter import DeadLetter
-from schemas.state import SagaState
-from schemas.tasks import TASK_TYPES, ExecuteStep
-from schemas.timers import TimerFired
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.errors import TopicConfigError
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.orchestrator.runtime.ports import Outcome, Outgoing
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.base import Record
+from sagaline.schemas.commands import StartSaga
+from sagaline.schemas.deadletter import DeadLetter
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import TASK_TYPES, ExecuteStep
+from sagaline.schemas.timers import TimerFired
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ from orchestrator_support import (
     read_committed,
 )
 
-from orchestrator.client import SagaAlreadyStarted, SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.core import AvroCodec, CoreLogic
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from schemas.deadletter import DeadLetter
+from sagaline.orchestrator.client import SagaAlreadyStarted, SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.deadletter import DeadLetter
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from orchestrator_sagas import REGISTRY, PipeData, Pipeline
 from orchestrator_support import Responder, delete_prefix_topics, read_committed
 
-from orchestrator.client import SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.core import AvroCodec, CoreLogic
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from schemas.tasks import TASK_TYPES
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.tasks import TASK_TYPES
 
 pytestmark = pytest.mark.integration
 

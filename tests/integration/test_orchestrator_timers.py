@@ -16,15 +16,15 @@ from orchestrator_support import (
     read_committed,
 )
 
-from orchestrator.client import SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.runtime.core import AvroCodec, CoreLogic
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from schemas.deadletter import DeadLetter
-from schemas.replies import StepSucceeded
-from schemas.state import SagaState
-from schemas.timers import TimerFired
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.deadletter import DeadLetter
+from sagaline.schemas.replies import StepSucceeded
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.timers import TimerFired
 
 pytestmark = pytest.mark.integration
 

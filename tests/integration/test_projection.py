@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from journal_builders import publish_journal, run_refund
 
-from consumers.projections import JournalProjection, get_saga, get_timeline, list_sagas
-from orchestrator.config import TopicNames
+from sagaline.consumers.projections import JournalProjection, get_saga, get_timeline, list_sagas
+from sagaline.orchestrator.config import TopicNames
 
 pytestmark = pytest.mark.integration
 

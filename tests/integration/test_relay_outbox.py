@@ -12,10 +12,10 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumers.errors import DatabaseUnavailable, SchemaTooNew
-from consumers.migrations import LATEST_VERSION, current_version, migrate
-from consumers.relay import Relay, RelayOptions
-from consumers.store import OUTBOX_SHARDS, WorkerStore
+from sagaline.consumers.errors import DatabaseUnavailable, SchemaTooNew
+from sagaline.consumers.migrations import LATEST_VERSION, current_version, migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.store import OUTBOX_SHARDS, WorkerStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ from datetime import timedelta
 import pytest
 from journal_builders import T0, Refund, SagaRun, publish_journal, rehash, run_refund
 
-from orchestrator.audit import audit
-from orchestrator.config import TopicNames
-from orchestrator.journal_reader import read_journal
-from orchestrator.replay import definition_lookup, replay
-from orchestrator.timeline import build_timeline
+from sagaline.orchestrator.audit import audit
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.core.timeline import build_timeline
+from sagaline.orchestrator.replay import definition_lookup, replay
+from sagaline.orchestrator.runtime.journal_reader import read_journal
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ def test_audit_clean_then_tampered(journal: Journal) -> None:
 
 
 def test_missing_topic_is_a_clear_error(kafka_bootstrap: str, topic_prefix: str) -> None:
-    from orchestrator.journal_reader import JournalReadError
+    from sagaline.orchestrator.runtime.journal_reader import JournalReadError
 
     with pytest.raises(JournalReadError, match="does not exist"):
         read_journal(kafka_bootstrap, f"{topic_prefix}.journal", timeout=10)

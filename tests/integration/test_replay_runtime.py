@@ -16,14 +16,14 @@ import pytest
 from orchestrator_sagas import REGISTRY, Approved, PipeData, Pipeline
 from orchestrator_support import Responder, delete_prefix_topics
 
-from consumers.projections import JournalProjection, get_saga
-from orchestrator.audit import audit
-from orchestrator.client import SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.replay import definition_lookup, replay
-from orchestrator.runtime.core import AvroCodec, CoreLogic
-from orchestrator.runtime.engine import EngineConfig, Orchestrator
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.consumers.projections import JournalProjection, get_saga
+from sagaline.orchestrator.audit import audit
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.replay import definition_lookup, replay
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
 pytestmark = pytest.mark.integration
 

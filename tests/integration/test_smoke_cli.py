@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.config import read_env_file
+from sagaline.orchestrator.cli import main
+from sagaline.orchestrator.config import read_env_file
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from orchestrator.devenv.kafka import LocalKafka
-from orchestrator.devenv.postgres import LocalPostgres
+from sagaline.orchestrator.devenv.kafka import LocalKafka
+from sagaline.orchestrator.devenv.postgres import LocalPostgres
 
 pytestmark = pytest.mark.chaos
 

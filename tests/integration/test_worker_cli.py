@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumers.migrations import migrate
-from consumers.testkit import (
+from sagaline.consumers.migrations import migrate
+from sagaline.orchestrator.chaos.effects import (
     EffectArgs,
     create_effect_tables,
     create_topics,
@@ -22,8 +22,8 @@ from consumers.testkit import (
     produce_tasks,
     read_records,
 )
-from orchestrator.config import TopicNames
-from schemas.replies import REPLY_TYPES, StepSucceeded
+from sagaline.orchestrator.config import TopicNames
+from sagaline.schemas.replies import REPLY_TYPES, StepSucceeded
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,8 @@ def test_worker_and_relay_commands(
     produce_tasks(bootstrap, topics.tasks, tasks)
     group = f"g-{uuid.uuid4().hex[:8]}"
     worker = subprocess.Popen(
-        [str(SAGALINE), "worker", "run", "--app", "consumers.testkit:app", "--schema", schema,
+        [str(SAGALINE), "worker", "run", "--app", "sagaline.orchestrator.chaos.effects:app",
+         "--schema", schema,
          "--group", group, "--concurrency", "2"],
         env=env,
     )  # fmt: skip

@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from consumers.handlers import StepTable
-from consumers.migrations import migrate
-from consumers.relay import Relay, RelayOptions
-from consumers.runner import RunnerOptions, TaskRunner
-from consumers.testkit import (
+from sagaline.consumers.handlers import StepTable
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.runner import RunnerOptions, TaskRunner
+from sagaline.consumers.wire import SchemasCodec, load_payload
+from sagaline.consumers.worker import Worker, WorkerOptions
+from sagaline.orchestrator.chaos.effects import (
     EffectArgs,
     EffectResult,
     compensate_task,
@@ -28,19 +30,17 @@ from consumers.testkit import (
     produce_tasks,
     read_records,
 )
-from consumers.wire import SchemasCodec, load_payload
-from consumers.worker import Worker, WorkerOptions
-from orchestrator.config import TopicNames
-from schemas.base import Record
-from schemas.deadletter import DeadLetter
-from schemas.replies import (
+from sagaline.orchestrator.config import TopicNames
+from sagaline.schemas.base import Record
+from sagaline.schemas.deadletter import DeadLetter
+from sagaline.schemas.replies import (
     REPLY_TYPES,
     CompensationSucceeded,
     StepFailed,
     StepHeartbeat,
     StepSucceeded,
 )
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 pytestmark = pytest.mark.integration
 
@@ -281,7 +281,7 @@ def test_worker_and_relay_answer_every_task_once(
     big = next(r for r in final if r.envelope.saga_id == "saga-big")  # type: ignore[attr-defined]
     assert isinstance(big, StepSucceeded) and big.result is not None
     assert big.result.ref is not None and big.result.data is None  # travelled by reference
-    from consumers.payload_store import PostgresPayloadStore
+    from sagaline.consumers.payload_store import PostgresPayloadStore
 
     with psycopg.connect(dsn) as conn:
         value = load_payload(big.result, EffectResult, PostgresPayloadStore(conn, schema))
@@ -304,8 +304,8 @@ def test_arguments_stored_by_reference_are_fetched_transparently(
 ) -> None:
     from psycopg_pool import ConnectionPool
 
-    from consumers.payload_store import PostgresPayloadStore
-    from consumers.wire import dump_payload
+    from sagaline.consumers.payload_store import PostgresPayloadStore
+    from sagaline.consumers.wire import dump_payload
 
     pool = ConnectionPool(dsn, min_size=1, max_size=2, open=True)
     try:
@@ -339,7 +339,7 @@ def test_step_span_continues_the_task_trace_into_the_reply(
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from psycopg_pool import ConnectionPool
 
-    from orchestrator.telemetry import carrier_from_context
+    from sagaline.orchestrator.runtime.telemetry import carrier_from_context
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

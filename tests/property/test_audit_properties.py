@@ -3,7 +3,7 @@
 The random definitions and input sequences of ``test_decider_properties``
 (duplicates, stale attempts, timers, wrong signals, cancels, pauses, crashes,
 parallel branches, agents with risky tools) are journaled with
-``orchestrator.journal.record_decision``.  The audit must find nothing (no
+``sagaline.orchestrator.core.journal.record_decision``.  The audit must find nothing (no
 false alarm on any behaviour the decider allows), and re-deciding every
 recorded input on the folded state must give the recorded events.
 """
@@ -27,13 +27,13 @@ from test_decider_properties import (
     shapes,
 )
 
-from orchestrator.audit import audit_saga
-from orchestrator.journal import record_decision
-from orchestrator.payloads import to_payload
-from orchestrator.replay import check_saga, definition_lookup
-from schemas.journal import JournalEntry
-from schemas.state import SagaState
-from schemas.tasks import ExecuteStep
+from sagaline.orchestrator.audit import audit_saga
+from sagaline.orchestrator.core.journal import record_decision
+from sagaline.orchestrator.core.payloads import to_payload
+from sagaline.orchestrator.replay import check_saga, definition_lookup
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import ExecuteStep
 
 pytestmark = pytest.mark.unit
 

@@ -28,15 +28,24 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from orchestrator.agents import AgentDecision, AgentTurn
-from orchestrator.context import StepContext
-from orchestrator.decider import Decision, Input, decide, pending_timers, timer_input
-from orchestrator.fold import fold
-from orchestrator.payloads import input_sha256, to_payload
-from orchestrator.policies import Retry
-from orchestrator.saga import Saga, StepSpec, agent, approval, parallel, sleep, step, tool
-from schemas.base import Envelope, Record
-from schemas.commands import (
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.decider import Decision, Input, decide, pending_timers, timer_input
+from sagaline.orchestrator.core.fold import fold
+from sagaline.orchestrator.core.payloads import input_sha256, to_payload
+from sagaline.orchestrator.core.policies import Retry
+from sagaline.orchestrator.core.saga import (
+    Saga,
+    StepSpec,
+    agent,
+    approval,
+    parallel,
+    sleep,
+    step,
+    tool,
+)
+from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.commands import (
     CancelSaga,
     PauseSaga,
     ResumeSaga,
@@ -45,7 +54,7 @@ from schemas.commands import (
     SkipStep,
     StartSaga,
 )
-from schemas.events import (
+from sagaline.schemas.events import (
     AgentGaveUp,
     AgentTurnRecorded,
     CompensationDispatched,
@@ -60,15 +69,15 @@ from schemas.events import (
     StepDispatched,
     WaitOpened,
 )
-from schemas.replies import (
+from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
     StepHeartbeat,
     StepSucceeded,
 )
-from schemas.state import SagaState
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from journal_builders import T0, rehash, renumber, run_refund
 
-from orchestrator.audit import (
+from sagaline.orchestrator.audit import (
     CHECKS,
     Finding,
     InboxRow,
@@ -16,8 +16,8 @@ from orchestrator.audit import (
     audit_inbox,
     audit_saga,
 )
-from orchestrator.journal_reader import Undecodable
-from schemas.events import (
+from sagaline.orchestrator.runtime.journal_reader import Undecodable
+from sagaline.schemas.events import (
     CompensationStarted,
     InputIgnored,
     SagaFinished,
@@ -27,7 +27,7 @@ from schemas.events import (
     StepDispatched,
     WaitOpened,
 )
-from schemas.journal import JournalEntry
+from sagaline.schemas.journal import JournalEntry
 
 pytestmark = pytest.mark.unit
 

@@ -8,15 +8,15 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.agents import AgentDecision, AgentTurn
-from orchestrator.audit import audit_saga
-from orchestrator.context import StepContext
-from orchestrator.journal import entry_hash
-from orchestrator.replay import definition_lookup, replay_entries
-from orchestrator.saga import Saga, agent, tool
-from orchestrator.testing import SagaTestKit
-from schemas.events import StepDispatched, WaitOpened
-from schemas.journal import JournalEntry
+from sagaline.orchestrator.audit import audit_saga
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.journal import entry_hash
+from sagaline.orchestrator.core.saga import Saga, agent, tool
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.orchestrator.replay import definition_lookup, replay_entries
+from sagaline.schemas.events import StepDispatched, WaitOpened
+from sagaline.schemas.journal import JournalEntry
 
 pytestmark = pytest.mark.unit
 

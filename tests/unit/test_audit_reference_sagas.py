@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.audit import audit_saga
-from orchestrator.replay import definition_lookup, replay_entries
-from orchestrator.testing import SagaTestKit
-from sagas import REGISTRY
-from sagas.enrichment import (
+from sagaline.orchestrator.audit import audit_saga
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.orchestrator.replay import definition_lookup, replay_entries
+from sagaline.sagas import REGISTRY
+from sagaline.sagas.enrichment import (
     MAX_CONTACTS,
     BatchRanked,
     Contact,
@@ -26,7 +26,7 @@ from sagas.enrichment import (
     LeadBatch,
     LeadEnrichment,
 )
-from sagas.refund import (
+from sagaline.sagas.refund import (
     APPROVAL_TIMEOUT,
     CustomerUpdate,
     Eligibility,
@@ -35,9 +35,9 @@ from sagas.refund import (
     RefundAgent,
     RefundRequest,
 )
-from sagas.research import ReportFiled, ResearchAgent, ResearchData
-from schemas.journal import JournalEntry
-from schemas.tasks import CompensateStep
+from sagaline.sagas.research import ReportFiled, ResearchAgent, ResearchData
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.tasks import CompensateStep
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import COMMAND_MODULES, build_parser, main
-from orchestrator.devenv.errors import MissingToolError
-from orchestrator.devenv.kafka_dist import ensure_kafka_distribution
+from sagaline.orchestrator.cli import COMMAND_MODULES, build_parser, main
+from sagaline.orchestrator.devenv.errors import MissingToolError
+from sagaline.orchestrator.devenv.kafka_dist import ensure_kafka_distribution
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def busy_port() -> Iterator[int]:
 
 def test_every_command_module_registers_a_group() -> None:
     parser = build_parser()
-    assert COMMAND_MODULES[0] == "orchestrator.cli.dev"
+    assert COMMAND_MODULES[0] == "sagaline.orchestrator.cli.dev"
     args = parser.parse_args(["dev", "status", "--json"])
     assert args.json is True
     assert callable(args.handler)

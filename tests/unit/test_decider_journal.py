@@ -7,14 +7,19 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.context import StepContext
-from orchestrator.decider import pending_timers, timer_input
-from orchestrator.fold import fold
-from orchestrator.journal import entry_hash, fold_journal, make_journal_entry, verify_chain
-from orchestrator.saga import Saga, approval, step
-from orchestrator.testing import SagaTestKit
-from schemas.journal import GENESIS_HASH, JournalEntry
-from schemas.state import is_terminal
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.decider import pending_timers, timer_input
+from sagaline.orchestrator.core.fold import fold
+from sagaline.orchestrator.core.journal import (
+    entry_hash,
+    fold_journal,
+    make_journal_entry,
+    verify_chain,
+)
+from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.schemas.journal import GENESIS_HASH, JournalEntry
+from sagaline.schemas.state import is_terminal
 
 pytestmark = pytest.mark.unit
 

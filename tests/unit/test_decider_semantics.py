@@ -7,14 +7,14 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.context import StepContext
-from orchestrator.decider import decide, derive_message_id
-from orchestrator.payloads import to_payload
-from orchestrator.policies import Budget, Retry
-from orchestrator.saga import Saga, child, parallel, sleep, step, wait_for_signal
-from orchestrator.testing import SagaTestKit
-from schemas.commands import CancelSaga, StartSaga
-from schemas.events import (
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.decider import decide, derive_message_id
+from sagaline.orchestrator.core.payloads import to_payload
+from sagaline.orchestrator.core.policies import Budget, Retry
+from sagaline.orchestrator.core.saga import Saga, child, parallel, sleep, step, wait_for_signal
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.schemas.commands import CancelSaga, StartSaga
+from sagaline.schemas.events import (
     BudgetExceeded,
     InputIgnored,
     SagaFinished,
@@ -23,8 +23,8 @@ from schemas.events import (
     StepDispatched,
     StepTimedOut,
 )
-from schemas.replies import StepFailed, StepSucceeded
-from schemas.tasks import ExecuteStep
+from sagaline.schemas.replies import StepFailed, StepSucceeded
+from sagaline.schemas.tasks import ExecuteStep
 
 pytestmark = pytest.mark.unit
 

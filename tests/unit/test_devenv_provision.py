@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.devenv.docker import docker_available
-from orchestrator.devenv.kafka_dist import kafka_version
-from orchestrator.devenv.provision import SessionInfra, Source, choose_source
+from sagaline.orchestrator.devenv.docker import docker_available
+from sagaline.orchestrator.devenv.kafka_dist import kafka_version
+from sagaline.orchestrator.devenv.provision import SessionInfra, Source, choose_source
 
 pytestmark = pytest.mark.unit
 

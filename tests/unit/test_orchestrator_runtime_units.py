@@ -9,30 +9,30 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from orchestrator.config import TopicNames
-from orchestrator.runtime.core import AvroCodec, CoreLogic
-from orchestrator.runtime.errors import InputRejected
-from orchestrator.runtime.kafka_config import (
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.errors import InputRejected
+from sagaline.orchestrator.runtime.kafka_config import (
     PARTITIONER,
     input_consumer_config,
     transactional_producer_config,
 )
-from orchestrator.runtime.partitioner import partition_for
-from orchestrator.runtime.timers import TimerWheel
-from orchestrator.runtime.topics import TopicLayout, topic_specs
-from orchestrator.telemetry import (
+from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     carrier_from_headers,
     context_from_headers,
     headers_from_carrier,
 )
-from schemas.base import Envelope
-from schemas.commands import StartSaga
-from schemas.journal import JournalEntry
-from schemas.payload import payload_sha256, to_payload
-from schemas.replies import StepSucceeded
-from schemas.state import SagaState
-from schemas.tasks import ExecuteStep
+from sagaline.orchestrator.runtime.timers import TimerWheel
+from sagaline.orchestrator.runtime.topics import TopicLayout, topic_specs
+from sagaline.schemas.base import Envelope
+from sagaline.schemas.commands import StartSaga
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.payload import payload_sha256, to_payload
+from sagaline.schemas.replies import StepSucceeded
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import ExecuteStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 from orchestrator_sagas import REGISTRY, PipeData, Pipeline, Sleepy

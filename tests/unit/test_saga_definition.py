@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.agents import AgentDecision, AgentTurn
-from orchestrator.context import StepContext
-from orchestrator.errors import SagaDefinitionError, UnknownSagaType
-from orchestrator.policies import Retry
-from orchestrator.registry import SagaRegistry
-from orchestrator.saga import (
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.errors import SagaDefinitionError, UnknownSagaType
+from sagaline.orchestrator.core.policies import Retry
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import (
     Saga,
     agent,
     approval,

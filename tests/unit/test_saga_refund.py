@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.context import StepContext
-from orchestrator.policies import Retry
-from orchestrator.saga import Saga, approval, step
-from orchestrator.testing import SagaTestKit
-from schemas.events import CompensationStarted, SignalRejected, StepDispatched
-from schemas.tasks import CompensateStep
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.policies import Retry
+from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.schemas.events import CompensationStarted, SignalRejected, StepDispatched
+from sagaline.schemas.tasks import CompensateStep
 
 pytestmark = pytest.mark.unit
 

@@ -12,13 +12,13 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, Field
 
-from orchestrator.agents import AgentDecision, AgentTurn
-from orchestrator.context import StepContext
-from orchestrator.policies import Budget, Retry
-from orchestrator.saga import Saga, agent, step, tool
-from orchestrator.testing import SagaTestKit
-from schemas.base import Usage
-from schemas.events import (
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.policies import Budget, Retry
+from sagaline.orchestrator.core.saga import Saga, agent, step, tool
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.schemas.base import Usage
+from sagaline.schemas.events import (
     AgentGaveUp,
     AgentObservation,
     AgentTurnRecorded,

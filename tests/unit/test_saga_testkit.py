@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from orchestrator.context import StepContext
-from orchestrator.errors import RetryableError, TerminalError, TestKitError
-from orchestrator.policies import Budget, Retry
-from orchestrator.saga import Saga, step
-from orchestrator.testing import SagaTestKit, TestStepContext
-from schemas.events import StepAttemptFailed, UsageRecorded
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError, TestKitError
+from sagaline.orchestrator.core.policies import Budget, Retry
+from sagaline.orchestrator.core.saga import Saga, step
+from sagaline.orchestrator.core.testing import SagaTestKit, TestStepContext
+from sagaline.schemas.events import StepAttemptFailed, UsageRecorded
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sagas.demo_plan import MANAGER, RESEARCH_LEAD, plan
-from sagas.refund import RefundRequest
+from sagaline.orchestrator.demo.plan import MANAGER, RESEARCH_LEAD, plan
+from sagaline.sagas.refund import RefundRequest
 
 pytestmark = pytest.mark.unit
 

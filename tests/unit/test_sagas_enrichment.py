@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.errors import RetryableError, TerminalError
-from orchestrator.testing import SagaTestKit
-from sagas.enrichment import (
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.sagas.enrichment import (
     MAX_CONTACTS,
     BatchRanked,
     Contact,

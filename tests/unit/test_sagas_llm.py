@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from orchestrator.errors import RetryableError, TerminalError
-from sagas.llm import (
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError
+from sagaline.sagas.llm import (
     ChatMessage,
     ChatResponse,
     OpenAIChatModel,

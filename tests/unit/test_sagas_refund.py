@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator.saga import WaitSpec
-from orchestrator.testing import SagaTestKit
-from sagas.refund import (
+from sagaline.orchestrator.core.saga import WaitSpec
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.sagas.refund import (
     APPROVAL_TIMEOUT,
     CustomerUpdate,
     DemoRefundAgent,

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from orchestrator.agents import AgentTurn, HistoryItem, ToolInfo
-from orchestrator.testing import SagaTestKit
-from sagas import corpus
-from sagas.llm import ChatMessage, ChatResponse, ScriptedModel, ToolCall, ToolSpec
-from sagas.research import (
+from sagaline.orchestrator.core.agents import AgentTurn, HistoryItem, ToolInfo
+from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.sagas import corpus
+from sagaline.sagas.llm import ChatMessage, ChatResponse, ScriptedModel, ToolCall, ToolSpec
+from sagaline.sagas.research import (
     MAX_TURNS,
     TOKEN_BUDGET,
     ReportFiled,
@@ -19,7 +19,7 @@ from sagas.research import (
     research_policy,
     transcript,
 )
-from schemas.events import AgentGaveUp, BudgetExceeded
+from sagaline.schemas.events import AgentGaveUp, BudgetExceeded
 
 pytestmark = pytest.mark.unit
 

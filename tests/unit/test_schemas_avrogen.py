@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 from fastavro import parse_schema
 
-from schemas.avrogen import (
+from sagaline.schemas.avrogen import (
     AVRO_DIR,
     avro_schema,
     check_bounded,
@@ -19,9 +19,9 @@ from schemas.avrogen import (
     stale_files,
     write_files,
 )
-from schemas.base import Envelope, Payload, Record, Usage
-from schemas.catalog import ALL_RECORDS, RECORDS_BY_TOPIC, records_for
-from schemas.errors import SchemaGenerationError
+from sagaline.schemas.base import Envelope, Payload, Record, Usage
+from sagaline.schemas.catalog import ALL_RECORDS, RECORDS_BY_TOPIC, records_for
+from sagaline.schemas.errors import SchemaGenerationError
 
 pytestmark = pytest.mark.unit
 
@@ -181,11 +181,11 @@ def test_write_then_check(tmp_path: Path) -> None:
     first = tmp_path / f"{ALL_RECORDS[0].__name__}.avsc"
     first.write_text(first.read_text() + " ")
     assert stale_files(ALL_RECORDS, tmp_path) == [
-        f"{first.name}: stale (run python -m schemas.avrogen --write)"
+        f"{first.name}: stale (run python -m sagaline.schemas.avrogen --write)"
     ]
     assert write_files(ALL_RECORDS, tmp_path) == [first]
     (tmp_path / "Gone.avsc").write_text("{}")
-    assert "Gone.avsc: no record in schemas.catalog.ALL_RECORDS" in stale_files(
+    assert "Gone.avsc: no record in sagaline.schemas.catalog.ALL_RECORDS" in stale_files(
         ALL_RECORDS, tmp_path
     )
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.bench import run, sample_messages
-from schemas.codec import decode, encode
-from schemas.state import SagaState
+from sagaline.orchestrator.bench.codec import run, sample_messages
+from sagaline.schemas.codec import decode, encode
+from sagaline.schemas.state import SagaState
 
 pytestmark = pytest.mark.unit
 

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.avrogen import avro_schema, full_name
-from schemas.base import Envelope, Payload, PayloadRef, Record
-from schemas.catalog import ALL_RECORDS
-from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Codec, decode, encode
-from schemas.commands import COMMAND_TYPES, PauseSaga, ResumeSaga, StartSaga
-from schemas.deadletter import DeadLetter, dead_letter_for
-from schemas.errors import (
+from sagaline.schemas.avrogen import avro_schema, full_name
+from sagaline.schemas.base import Envelope, Payload, PayloadRef, Record
+from sagaline.schemas.catalog import ALL_RECORDS
+from sagaline.schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Codec, decode, encode
+from sagaline.schemas.commands import COMMAND_TYPES, PauseSaga, ResumeSaga, StartSaga
+from sagaline.schemas.deadletter import DeadLetter, dead_letter_for
+from sagaline.schemas.errors import (
     BadHeader,
     EncodingError,
     InvalidRecord,
@@ -23,9 +23,9 @@ from schemas.errors import (
     UnexpectedRecordType,
     UnknownSchema,
 )
-from schemas.registry import Catalogue, ConfluentSchemaRegistry, schema_fingerprint
-from schemas.replies import StepFailed, StepSucceeded
-from schemas.samples import sample_records
+from sagaline.schemas.registry import Catalogue, ConfluentSchemaRegistry, schema_fingerprint
+from sagaline.schemas.replies import StepFailed, StepSucceeded
+from sagaline.schemas.samples import sample_records
 
 pytestmark = pytest.mark.unit
 

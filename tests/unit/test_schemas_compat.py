@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.avrogen import avro_schema
-from schemas.base import Record
-from schemas.catalog import ALL_RECORDS
-from schemas.codec import Codec
-from schemas.compat import check, check_pair, check_samples, main, release
-from schemas.errors import IncompatibleSchema
-from schemas.registry import RELEASED_DIR, Catalogue, SchemaVersion, load_released
+from sagaline.schemas.avrogen import avro_schema
+from sagaline.schemas.base import Record
+from sagaline.schemas.catalog import ALL_RECORDS
+from sagaline.schemas.codec import Codec
+from sagaline.schemas.compat import check, check_pair, check_samples, main, release
+from sagaline.schemas.errors import IncompatibleSchema
+from sagaline.schemas.registry import RELEASED_DIR, Catalogue, SchemaVersion, load_released
 
 pytestmark = pytest.mark.unit
 

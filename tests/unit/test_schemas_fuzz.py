@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas._introspect import (
+from sagaline.schemas._introspect import (
     is_enum_class,
     is_literal,
     is_record_class,
@@ -22,12 +22,12 @@ from schemas._introspect import (
     union_members,
     unwrap,
 )
-from schemas.base import Record
-from schemas.catalog import ALL_RECORDS
-from schemas.codec import Codec, default_codec
-from schemas.errors import SchemaError
-from schemas.registry import Catalogue
-from schemas.samples import sample_records
+from sagaline.schemas.base import Record
+from sagaline.schemas.catalog import ALL_RECORDS
+from sagaline.schemas.codec import Codec, default_codec
+from sagaline.schemas.errors import SchemaError
+from sagaline.schemas.registry import Catalogue
+from sagaline.schemas.samples import sample_records
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(240)]
 

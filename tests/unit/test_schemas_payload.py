@@ -8,9 +8,9 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel
 
-from schemas.base import Payload, PayloadRef
-from schemas.errors import PayloadError
-from schemas.payload import (
+from sagaline.schemas.base import Payload, PayloadRef
+from sagaline.schemas.errors import PayloadError
+from sagaline.schemas.payload import (
     PayloadStore,
     from_payload,
     payload_bytes,

@@ -8,10 +8,10 @@ import socket
 
 import pytest
 
-from schemas.avrogen import avro_schema, full_name
-from schemas.catalog import ALL_RECORDS
-from schemas.errors import RegistryError, RegistryUnavailable, SchemaError, UnknownSchema
-from schemas.registry import (
+from sagaline.schemas.avrogen import avro_schema, full_name
+from sagaline.schemas.catalog import ALL_RECORDS
+from sagaline.schemas.errors import RegistryError, RegistryUnavailable, SchemaError, UnknownSchema
+from sagaline.schemas.registry import (
     Catalogue,
     ConfluentSchemaRegistry,
     SchemaVersion,
@@ -21,7 +21,7 @@ from schemas.registry import (
     topic_name_subject,
     topic_record_name_subject,
 )
-from schemas.replies import StepSucceeded
+from sagaline.schemas.replies import StepSucceeded
 
 pytestmark = pytest.mark.unit
 

@@ -8,24 +8,29 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import BaseModel
 
-from consumers.context import WorkerStepContext
-from consumers.crash import crash_point
-from consumers.errors import HandlerNotFound, NoDatabaseInStep, StepTimeout, WorkerError
-from consumers.handlers import Handler, RegistryResolver, StepTable, handler_uses_db
-from consumers.migrations import LATEST_VERSION, MIGRATIONS
-from consumers.offsets import OffsetTracker
-from consumers.replies import failure_reply, restamp, success_reply
-from consumers.runner import classify
-from consumers.store import OUTBOX_SHARDS, shard_of
-from consumers.testkit import EffectArgs, InsufficientFunds, compensate_task, execute_task
-from orchestrator.context import StepContext
-from orchestrator.errors import RetryableError, TerminalError
-from orchestrator.policies import Retry
-from orchestrator.registry import SagaRegistry
-from orchestrator.saga import Saga, step
-from schemas.base import Usage
-from schemas.errors import PayloadError
-from schemas.replies import CompensationSucceeded, StepFailed, StepSucceeded
+from sagaline.consumers.context import WorkerStepContext
+from sagaline.consumers.crash import crash_point
+from sagaline.consumers.errors import HandlerNotFound, NoDatabaseInStep, StepTimeout, WorkerError
+from sagaline.consumers.handlers import Handler, RegistryResolver, StepTable, handler_uses_db
+from sagaline.consumers.migrations import LATEST_VERSION, MIGRATIONS
+from sagaline.consumers.offsets import OffsetTracker
+from sagaline.consumers.replies import failure_reply, restamp, success_reply
+from sagaline.consumers.runner import classify
+from sagaline.consumers.store import OUTBOX_SHARDS, shard_of
+from sagaline.orchestrator.chaos.effects import (
+    EffectArgs,
+    InsufficientFunds,
+    compensate_task,
+    execute_task,
+)
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError
+from sagaline.orchestrator.core.policies import Retry
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import Saga, step
+from sagaline.schemas.base import Usage
+from sagaline.schemas.errors import PayloadError
+from sagaline.schemas.replies import CompensationSucceeded, StepFailed, StepSucceeded
 
 pytestmark = pytest.mark.unit
 

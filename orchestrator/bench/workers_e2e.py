@@ -1,7 +1,7 @@
 """End to end through the real orchestrator: where one step's round trip goes.
 
-``python -m consumers.bench --e2e`` starts the orchestrator process
-(``orchestrator.runtime.process``) with two one-step sagas, runs a worker and
+``python -m sagaline.orchestrator.bench.workers --e2e`` starts the orchestrator process
+(``sagaline.orchestrator.runtime.process``) with two one-step sagas, runs a worker and
 a relay in this process, starts sagas one at a time with ``SagaClient`` and
 measures, per saga (wall clock, milliseconds):
 
@@ -31,19 +31,19 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
-from consumers.bench_support import ReplyTail, summary
-from consumers.db import validate_schema
-from consumers.handlers import RegistryResolver
-from consumers.migrations import migrate
-from consumers.relay import Relay, RelayOptions
-from consumers.worker import TaskTrace, Worker, WorkerOptions
-from orchestrator.bench.run import Proc, StateTail
-from orchestrator.client import SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.context import StepContext
-from orchestrator.registry import SagaRegistry
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from orchestrator.saga import Saga, step
+from sagaline.consumers.db import validate_schema
+from sagaline.consumers.handlers import RegistryResolver
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.worker import TaskTrace, Worker, WorkerOptions
+from sagaline.orchestrator.bench.run import Proc, StateTail
+from sagaline.orchestrator.bench.workers_support import ReplyTail, summary
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import Saga, step
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
 __all__ = ["E2EData", "E2EEcho", "E2EWrite", "registry", "run_e2e"]
 
@@ -81,7 +81,7 @@ _REGISTRY = SagaRegistry([E2EWrite, E2EEcho])
 
 
 def registry() -> SagaRegistry:
-    """The registry of the benchmark's orchestrator (``--app consumers.bench_e2e:registry``)."""
+    """The registry of the benchmark's orchestrator (``--app ...bench.workers_e2e:registry``)."""
     return _REGISTRY
 
 
@@ -99,8 +99,8 @@ def run_e2e(*, bootstrap: str, dsn: str, sagas: int, partitions: int = 3) -> dic
     workdir = Path(tempfile.mkdtemp(prefix="sagaline-bench-e2e-"))
     orchestrator = Proc(
         [
-            "orchestrator.runtime.process",
-            "--app", "consumers.bench_e2e:registry",
+            "sagaline.orchestrator.runtime.process",
+            "--app", "sagaline.orchestrator.bench.workers_e2e:registry",
             "--instance-id", f"{prefix}-orch",
             "--group", f"{prefix}-orch",
             "--bootstrap", bootstrap,

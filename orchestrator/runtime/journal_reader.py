@@ -27,11 +27,11 @@ from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.runtime.kafka_config import reader_config
-from orchestrator.runtime.partitioner import partition_for
-from schemas.codec import Codec, default_codec
-from schemas.journal import JournalEntry
+from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.schemas.codec import Codec, default_codec
+from sagaline.schemas.journal import JournalEntry
 
 __all__ = [
     "JournalRead",
@@ -110,7 +110,7 @@ def read_journal(
     """Read ``topic`` up to the end-offset snapshot taken at the start.
 
     ``saga_id`` reads only that saga's partition (sagaline producers key by
-    saga id with :func:`~orchestrator.runtime.partitioner.partition_for`)
+    saga id with :func:`~sagaline.orchestrator.runtime.partitioner.partition_for`)
     and keeps only its entries; ``saga_type`` keeps only sagas of that type.
     ``timeout`` bounds the whole read (a transaction left open longer than
     that on the journal holds the last stable offset back).

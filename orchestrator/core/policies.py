@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from orchestrator.errors import SagaDefinitionError
+from sagaline.orchestrator.core.errors import SagaDefinitionError
 
 __all__ = ["NO_RETRY", "Budget", "Retry", "deterministic_fraction"]
 

@@ -9,7 +9,7 @@ Given/expect style with a fake clock::
     kit.expect_compensations(["update_record"])
     kit.expect_status("compensated")
 
-The kit feeds inputs to :func:`orchestrator.decider.decide` exactly as the
+The kit feeds inputs to :func:`sagaline.orchestrator.core.decider.decide` exactly as the
 runtime does, journals every decision (hash chain included) and checks after
 every input that folding the journal gives the state snapshot.
 """
@@ -26,13 +26,20 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from orchestrator.decider import Decision, Input, Outgoing, decide, pending_timers, timer_input
-from orchestrator.errors import RetryableError, TerminalError, TestKitError
-from orchestrator.journal import fold_journal, record_decision, verify_chain
-from orchestrator.payloads import from_payload, input_sha256, to_payload
-from orchestrator.saga import Saga
-from schemas.base import Envelope, Payload, Record, Usage
-from schemas.commands import (
+from sagaline.orchestrator.core.decider import (
+    Decision,
+    Input,
+    Outgoing,
+    decide,
+    pending_timers,
+    timer_input,
+)
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError, TestKitError
+from sagaline.orchestrator.core.journal import fold_journal, record_decision, verify_chain
+from sagaline.orchestrator.core.payloads import from_payload, input_sha256, to_payload
+from sagaline.orchestrator.core.saga import Saga
+from sagaline.schemas.base import Envelope, Payload, Record, Usage
+from sagaline.schemas.commands import (
     CancelSaga,
     PauseSaga,
     ResumeSaga,
@@ -41,17 +48,17 @@ from schemas.commands import (
     SkipStep,
     StartSaga,
 )
-from schemas.events import SagaEvent
-from schemas.journal import JournalEntry
-from schemas.replies import (
+from sagaline.schemas.events import SagaEvent
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
     StepHeartbeat,
     StepSucceeded,
 )
-from schemas.state import SagaState
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = ["SagaTestKit", "TestStepContext"]
 
@@ -62,7 +69,7 @@ DEFAULT_START = datetime(2030, 1, 1, tzinfo=UTC)
 
 @dataclass
 class TestStepContext:
-    """An in-memory :class:`~orchestrator.context.StepContext` for running steps in tests."""
+    """An in-memory :class:`~sagaline.orchestrator.core.context.StepContext` for tests."""
 
     __test__ = False
 
@@ -411,7 +418,7 @@ class SagaTestKit(Generic[DataT]):
 
     def compensated_steps(self) -> list[str]:
         """Steps compensated so far, in order."""
-        from schemas.events import StepCompensated
+        from sagaline.schemas.events import StepCompensated
 
         return [e.step for e in self.events if isinstance(e, StepCompensated)]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.errors import SagaDefinitionError
-from orchestrator.saga import (
+from sagaline.orchestrator.core.errors import SagaDefinitionError
+from sagaline.orchestrator.core.saga import (
     DONE,
     AgentSpec,
     ChildSpec,

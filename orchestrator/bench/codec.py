@@ -1,4 +1,4 @@
-"""Codec throughput: ``python -m schemas.bench [--seconds S]`` prints JSON.
+"""Codec throughput: ``python -m sagaline.orchestrator.bench.codec [--seconds S]`` prints JSON.
 
 Messages measured (single-object encoding, the default wire format):
 
@@ -29,12 +29,12 @@ from typing import Any
 import fastavro
 import pydantic
 
-from schemas.base import Envelope, Payload, Record, Usage
-from schemas.codec import Codec
-from schemas.events import StepCompleted, StepDispatched, StepRetryDue, UsageRecorded
-from schemas.journal import JournalEntry
-from schemas.replies import StepSucceeded
-from schemas.state import AgentHistoryItem, AgentState, SagaState, StepState, Timer
+from sagaline.schemas.base import Envelope, Payload, Record, Usage
+from sagaline.schemas.codec import Codec
+from sagaline.schemas.events import StepCompleted, StepDispatched, StepRetryDue, UsageRecorded
+from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.replies import StepSucceeded
+from sagaline.schemas.state import AgentHistoryItem, AgentState, SagaState, StepState, Timer
 
 __all__ = ["main", "sample_messages"]
 
@@ -208,7 +208,7 @@ def run(seconds_per_figure: float) -> dict[str, Any]:
             ),
         }
     return {
-        "benchmark": "schemas.codec",
+        "benchmark": "sagaline.schemas.codec",
         "wire": "avro single-object encoding (fastavro schemaless)",
         "python": platform.python_version(),
         "fastavro": fastavro.__version__,
@@ -219,8 +219,10 @@ def run(seconds_per_figure: float) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m schemas.bench [--seconds S]``: print the figures as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m schemas.bench", description=__doc__)
+    """``python -m sagaline.orchestrator.bench.codec [--seconds S]``: print the figures as JSON."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sagaline.orchestrator.bench.codec", description=__doc__
+    )
     parser.add_argument(
         "--seconds", type=float, default=1.5, help="time spent per figure (default 1.5)"
     )

@@ -6,22 +6,22 @@ import json
 
 from pydantic import ValidationError
 
-from orchestrator.agents import AgentDecision, AgentTurn, HistoryItem
-from orchestrator.decider_base import DeciderBase
-from orchestrator.payloads import (
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, HistoryItem
+from sagaline.orchestrator.core.decider_base import DeciderBase
+from sagaline.orchestrator.core.payloads import (
     PayloadDecodeError,
     from_payload,
     to_payload,
 )
-from orchestrator.saga import (
+from sagaline.orchestrator.core.saga import (
     AgentSpec,
     parse_task_step,
 )
-from schemas.base import Payload
-from schemas.commands import (
+from sagaline.schemas.base import Payload
+from sagaline.schemas.commands import (
     SignalSaga,
 )
-from schemas.events import (
+from sagaline.schemas.events import (
     AgentAnswered,
     AgentGaveUp,
     AgentObservation,
@@ -31,7 +31,7 @@ from schemas.events import (
     ToolCallRequested,
     WaitOpened,
 )
-from schemas.state import StepState, WaitState
+from sagaline.schemas.state import StepState, WaitState
 
 __all__ = ["AgentDecider"]
 

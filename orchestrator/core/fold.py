@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from orchestrator.errors import OrchestratorError
-from schemas.base import Usage
-from schemas.events import (
+from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.schemas.base import Usage
+from sagaline.schemas.events import (
     AgentAnswered,
     AgentGaveUp,
     AgentObservation,
@@ -49,7 +49,14 @@ from schemas.events import (
     WaitOpened,
     WaitTimedOut,
 )
-from schemas.state import AgentHistoryItem, AgentState, SagaState, StepState, Timer, WaitState
+from sagaline.schemas.state import (
+    AgentHistoryItem,
+    AgentState,
+    SagaState,
+    StepState,
+    Timer,
+    WaitState,
+)
 
 __all__ = ["FoldError", "evolve", "fold"]
 

@@ -13,7 +13,7 @@
    resumes the research saga that paused on its token budget;
 6. waits until every saga is terminal, stops the processes, and checks the
    outcomes, the read model, the business tables (side effects exactly
-   once, LLM calls not repeated), the journal audit (``orchestrator.audit``)
+   once, LLM calls not repeated), the journal audit (``sagaline.orchestrator.audit``)
    and a strict replay (every recorded input re-decided by the current code).
 
 The result (:class:`DemoResult`) says whether every check held.
@@ -30,14 +30,11 @@ from typing import Any
 
 import psycopg
 
-from consumers.migrations import migrate
-from orchestrator.audit import audit
-from orchestrator.client import SagaClient
-from orchestrator.config import Settings, TopicNames
-from orchestrator.replay import definition_lookup, replay
-from orchestrator.runtime.topics import TopicLayout, ensure_topics
-from sagas import REGISTRY
-from sagas.demo_checks import (
+from sagaline.consumers.migrations import migrate
+from sagaline.orchestrator.audit import audit
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.demo.checks import (
     Check,
     SagaOutcome,
     check_effects,
@@ -46,11 +43,14 @@ from sagas.demo_checks import (
     outcome_of,
     read_model_statuses,
 )
-from sagas.demo_plan import DemoPlan, plan, seed
-from sagas.demo_procs import Cluster, ProcessSpec, sagaline_command
-from sagas.demo_watch import StateWatcher
-from sagas.tables import APP_SCHEMA_ENV, Tables, app_schema, ensure_tables
-from schemas.state import SagaState
+from sagaline.orchestrator.demo.plan import DemoPlan, plan, seed
+from sagaline.orchestrator.demo.procs import Cluster, ProcessSpec, sagaline_command
+from sagaline.orchestrator.demo.watch import StateWatcher
+from sagaline.orchestrator.replay import definition_lookup, replay
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.sagas import REGISTRY
+from sagaline.sagas.tables import APP_SCHEMA_ENV, Tables, app_schema, ensure_tables
+from sagaline.schemas.state import SagaState
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
@@ -144,7 +144,9 @@ class DemoResult:
             lines.append(self.audit_text)
         lines.append("")
         lines.append("look closer:")
-        lines.append(f"  sagaline replay --prefix {self.prefix} --app sagas:REGISTRY --strict")
+        lines.append(
+            f"  sagaline replay --prefix {self.prefix} --app sagaline.sagas:REGISTRY --strict"
+        )
         lines.append(f"  sagaline list --db-schema {self.worker_schema} --type refund_demo")
         lines.append(f"  process logs: {self.log_dir}")
         lines.append("")
@@ -157,20 +159,9 @@ class DemoResult:
 
 
 def _orchestrator_argv(instance_id: str, group: str, prefix: str) -> list[str]:
-    from orchestrator.cli.main import build_parser
-
-    commands = build_parser()._subparsers
-    names: set[str] = set()
-    if commands is not None:
-        for action in commands._group_actions:
-            names.update(getattr(action, "choices", {}) or {})
-    args = ["--app", "sagas:REGISTRY", "--instance-id", instance_id, "--group", group]
+    args = ["--app", "sagaline.sagas:REGISTRY", "--instance-id", instance_id, "--group", group]
     args += ["--prefix", prefix, "--session-timeout-ms", "6000"]
-    if "orchestrator" in names:
-        return sagaline_command("orchestrator", "run", *args)
-    import sys
-
-    return [sys.executable, "-m", "orchestrator.runtime.process", *args]
+    return sagaline_command("orchestrator", "run", *args)
 
 
 def _process_specs(run_id: str, prefix: str, options: DemoOptions) -> list[ProcessSpec]:
@@ -188,7 +179,7 @@ def _process_specs(run_id: str, prefix: str, options: DemoOptions) -> list[Proce
                     "worker",
                     "run",
                     "--app",
-                    "sagas:REGISTRY",
+                    "sagaline.sagas:REGISTRY",
                     "--group",
                     f"{prefix}-workers",
                     "--concurrency",
@@ -295,7 +286,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo against ``settings`` (Kafka, PostgreSQL); return what happened."""
     if settings.database_url is None:
-        from orchestrator.errors import ConfigError
+        from sagaline.orchestrator.core.errors import ConfigError
 
         raise ConfigError("the demo needs PostgreSQL: set DATABASE_URL or run `sagaline dev up`")
     started = time.monotonic()

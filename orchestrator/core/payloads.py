@@ -1,6 +1,6 @@
-"""User pydantic models <-> :class:`schemas.base.Payload` for the pure core.
+"""User pydantic models <-> :class:`sagaline.schemas.base.Payload` for the pure core.
 
-A thin layer over :mod:`schemas.payload` that raises orchestrator errors.
+A thin layer over :mod:`sagaline.schemas.payload` that raises orchestrator errors.
 The decider only handles inline payloads (``Payload.data``); a payload stored
 by reference must be resolved by the runtime before it reaches ``decide``.
 """
@@ -11,10 +11,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from orchestrator.errors import OrchestratorError
-from schemas import payload as wire
-from schemas.base import Payload
-from schemas.errors import SchemaError
+from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.schemas import payload as wire
+from sagaline.schemas.base import Payload
+from sagaline.schemas.errors import SchemaError
 
 __all__ = ["PayloadDecodeError", "from_payload", "input_sha256", "payload_type_name", "to_payload"]
 
@@ -26,7 +26,7 @@ class PayloadDecodeError(OrchestratorError):
 
 
 def payload_type_name(model_type: type[BaseModel]) -> str:
-    """The type name a model travels under (see :func:`schemas.payload.payload_type_name`)."""
+    """The type name a model travels under (:func:`sagaline.schemas.payload.payload_type_name`)."""
     return wire.payload_type_name(model_type)
 
 

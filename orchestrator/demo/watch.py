@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from orchestrator.errors import SagalineError
-from orchestrator.runtime.core import AvroCodec
-from orchestrator.runtime.kafka_config import reader_config
-from schemas.state import SagaState
+from sagaline.orchestrator.core.errors import SagalineError
+from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.schemas.state import SagaState
 
 __all__ = ["StateWatcher", "WatchTimeout"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sagas.demo_plan import DemoPlan, PlannedSaga
-from sagas.refund import RefundRequest
-from sagas.tables import Tables
-from schemas.payload import from_payload
-from schemas.state import SagaState
+from sagaline.orchestrator.demo.plan import DemoPlan, PlannedSaga
+from sagaline.sagas.refund import RefundRequest
+from sagaline.sagas.tables import Tables
+from sagaline.schemas.payload import from_payload
+from sagaline.schemas.state import SagaState
 
 __all__ = [
     "Check",

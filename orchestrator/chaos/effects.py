@@ -5,7 +5,7 @@ The ``effects`` saga type has steps whose side effects are observable:
 path) and counts every execution in an attempts table through a separate
 autocommit connection (so executions rolled back by a crash still count);
 ``echo`` runs on the Kafka-only path and only counts its executions.
-``python -m consumers.testkit worker|relay ...`` runs a worker or a relay
+``python -m sagaline.orchestrator.chaos.effects worker|relay ...`` runs a worker or a relay
 with these steps (the chaos tests start it as a subprocess).
 """
 
@@ -28,16 +28,16 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pydantic import BaseModel
 
-from consumers.context import WorkerStepContext
-from consumers.db import validate_schema
-from consumers.handlers import Handler, StepTable
-from consumers.relay import Relay, RelayOptions
-from consumers.wire import Codec, SchemasCodec, dump_payload
-from orchestrator.config import TopicNames
-from orchestrator.errors import RetryableError, TerminalError
-from orchestrator.runtime.kafka_config import PARTITIONER
-from schemas.base import Envelope, Record
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.consumers.context import WorkerStepContext
+from sagaline.consumers.db import validate_schema
+from sagaline.consumers.handlers import Handler, StepTable
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.wire import Codec, SchemasCodec, dump_payload
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.core.errors import RetryableError, TerminalError
+from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
+from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
     "EFFECTS_SAGA",
@@ -222,7 +222,7 @@ def effects_table(dsn: str, table: str) -> StepTable:
 
 
 def app() -> StepTable:
-    """The ``effects`` steps for ``sagaline worker run --app consumers.testkit:app``
+    """The ``effects`` steps for ``sagaline worker run --app ...chaos.effects:app``
     (table from ``SAGALINE_TESTKIT_TABLE``, database from ``DATABASE_URL``)."""
     import os
 
@@ -347,10 +347,10 @@ def read_records(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m consumers.testkit worker|relay`` (used by the chaos tests)."""
-    from consumers.worker import Worker, WorkerOptions
+    """``python -m sagaline.orchestrator.chaos.effects worker|relay`` (used by the chaos tests)."""
+    from sagaline.consumers.worker import Worker, WorkerOptions
 
-    parser = argparse.ArgumentParser(prog="python -m consumers.testkit")
+    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.chaos.effects")
     parser.add_argument("role", choices=("worker", "relay"))
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--dsn", required=True)
@@ -398,6 +398,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run the imported module's main, so payload models keep their import name.
-    from consumers.testkit import main as _main
+    from sagaline.orchestrator.chaos.effects import main as _main
 
     raise SystemExit(_main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from orchestrator.saga import (
+from sagaline.orchestrator.core.saga import (
     DONE,
     AgentSpec,
     ChildSpec,

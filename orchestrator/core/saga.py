@@ -17,8 +17,8 @@ model.  Its class body declares nodes, which run in declaration order:
 * :func:`child` — a child saga, whose outcome is the node's result.
 
 Definitions are validated when the class is created
-(:class:`~orchestrator.errors.SagaDefinitionError`).  Nothing here performs
-I/O; the decider (``orchestrator.decider``) interprets the definition.
+(:class:`~sagaline.orchestrator.core.errors.SagaDefinitionError`).  Nothing here performs
+I/O; the decider (``sagaline.orchestrator.core.decider``) interprets the definition.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
-from orchestrator.agents import AgentDecision, AgentTurn, ToolInfo
-from orchestrator.errors import SagaDefinitionError
-from orchestrator.policies import Budget, Retry
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, ToolInfo
+from sagaline.orchestrator.core.errors import SagaDefinitionError
+from sagaline.orchestrator.core.policies import Budget, Retry
 
 __all__ = [
     "DONE",
@@ -653,7 +653,7 @@ class Saga(Generic[DataT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from orchestrator.validation import build_definition
+        from sagaline.orchestrator.core.validation import build_definition
 
         # names visible where the class statement runs (models defined in a function)
         localns: dict[str, Any] = {}
@@ -771,7 +771,7 @@ class Saga(Generic[DataT]):
     @classmethod
     def mermaid(cls) -> str:
         """A Mermaid flowchart of this definition."""
-        from orchestrator.diagram import to_mermaid
+        from sagaline.orchestrator.core.diagram import to_mermaid
 
         text: str = to_mermaid(cls)
         return text

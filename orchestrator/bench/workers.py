@@ -1,4 +1,4 @@
-"""Where a step's time goes: ``python -m consumers.bench`` prints one JSON document.
+"""Where a step's time goes: ``sagaline bench workers`` prints one JSON document.
 
 Runs a real worker (and, for the outbox path, a real relay) against the
 Kafka and PostgreSQL of ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` on
@@ -21,7 +21,7 @@ of this one machine) for both delivery paths:
 
 plus a throughput run (a burst of tasks, tasks per second until every reply
 arrived).  ``--e2e N`` adds N sagas per path through the real orchestrator
-process (see :mod:`consumers.bench_e2e`).
+process (see :mod:`sagaline.orchestrator.bench.workers_e2e`).
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumers.bench_support import ReplyTail, summary
-from consumers.migrations import migrate
-from consumers.relay import Relay, RelayOptions
-from consumers.store import OUTBOX_SHARDS
-from consumers.testkit import (
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.store import OUTBOX_SHARDS
+from sagaline.consumers.wire import SchemasCodec
+from sagaline.consumers.worker import TaskTrace, Worker, WorkerOptions
+from sagaline.orchestrator.bench.workers_support import ReplyTail, summary
+from sagaline.orchestrator.chaos.effects import (
     EffectArgs,
     create_effect_tables,
     create_topics,
@@ -53,11 +55,9 @@ from consumers.testkit import (
     effects_table,
     execute_task,
 )
-from consumers.wire import SchemasCodec
-from consumers.worker import TaskTrace, Worker, WorkerOptions
-from orchestrator.config import TopicNames
-from orchestrator.runtime.kafka_config import PARTITIONER
-from schemas.tasks import ExecuteStep
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
+from sagaline.schemas.tasks import ExecuteStep
 
 __all__ = ["main", "run_bench"]
 
@@ -228,7 +228,7 @@ def run_bench(
     replies = ReplyTail(bootstrap, topics.replies)
     producer = _TaskProducer(bootstrap, topics.tasks)
     report: dict[str, Any] = {
-        "benchmark": "consumers.bench",
+        "benchmark": "sagaline.orchestrator.bench.workers",
         "concurrency": concurrency,
         "partitions": 3,
         "latency_interval_ms": interval * 1000,
@@ -268,8 +268,10 @@ def run_bench(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m consumers.bench [--paths outbox,kafka] [--tasks N] [--burst N]``."""
-    parser = argparse.ArgumentParser(prog="python -m consumers.bench", description=__doc__)
+    """``... bench.workers [--paths outbox,kafka] [--tasks N] [--burst N]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sagaline.orchestrator.bench.workers", description=__doc__
+    )
     parser.add_argument("--paths", default="outbox,kafka", help="outbox, kafka or both")
     parser.add_argument("--tasks", type=int, default=200, help="tasks in the latency run")
     parser.add_argument("--interval-ms", type=float, default=10.0, help="gap between tasks")
@@ -301,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=ns.concurrency,
     )
     if ns.e2e > 0:
-        from consumers.bench_e2e import run_e2e
+        from sagaline.orchestrator.bench.workers_e2e import run_e2e
 
         report["end_to_end_with_orchestrator"] = run_e2e(bootstrap=bootstrap, dsn=dsn, sagas=ns.e2e)
     json.dump(report, sys.stdout, indent=2)
@@ -310,6 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from consumers.bench import main as _main
+    from sagaline.orchestrator.bench.workers import main as _main
 
     raise SystemExit(_main())

@@ -48,7 +48,7 @@ class JournalError(OrchestratorError):
 
 
 class TestKitError(OrchestratorError, AssertionError):
-    """An expectation of :class:`orchestrator.testing.SagaTestKit` did not hold."""
+    """An expectation of :class:`sagaline.orchestrator.core.testing.SagaTestKit` did not hold."""
 
     __test__ = False  # not a pytest test class
 
@@ -61,7 +61,7 @@ class RetryableError(StepError):
     """The step failed but may succeed when retried under the step's retry policy.
 
     ``retry_after`` is a hint for the worker; the decider schedules the retry
-    from the step's :class:`~orchestrator.policies.Retry` policy.
+    from the step's :class:`~sagaline.orchestrator.core.policies.Retry` policy.
     """
 
     def __init__(self, message: str = "", *, retry_after: timedelta | None = None) -> None:

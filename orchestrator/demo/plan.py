@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from orchestrator.saga import Saga
-from sagas.enrichment import Contact, LeadBatch, LeadEnrichment
-from sagas.refund import DemoRefundAgent, RefundRequest
-from sagas.research import ResearchAgent, ResearchData
-from sagas.tables import Tables
+from sagaline.orchestrator.core.saga import Saga
+from sagaline.sagas.enrichment import Contact, LeadBatch, LeadEnrichment
+from sagaline.sagas.refund import DemoRefundAgent, RefundRequest
+from sagaline.sagas.research import ResearchAgent, ResearchData
+from sagaline.sagas.tables import Tables
 
 __all__ = ["MANAGER", "RESEARCH_LEAD", "Action", "DemoPlan", "PlannedSaga", "plan", "seed"]
 

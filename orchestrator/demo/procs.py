@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from orchestrator.errors import SagalineError
+from sagaline.orchestrator.core.errors import SagalineError
 
 __all__ = ["Cluster", "ProcessFailed", "ProcessSpec", "sagaline_command"]
 
@@ -34,7 +34,7 @@ def sagaline_command(*args: str) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "import sys; from orchestrator.cli import main; sys.exit(main())",
+        "import sys; from sagaline.orchestrator.cli import main; sys.exit(main())",
         *args,
     ]
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer
 
-from consumers.wire import SchemasCodec
-from schemas.replies import REPLY_TYPES, StepHeartbeat
+from sagaline.consumers.wire import SchemasCodec
+from sagaline.schemas.replies import REPLY_TYPES, StepHeartbeat
 
 __all__ = ["ReplyTail", "summary"]
 

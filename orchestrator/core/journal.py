@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from orchestrator.decider import Decision, Input, derive_message_id
-from orchestrator.errors import JournalError
-from orchestrator.fold import fold
-from schemas.base import Envelope
-from schemas.events import SagaEvent
-from schemas.journal import GENESIS_HASH, JournalEntry
-from schemas.state import SagaState
+from sagaline.orchestrator.core.decider import Decision, Input, derive_message_id
+from sagaline.orchestrator.core.errors import JournalError
+from sagaline.orchestrator.core.fold import fold
+from sagaline.schemas.base import Envelope
+from sagaline.schemas.events import SagaEvent
+from sagaline.schemas.journal import GENESIS_HASH, JournalEntry
+from sagaline.schemas.state import SagaState
 
 __all__ = [
     "canonical_json",

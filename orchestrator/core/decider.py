@@ -3,13 +3,13 @@
 No I/O, no clock, no randomness: the time is the input's
 ``envelope.occurred_at``, outgoing message ids derive from the input's
 message id, retry jitter from the saga id, step and attempt.  Every event
-is applied with :func:`orchestrator.fold.evolve` as it is decided, so
+is applied with :func:`sagaline.orchestrator.core.fold.evolve` as it is decided, so
 ``Decision.state`` always equals the fold of the events.
 
 Task step names: a step's own name; ``"<agent>#<turn>"`` for an agent's LLM
 turn; ``"<agent>.<tool>#<turn>"`` for a tool call decided in that turn (see
-:func:`orchestrator.saga.parse_task_step`).  Task ``args`` are the saga data
-for steps and compensations, an :class:`~orchestrator.agents.AgentTurn` for
+:func:`sagaline.orchestrator.core.saga.parse_task_step`).  Task ``args`` are the saga data
+for steps and compensations, an :class:`~sagaline.orchestrator.core.agents.AgentTurn` for
 LLM turns and the validated tool arguments for tool calls.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.decider_agents import AgentDecider
-from orchestrator.decider_base import (
+from sagaline.orchestrator.core.decider_agents import AgentDecider
+from sagaline.orchestrator.core.decider_base import (
     INPUT_TYPES,
     Decision,
     Input,
@@ -29,13 +29,13 @@ from orchestrator.decider_base import (
     derive_message_id,
     failure_pause_reason,
 )
-from orchestrator.errors import RoutingError
-from orchestrator.payloads import (
+from sagaline.orchestrator.core.errors import RoutingError
+from sagaline.orchestrator.core.payloads import (
     PayloadDecodeError,
     from_payload,
     to_payload,
 )
-from orchestrator.saga import (
+from sagaline.orchestrator.core.saga import (
     AgentSpec,
     ChildSpec,
     Node,
@@ -47,8 +47,8 @@ from orchestrator.saga import (
     WaitSpec,
     parse_task_step,
 )
-from schemas.base import Envelope
-from schemas.commands import (
+from sagaline.schemas.base import Envelope
+from sagaline.schemas.commands import (
     CancelSaga,
     PauseSaga,
     ResumeSaga,
@@ -57,7 +57,7 @@ from schemas.commands import (
     SkipStep,
     StartSaga,
 )
-from schemas.events import (
+from sagaline.schemas.events import (
     AgentObservation,
     BudgetExceeded,
     CompensationRetryDue,
@@ -78,15 +78,15 @@ from schemas.events import (
     WaitOpened,
     WaitTimedOut,
 )
-from schemas.replies import (
+from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
     StepHeartbeat,
     StepSucceeded,
 )
-from schemas.state import SagaState, StepState, Timer, WaitState
-from schemas.timers import TimerFired
+from sagaline.schemas.state import SagaState, StepState, Timer, WaitState
+from sagaline.schemas.timers import TimerFired
 
 __all__ = [
     "INPUT_TYPES",

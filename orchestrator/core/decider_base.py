@@ -1,7 +1,7 @@
 """The decider's shared machinery: emitting events, messages, moves, dispatch, compensation.
 
-Used by :mod:`orchestrator.decider` (the input handlers) and
-:mod:`orchestrator.decider_agents` (agent loops).  Pure: no I/O, no clock.
+Used by :mod:`sagaline.orchestrator.core.decider` (the input handlers) and
+:mod:`sagaline.orchestrator.core.decider_agents` (agent loops).  Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.errors import RoutingError
-from orchestrator.fold import evolve
-from orchestrator.payloads import (
+from sagaline.orchestrator.core.errors import RoutingError
+from sagaline.orchestrator.core.fold import evolve
+from sagaline.orchestrator.core.payloads import (
     from_payload,
     input_sha256,
     to_payload,
 )
-from orchestrator.policies import NO_RETRY, Retry
-from orchestrator.saga import (
+from sagaline.orchestrator.core.policies import NO_RETRY, Retry
+from sagaline.orchestrator.core.saga import (
     DONE,
     AgentSpec,
     ChildSpec,
@@ -32,13 +32,13 @@ from orchestrator.saga import (
     WaitSpec,
     parse_task_step,
 )
-from schemas.base import Envelope, Payload, Record, Usage
-from schemas.commands import (
+from sagaline.schemas.base import Envelope, Payload, Record, Usage
+from sagaline.schemas.commands import (
     CancelSaga,
     ParentRef,
     StartSaga,
 )
-from schemas.events import (
+from sagaline.schemas.events import (
     AgentGaveUp,
     AgentObservation,
     ChildSagaRequested,
@@ -57,15 +57,15 @@ from schemas.events import (
     StepDispatched,
     UsageRecorded,
 )
-from schemas.journal import JOURNAL_INPUT_TYPES, JournalInput
-from schemas.replies import (
+from sagaline.schemas.journal import JOURNAL_INPUT_TYPES, JournalInput
+from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
     StepSucceeded,
 )
-from schemas.state import SagaState, StepState
-from schemas.tasks import CompensateStep, ExecuteStep
+from sagaline.schemas.state import SagaState, StepState
+from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
     "INPUT_TYPES",

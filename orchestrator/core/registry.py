@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from orchestrator.errors import SagaDefinitionError, UnknownSagaType
-from orchestrator.saga import Saga
+from sagaline.orchestrator.core.errors import SagaDefinitionError, UnknownSagaType
+from sagaline.orchestrator.core.saga import Saga
 
 __all__ = ["SagaRegistry"]
 

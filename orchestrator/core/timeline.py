@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas.base import Record
-from schemas.events import (
+from sagaline.schemas.base import Record
+from sagaline.schemas.events import (
     CompensationAttemptFailed,
     CompensationDispatched,
     CompensationStarted,
@@ -36,7 +36,7 @@ from schemas.events import (
     WaitOpened,
     WaitTimedOut,
 )
-from schemas.journal import JournalEntry
+from sagaline.schemas.journal import JournalEntry
 
 __all__ = [
     "Approval",

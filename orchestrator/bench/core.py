@@ -1,4 +1,4 @@
-"""Benchmark of the pure core: ``python -m orchestrator.decider_bench`` prints JSON.
+"""Benchmark of the pure core: ``python -m sagaline.orchestrator.bench.core`` prints JSON.
 
 Measures, on a three-step saga with a compensation and an approval, how many
 inputs per second ``decide`` handles alone, with the journal entry (hash
@@ -16,12 +16,12 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from orchestrator.context import StepContext
-from orchestrator.decider import decide
-from orchestrator.fold import fold
-from orchestrator.journal import record_decision
-from orchestrator.saga import Saga, approval, step
-from orchestrator.testing import SagaTestKit
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.decider import decide
+from sagaline.orchestrator.core.fold import fold
+from sagaline.orchestrator.core.journal import record_decision
+from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.orchestrator.core.testing import SagaTestKit
 
 __all__ = ["main"]
 

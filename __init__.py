@@ -1,0 +1,127 @@
+"""sagaline: durable execution for AI-agent workflows.
+
+The public face.  Everything a user's project needs is importable from here::
+
+    from sagaline import Saga, step, approval, SagaClient, StepContext, SagaTestKit
+
+The repository root is this package: ``sagaline.schemas`` is ``schemas/``,
+``sagaline.orchestrator`` is ``orchestrator/``, ``sagaline.consumers`` is
+``consumers/`` and ``sagaline.sagas`` is ``sagas/`` (see docs/architecture.md).
+The client and the worker need Kafka and PostgreSQL: they are imported on
+first use, so ``import sagaline`` stays light.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, ToolInfo
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.decider import (
+    Decision,
+    Input,
+    Outgoing,
+    decide,
+    pending_timers,
+    timer_input,
+)
+from sagaline.orchestrator.core.errors import (
+    OrchestratorError,
+    RetryableError,
+    SagaDefinitionError,
+    SagalineError,
+    TerminalError,
+    UnknownSagaType,
+)
+from sagaline.orchestrator.core.fold import evolve, fold
+from sagaline.orchestrator.core.journal import make_journal_entry, record_decision, verify_chain
+from sagaline.orchestrator.core.policies import Budget, Retry
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import (
+    DONE,
+    Saga,
+    SignalInfo,
+    StepHandler,
+    agent,
+    approval,
+    child,
+    parallel,
+    sleep,
+    step,
+    tool,
+    wait_for_signal,
+)
+from sagaline.orchestrator.core.testing import SagaTestKit
+
+__all__ = [
+    "DONE",
+    "AgentDecision",
+    "AgentTurn",
+    "Budget",
+    "Decision",
+    "Input",
+    "OrchestratorError",
+    "Outgoing",
+    "Relay",
+    "Retry",
+    "RetryableError",
+    "Saga",
+    "SagaAlreadyStarted",
+    "SagaClient",
+    "SagaDefinitionError",
+    "SagaHandle",
+    "SagaNotFound",
+    "SagaRegistry",
+    "SagaTestKit",
+    "SagalineError",
+    "SignalInfo",
+    "StepContext",
+    "StepHandler",
+    "TerminalError",
+    "ToolInfo",
+    "UnknownSagaType",
+    "WaitTimeout",
+    "Worker",
+    "WorkerStepContext",
+    "agent",
+    "approval",
+    "child",
+    "decide",
+    "evolve",
+    "fold",
+    "make_journal_entry",
+    "parallel",
+    "pending_timers",
+    "record_decision",
+    "sleep",
+    "step",
+    "timer_input",
+    "tool",
+    "verify_chain",
+    "wait_for_signal",
+]
+
+# The client needs Kafka: imported on first use so the pure core stays light.
+_CLIENT_NAMES = ("SagaAlreadyStarted", "SagaClient", "SagaHandle", "SagaNotFound", "WaitTimeout")
+# The worker and the relay need PostgreSQL and Kafka: same.
+_WORKER_NAMES = ("Relay", "Worker", "WorkerStepContext")
+
+if TYPE_CHECKING:
+    from sagaline.consumers import Relay, Worker, WorkerStepContext
+    from sagaline.orchestrator.client import (
+        SagaAlreadyStarted,
+        SagaClient,
+        SagaHandle,
+        SagaNotFound,
+        WaitTimeout,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from sagaline.orchestrator import client
+
+        return getattr(client, name)
+    if name in _WORKER_NAMES:
+        from sagaline import consumers
+
+        return getattr(consumers, name)
+    raise AttributeError(f"module 'sagaline' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Chaos tooling: real step functions with observable effects, storms of faults."""
