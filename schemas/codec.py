@@ -30,7 +30,7 @@ import io
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
@@ -68,6 +68,7 @@ __all__ = [
     "CONFLUENT_MAGIC",
     "SINGLE_OBJECT_MAGIC",
     "Codec",
+    "RecordCodec",
     "decode",
     "default_codec",
     "encode",
@@ -101,6 +102,23 @@ class _Reader:
     writer_schema: Any  # parsed
     reader_schema: Any  # parsed current schema, or None when writer == reader
     load: _Converter | None
+
+
+class RecordCodec(Protocol):
+    """Record ⇄ bytes: the one codec protocol every Kafka client of sagaline is written
+    against (the orchestrator runtime, the workers, the journal reader).
+
+    :class:`Codec` is the one implementation (versioned Avro); tests may pass any
+    object with these two methods.
+    """
+
+    def encode(self, record: Record) -> bytes:
+        """Encode one record."""
+        ...
+
+    def decode(self, data: bytes, expected: tuple[type[Record], ...]) -> Record:
+        """Decode one record that must be one of ``expected``; raise ``SchemaError`` otherwise."""
+        ...
 
 
 class Codec:

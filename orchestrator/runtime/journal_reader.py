@@ -28,9 +28,10 @@ from typing import TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.core.undecodable import Undecodable
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
-from sagaline.schemas.codec import Codec, default_codec
+from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.journal import JournalEntry
 
 __all__ = [
@@ -62,16 +63,6 @@ class JournalRecord:
     entry: JournalEntry
 
 
-@dataclass(frozen=True)
-class Undecodable:
-    """A journal record that is not a valid :class:`JournalEntry`."""
-
-    partition: int
-    offset: int
-    key: str | None
-    error: str
-
-
 @dataclass
 class JournalRead:
     """Everything one pass over the journal found, in partition/offset order."""
@@ -91,7 +82,7 @@ class JournalRead:
         return grouped
 
 
-def journal_codec() -> Codec:
+def journal_codec() -> RecordCodec:
     """The codec journal entries are read with (the shared default codec)."""
     return default_codec()
 
@@ -103,7 +94,7 @@ def read_journal(
     since: datetime | None = None,
     saga_id: str | None = None,
     saga_type: str | None = None,
-    codec: Codec | None = None,
+    codec: RecordCodec | None = None,
     progress: Progress | None = None,
     timeout: float = 60.0,
 ) -> JournalRead:
@@ -254,7 +245,7 @@ def _consume_until_end(
 
 def _decode_into(
     result: JournalRead,
-    codec: Codec,
+    codec: RecordCodec,
     partition: int,
     offset: int,
     timestamp: int,
@@ -265,8 +256,13 @@ def _decode_into(
         result.undecodable.append(Undecodable(partition, offset, key, "null value (tombstone)"))
         return
     try:
-        entry = codec.decode(value, JournalEntry)
+        entry = codec.decode(value, (JournalEntry,))
     except Exception as exc:  # any failure is a finding about the journal, not a crash
         result.undecodable.append(Undecodable(partition, offset, key, f"{exc}"))
+        return
+    if not isinstance(entry, JournalEntry):
+        result.undecodable.append(
+            Undecodable(partition, offset, key, f"a {type(entry).__name__}, not a journal entry")
+        )
         return
     result.records.append(JournalRecord(partition, offset, timestamp, entry))

@@ -27,10 +27,10 @@ from test_decider_properties import (
     shapes,
 )
 
-from sagaline.orchestrator.audit import audit_saga
+from sagaline.orchestrator.core.audit_rules import audit_saga
 from sagaline.orchestrator.core.journal import record_decision
 from sagaline.orchestrator.core.payloads import to_payload
-from sagaline.orchestrator.replay import check_saga, definition_lookup
+from sagaline.orchestrator.core.replay_check import check_saga, definition_lookup
 from sagaline.schemas.journal import JournalEntry
 from sagaline.schemas.state import SagaState
 from sagaline.schemas.tasks import ExecuteStep

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from journal_builders import T0, rehash, renumber, run_refund
 
-from sagaline.orchestrator.audit import (
+from sagaline.orchestrator.core.audit_rules import (
     CHECKS,
     Finding,
     InboxRow,
@@ -16,7 +16,7 @@ from sagaline.orchestrator.audit import (
     audit_inbox,
     audit_saga,
 )
-from sagaline.orchestrator.runtime.journal_reader import Undecodable
+from sagaline.orchestrator.core.undecodable import Undecodable
 from sagaline.schemas.events import (
     CompensationStarted,
     InputIgnored,

@@ -8,13 +8,13 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from sagaline.orchestrator.audit import audit_saga
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
+from sagaline.orchestrator.core.audit_rules import audit_saga
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.journal import entry_hash
+from sagaline.orchestrator.core.replay_check import definition_lookup, replay_entries
 from sagaline.orchestrator.core.saga import Saga, agent, tool
 from sagaline.orchestrator.core.testing import SagaTestKit
-from sagaline.orchestrator.replay import definition_lookup, replay_entries
 from sagaline.schemas.events import StepDispatched, WaitOpened
 from sagaline.schemas.journal import JournalEntry
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from sagaline.orchestrator.audit import audit_saga
+from sagaline.orchestrator.core.audit_rules import audit_saga
+from sagaline.orchestrator.core.replay_check import definition_lookup, replay_entries
 from sagaline.orchestrator.core.testing import SagaTestKit
-from sagaline.orchestrator.replay import definition_lookup, replay_entries
 from sagaline.sagas import REGISTRY
 from sagaline.sagas.enrichment import (
     MAX_CONTACTS,

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from journal_builders import Refund, RefundData, RefundShorterTimeout, run_refund
 
-from sagaline.orchestrator.core.saga import Saga, approval, step
-from sagaline.orchestrator.core.timeline import build_timeline, render_timeline
-from sagaline.orchestrator.replay import (
+from sagaline.orchestrator.core.replay_check import (
     ReplayError,
     check_saga,
     definition_lookup,
     event_diff,
-    load_definitions,
     replay_entries,
 )
+from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.orchestrator.core.timeline import build_timeline, render_timeline
+from sagaline.orchestrator.replay import load_definitions
 
 pytestmark = pytest.mark.unit
 
@@ -185,7 +185,7 @@ def test_strict_replay_when_current_code_raises() -> None:
 
 
 def test_non_strict_report_is_always_ok_and_unreadable_records_fail_strict() -> None:
-    from sagaline.orchestrator.runtime.journal_reader import Undecodable
+    from sagaline.orchestrator.core.undecodable import Undecodable
 
     bad = Undecodable(0, 3, "k", "garbage")
     assert replay_entries({}, undecodable=[bad]).ok
