@@ -13,6 +13,7 @@ first use, so ``import sagaline`` stays light.
 
 from typing import TYPE_CHECKING, Any
 
+from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, ToolInfo
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.decider import (
@@ -72,6 +73,7 @@ __all__ = [
     "SagaRegistry",
     "SagaTestKit",
     "SagalineError",
+    "Settings",
     "SignalInfo",
     "StepContext",
     "StepHandler",
