@@ -19,7 +19,6 @@ Tables: ``consumers/migrations/0002_read_model.sql`` (applied by
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -27,7 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -37,8 +36,14 @@ from sagaline.consumers.errors import WorkerError
 from sagaline.consumers.migrations import migrate
 from sagaline.orchestrator.core.fold import fold
 from sagaline.orchestrator.core.timeline import describe_event, describe_input
-from sagaline.orchestrator.runtime.journal_reader import with_retries
-from sagaline.schemas.codec import Codec, default_codec
+from sagaline.orchestrator.runtime.kafka_config import group_consumer_config
+from sagaline.orchestrator.runtime.stable_read import (
+    ReadToEndError,
+    stable_offsets,
+    topic_partitions,
+)
+from sagaline.schemas.base import Record
+from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.journal import JournalEntry
 from sagaline.schemas.state import SagaState
 
@@ -56,6 +61,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Record)
 
 #: default projection name: the consumer group id and the key of its stored offsets
 DEFAULT_PROJECTION = "sagaline-projection"
@@ -168,7 +174,7 @@ def _error_of(state: SagaState) -> str | None:
     return errors[-1] if errors else None
 
 
-def _status_params(saga: _Saga, codec: Codec) -> tuple[Any, ...]:
+def _status_params(saga: _Saga, codec: RecordCodec) -> tuple[Any, ...]:
     s = saga.state
     assert s is not None
     return (
@@ -193,15 +199,24 @@ def _status_params(saga: _Saga, codec: Codec) -> tuple[Any, ...]:
     )
 
 
+def _decoded(codec: RecordCodec, data: bytes, expected: type[R]) -> R:
+    record = codec.decode(data, (expected,))
+    if not isinstance(record, expected):
+        raise TypeError(f"decoded a {type(record).__name__}, expected a {expected.__name__}")
+    return record
+
+
 def _load(
-    conn: psycopg.Connection, schema: str, saga_ids: Sequence[str], codec: Codec
+    conn: psycopg.Connection, schema: str, saga_ids: Sequence[str], codec: RecordCodec
 ) -> dict[str, _Saga]:
     rows = conn.execute(
         f"SELECT saga_id, last_seq, error, snapshot FROM {schema}.saga_status"
         " WHERE saga_id = ANY(%s) FOR UPDATE",
         (list(saga_ids),),
     ).fetchall()
-    return {str(r[0]): _Saga(codec.decode(bytes(r[3]), SagaState), int(r[1]), r[2]) for r in rows}
+    return {
+        str(r[0]): _Saga(_decoded(codec, bytes(r[3]), SagaState), int(r[1]), r[2]) for r in rows
+    }
 
 
 def _fold_entry(saga: _Saga, entry: JournalEntry) -> None:
@@ -245,7 +260,7 @@ def apply_batch(
     topic: str,
     next_offsets: dict[int, int],
     expected: dict[int, int | None] | None = None,
-    codec: Codec | None = None,
+    codec: RecordCodec | None = None,
 ) -> tuple[int, int]:
     """Fold ``records`` (partition, offset, entry) into the read model in ``conn``'s
     open transaction and store ``next_offsets``; returns ``(applied, skipped)``.
@@ -314,7 +329,7 @@ class JournalProjection:
         schema: str = DEFAULT_SCHEMA,
         projection: str = DEFAULT_PROJECTION,
         batch_size: int = 500,
-        codec: Codec | None = None,
+        codec: RecordCodec | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
@@ -345,15 +360,7 @@ class JournalProjection:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._conn = connect(self.database_url)
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap_servers,
-                "group.id": self.projection,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 50,
-            }
+            group_consumer_config(self.bootstrap_servers, self.projection, fetch_wait_max_ms=50)
         )
         try:
             self._consumer.subscribe(
@@ -374,24 +381,14 @@ class JournalProjection:
         return self.stats
 
     def _end_offsets(self) -> dict[int, int]:
+        """The last stable offset of every non-empty partition, as of now."""
         assert self._consumer is not None
-        metadata = self._consumer.list_topics(self.topic, timeout=10)
-        described = metadata.topics.get(self.topic)
-        if described is None or described.error is not None:
-            raise ProjectionError(f"journal topic {self.topic!r} does not exist")
-        ends: dict[int, int] = {}
-        for p in described.partitions:
-            low, high = with_retries(
-                functools.partial(
-                    self._consumer.get_watermark_offsets,
-                    TopicPartition(self.topic, p),
-                    timeout=10,
-                    cached=False,
-                )
-            )
-            if high > low:
-                ends[p] = int(high)
-        return ends
+        try:
+            partitions = topic_partitions(self._consumer, self.topic)
+        except ReadToEndError:
+            raise ProjectionError(f"journal topic {self.topic!r} does not exist") from None
+        offsets = stable_offsets(self._consumer, self.topic, partitions)
+        return {p: high for p, (low, high) in offsets.items() if high > low}
 
     def _caught_up(self, ends: dict[int, int]) -> bool:
         assert self._consumer is not None
@@ -449,7 +446,7 @@ class JournalProjection:
             try:
                 if value is None:
                     raise ValueError("null value")
-                entry = self.codec.decode(value, JournalEntry)
+                entry = _decoded(self.codec, value, JournalEntry)
             except Exception as exc:  # skipped and counted; the audit reports it
                 log.warning(
                     "%s[%d]@%d is not a journal entry: %s", self.topic, partition, offset, exc

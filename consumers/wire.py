@@ -1,6 +1,6 @@
 """The wire format as the worker uses it: record codec and user payloads.
 
-Thin adapters over ``sagaline.schemas.codec`` (versioned Avro records) and
+The codec is ``sagaline.schemas.codec``'s (one protocol, one implementation); payloads are
 ``sagaline.schemas.payload`` (user pydantic models ⇄ ``Payload``, large ones by
 reference through a ``PayloadStore``), kept in one module so the rest of
 ``consumers`` depends on two small functions and one protocol.
@@ -8,37 +8,22 @@ reference through a ``PayloadStore``), kept in one module so the rest of
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel
 
-from sagaline.schemas import codec as _codec
 from sagaline.schemas import payload as _payload
-from sagaline.schemas.base import Payload, Record
+from sagaline.schemas.base import Payload
+from sagaline.schemas.codec import RecordCodec, default_codec
 
 __all__ = ["Codec", "SchemasCodec", "dump_payload", "load_payload"]
 
 
-class Codec(Protocol):
-    """Record ⇄ bytes (the same protocol as ``sagaline.orchestrator.runtime.ports.Codec``)."""
+#: Record ⇄ bytes: the one codec protocol (``sagaline.schemas.codec.RecordCodec``)
+Codec = RecordCodec
 
-    def encode(self, record: Record) -> bytes:
-        """Encode one record."""
-        ...
-
-    def decode(self, data: bytes, expected: tuple[type[Record], ...]) -> Record:
-        """Decode one record that must be one of ``expected``; raise ``SchemaError`` otherwise."""
-        ...
-
-
-class SchemasCodec:
-    """The production codec: ``sagaline.schemas.codec`` (Avro with a versioned wire header)."""
-
-    def encode(self, record: Record) -> bytes:
-        return _codec.encode(record)
-
-    def decode(self, data: bytes, expected: tuple[type[Record], ...]) -> Record:
-        return _codec.decode(data, expected)
+#: ``SchemasCodec()`` is the shared production codec (``sagaline.schemas.codec.default_codec``)
+SchemasCodec = default_codec
 
 
 def load_payload(payload: Payload, model_type: type[BaseModel], store: Any) -> BaseModel:

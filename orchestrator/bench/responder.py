@@ -18,7 +18,6 @@ Run standalone: ``python -m sagaline.orchestrator.bench.responder --prefix P``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import signal
 import threading
@@ -30,30 +29,19 @@ from types import FrameType
 
 from confluent_kafka import Consumer, Producer
 
-from sagaline.orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
-from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.kafka_config import (
+    group_consumer_config,
+    transactional_producer_config,
+)
 from sagaline.orchestrator.runtime.telemetry import carrier_from_headers, headers_from_carrier
-from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.base import Record
+from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.replies import CompensationSucceeded, StepSucceeded
 from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = ["Responder", "main"]
 
 log = logging.getLogger(__name__)
-
-
-def _reply_envelope(task: ExecuteStep | CompensateStep, now: datetime) -> Envelope:
-    digest = hashlib.sha256(f"reply:{task.task_id}".encode()).hexdigest()[:32]
-    return Envelope(
-        message_id=digest,
-        saga_id=task.envelope.saga_id,
-        saga_type=task.envelope.saga_type,
-        saga_version=task.envelope.saga_version,
-        occurred_at=now,
-        causation_id=task.envelope.message_id,
-        correlation_id=task.envelope.correlation_id,
-        trace=task.envelope.trace,
-    )
 
 
 class Responder:
@@ -63,7 +51,7 @@ class Responder:
         self,
         bootstrap: str,
         prefix: str,
-        codec: Codec,
+        codec: RecordCodec,
         *,
         sleep_ms: float = 0.0,
         skip: Iterable[str] = (),
@@ -109,32 +97,20 @@ class Responder:
         if isinstance(task, ExecuteStep):
             if task.step in self.skip or task.envelope.saga_id in self.skip_sagas:
                 return None
-            return StepSucceeded(
-                envelope=_reply_envelope(task, now),
-                step=task.step,
-                attempt=task.attempt,
-                idempotency_key=task.idempotency_key,
-                task_id=task.task_id,
-            )
+            return StepSucceeded.for_task(task, now=now)
         if isinstance(task, CompensateStep):
-            return CompensationSucceeded(
-                envelope=_reply_envelope(task, now),
-                step=task.step,
-                attempt=task.attempt,
-                idempotency_key=task.idempotency_key,
-                task_id=task.task_id,
-            )
+            return CompensationSucceeded.for_task(task, now=now)
         return None
 
     def run(self) -> None:
         """Consume and answer until :meth:`stop`."""
         consumer = Consumer(
-            {
-                **reader_config(self.bootstrap, self.group),
-                "enable.partition.eof": False,
-                "session.timeout.ms": 6000,
-                "fetch.wait.max.ms": self.fetch_wait_max_ms,
-            }
+            group_consumer_config(
+                self.bootstrap,
+                self.group,
+                fetch_wait_max_ms=self.fetch_wait_max_ms,
+                extra={"session.timeout.ms": 6000},
+            )
         )
         producer = Producer(
             transactional_producer_config(self.bootstrap, f"{self.group}-{uuid.uuid4().hex[:6]}")
@@ -185,7 +161,6 @@ class Responder:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a responder process until SIGTERM."""
     from sagaline.orchestrator.config import Settings
-    from sagaline.orchestrator.runtime.core import AvroCodec
 
     parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.bench.responder")
     parser.add_argument("--prefix")
@@ -197,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     responder = Responder(
         settings.kafka_bootstrap_servers,
         settings.topics.prefix,
-        AvroCodec(),
+        default_codec(),
         sleep_ms=args.sleep_ms,
     )
 

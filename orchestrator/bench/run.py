@@ -70,11 +70,11 @@ class StateTail:
         self.topic = settings.topics.state
         parts = partition_count(settings.kafka_bootstrap_servers, self.topic)
         self.consumer = Consumer(
-            {
-                **reader_config(settings.kafka_bootstrap_servers, f"bench-tail-{uuid.uuid4().hex}"),
-                "enable.partition.eof": False,
-                "fetch.wait.max.ms": 2,
-            }
+            reader_config(
+                settings.kafka_bootstrap_servers,
+                f"bench-tail-{uuid.uuid4().hex}",
+                extra={"enable.partition.eof": False, "fetch.wait.max.ms": 2},
+            )
         )
         self.consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in range(parts)])
         self.lock = threading.Condition()
@@ -373,7 +373,9 @@ class Bench:
 def _delete_topics(bootstrap: str, prefix: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from sagaline.orchestrator.runtime.kafka_config import admin_config
+
+    admin = AdminClient(admin_config(bootstrap))
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():

@@ -44,7 +44,6 @@ from confluent_kafka.cimpl import NewTopic
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.relay import Relay, RelayOptions
 from sagaline.consumers.store import OUTBOX_SHARDS
-from sagaline.consumers.wire import SchemasCodec
 from sagaline.consumers.worker import TaskTrace, Worker, WorkerOptions
 from sagaline.orchestrator.bench.workers_support import ReplyTail, summary
 from sagaline.orchestrator.chaos.effects import (
@@ -56,7 +55,8 @@ from sagaline.orchestrator.chaos.effects import (
     execute_task,
 )
 from sagaline.orchestrator.config import TopicNames
-from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
+from sagaline.orchestrator.runtime.kafka_config import admin_config, transactional_producer_config
+from sagaline.schemas.codec import default_codec
 from sagaline.schemas.tasks import ExecuteStep
 
 __all__ = ["main", "run_bench"]
@@ -69,15 +69,11 @@ class _TaskProducer:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._topic = topic
-        self._codec = SchemasCodec()
+        self._codec = default_codec()
         self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": f"bench-orchestrator-{uuid.uuid4().hex[:8]}",
-                "enable.idempotence": True,
-                "linger.ms": 0,
-                "partitioner": PARTITIONER,
-            }
+            transactional_producer_config(
+                bootstrap, f"bench-orchestrator-{uuid.uuid4().hex[:8]}", linger_ms=0
+            )
         )
         self._producer.init_transactions(30)
 
@@ -164,7 +160,7 @@ def _relay_throughput(
     bootstrap: str, dsn: str, schema: str, topic: str, rows: int
 ) -> dict[str, float]:
     """A backlog of ``rows`` outbox rows (300-byte values) drained by one relay."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
     with psycopg.connect(dsn) as conn:
         with conn.cursor() as cur:

@@ -188,6 +188,8 @@ def run_e2e(*, bootstrap: str, dsn: str, sagas: int, partitions: int = 3) -> dic
 def _delete_topics(bootstrap: str, names: Sequence[str]) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    from sagaline.orchestrator.runtime.kafka_config import admin_config
+
+    admin = AdminClient(admin_config(bootstrap))
     for future in admin.delete_topics(list(names)).values():
         future.result(30)

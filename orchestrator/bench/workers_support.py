@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer
 
-from sagaline.consumers.wire import SchemasCodec
+from sagaline.orchestrator.runtime.kafka_config import group_consumer_config
+from sagaline.schemas.codec import default_codec
 from sagaline.schemas.replies import REPLY_TYPES, StepHeartbeat
 
 __all__ = ["ReplyTail", "summary"]
@@ -22,17 +23,12 @@ class ReplyTail:
     def __init__(self, bootstrap: str, topic: str, *, key: str = "task") -> None:
         self._by_saga = key == "saga"
         self.arrived: dict[str, tuple[float, float]] = {}
-        self._codec = SchemasCodec()
+        self._codec = default_codec()
         self._stop = threading.Event()
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 5,
-            }
+            group_consumer_config(
+                bootstrap, f"bench-reader-{uuid.uuid4().hex}", fetch_wait_max_ms=5
+            )
         )
         self._consumer.subscribe([topic])
         self._thread = threading.Thread(target=self._run, daemon=True)

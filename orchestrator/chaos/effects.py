@@ -32,11 +32,16 @@ from sagaline.consumers.context import WorkerStepContext
 from sagaline.consumers.db import validate_schema
 from sagaline.consumers.handlers import Handler, StepTable
 from sagaline.consumers.relay import Relay, RelayOptions
-from sagaline.consumers.wire import Codec, SchemasCodec, dump_payload
+from sagaline.consumers.wire import dump_payload
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.core.errors import RetryableError, TerminalError
-from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
+from sagaline.orchestrator.runtime.kafka_config import (
+    admin_config,
+    client_producer_config,
+    group_consumer_config,
+)
 from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
@@ -276,7 +281,7 @@ def compensate_task(
 
 def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 3) -> None:
     """Create the tasks, replies and dead-letter topics of ``topics``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     names = (topics.tasks, topics.replies, topics.deadletter)
     futures = admin.create_topics(
         [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
@@ -287,7 +292,7 @@ def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 3) -> No
 
 def delete_topics(bootstrap: str, topics: TopicNames) -> None:
     """Delete the topics :func:`create_topics` made."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     names = [topics.tasks, topics.replies, topics.deadletter]
     for future in admin.delete_topics(names).values():
         future.result(30)
@@ -297,13 +302,11 @@ def produce_tasks(
     bootstrap: str,
     topic: str,
     tasks: Sequence[ExecuteStep | CompensateStep],
-    codec: Codec | None = None,
+    codec: RecordCodec | None = None,
 ) -> None:
     """Publish tasks keyed by saga id (as the orchestrator does)."""
-    codec = codec or SchemasCodec()
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "partitioner": PARTITIONER}
-    )
+    codec = codec or default_codec()
+    producer = Producer(client_producer_config(bootstrap))
     for task in tasks:
         producer.produce(topic, key=task.envelope.saga_id.encode(), value=codec.encode(task))
     if producer.flush(30):
@@ -317,20 +320,12 @@ def read_records(
     *,
     until: Any = None,
     timeout: float = 30.0,
-    codec: Codec | None = None,
+    codec: RecordCodec | None = None,
 ) -> list[Record]:
     """Read ``topic`` from the beginning (read_committed) until ``until(records)`` is
     true or ``timeout`` passes; returns every decoded record."""
-    codec = codec or SchemasCodec()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"testkit-reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    codec = codec or default_codec()
+    consumer = Consumer(group_consumer_config(bootstrap, f"testkit-reader-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     records: list[Record] = []
     deadline = time.monotonic() + timeout

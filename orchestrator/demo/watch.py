@@ -1,8 +1,10 @@
 """Follow the state topic: the latest snapshot of every saga, as the orchestrator commits it.
 
 One assign-based ``read_committed`` reader over all partitions of the
-compacted state topic (it commits nothing and joins no group), so the demo
-sees exactly what a restarted orchestrator would restore.
+compacted state topic (it commits nothing and joins no group), each poll a
+:func:`~sagaline.orchestrator.runtime.stable_read.read_to_end` from where the
+last one stopped, so the demo sees exactly what a restarted orchestrator
+would restore.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from sagaline.orchestrator.core.errors import SagalineError
-from sagaline.orchestrator.runtime.core import AvroCodec
 from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.stable_read import read_to_end, stable_offsets, topic_partitions
+from sagaline.schemas.codec import default_codec
 from sagaline.schemas.state import SagaState
 
 __all__ = ["StateWatcher", "WatchTimeout"]
@@ -30,38 +33,30 @@ class StateWatcher:
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
-        self._codec = AvroCodec()
+        self._codec = default_codec()
         self._consumer = Consumer(
             reader_config(bootstrap_servers, f"sagaline-demo-watch-{uuid.uuid4().hex[:8]}")
         )
-        metadata = self._consumer.list_topics(topic, timeout=10)
-        partitions = sorted(metadata.topics[topic].partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._next = dict.fromkeys(topic_partitions(self._consumer, topic), 0)
         self.states: dict[str, SagaState] = {}
 
     def poll(self, seconds: float = 0.2) -> None:
-        """Read what arrived within ``seconds``."""
+        """Read every partition to its last stable offset; wait up to ``seconds`` for news."""
         deadline = time.monotonic() + seconds
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            for msg in self._consumer.consume(500, min(left, 0.1)):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                key = msg.key()
-                value = msg.value()
-                if key is None:
+            offsets = stable_offsets(self._consumer, self.topic, self._next)
+            ranges = {p: (self._next[p], high) for p, (_, high) in offsets.items()}
+            for record in read_to_end(self._consumer, self.topic, ranges, timeout=30.0):
+                saga_id = record.text_key
+                if saga_id is None or record.value is None:
                     continue
-                saga_id = key.decode("utf-8")
-                if value is None:
-                    continue
-                state = self._codec.decode(value, (SagaState,))
-                assert isinstance(state, SagaState)
+                state = self._codec.decode(record.value, SagaState)
                 self.states[saga_id] = state
+            news = any(start < end for start, end in ranges.values())
+            self._next.update({p: end for p, (_, end) in ranges.items()})
+            if news or time.monotonic() >= deadline:
+                return
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
 
     def get(self, saga_id: str) -> SagaState | None:
         return self.states.get(saga_id)

@@ -3,8 +3,8 @@
 :class:`CoreLogic` runs ``sagaline.orchestrator.core.decider.decide`` with the definition
 registered for the saga's type and version, chains a journal entry per
 decision (``sagaline.orchestrator.core.journal.record_decision``) and turns rejected inputs
-into :class:`InputRejected` (dead-lettered).  :class:`AvroCodec` is
-``sagaline.schemas.codec``'s codec.
+into :class:`InputRejected` (dead-lettered).  :data:`AvroCodec` is
+``sagaline.schemas.codec``'s shared codec.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from sagaline.orchestrator.core.saga import Saga
 from sagaline.orchestrator.runtime.errors import InputRejected
 from sagaline.orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
 from sagaline.schemas.base import Record
-from sagaline.schemas.codec import Codec as SchemasCodec
 from sagaline.schemas.codec import default_codec
 from sagaline.schemas.commands import StartSaga
 from sagaline.schemas.state import SagaState
@@ -29,17 +28,9 @@ from sagaline.schemas.state import SagaState
 __all__ = ["AvroCodec", "CoreLogic"]
 
 
-class AvroCodec:
-    """The Avro single-object codec of ``sagaline.schemas.codec`` (shared, thread-safe)."""
-
-    def __init__(self, codec: SchemasCodec | None = None) -> None:
-        self._codec = codec or default_codec()
-
-    def encode(self, record: Record) -> bytes:
-        return self._codec.encode(record)
-
-    def decode(self, data: bytes, expected: tuple[type[Record], ...]) -> Record:
-        return self._codec.decode(data, expected)
+#: ``AvroCodec()`` is the shared :func:`sagaline.schemas.codec.default_codec` (the one
+#: codec; the name is kept for callers that built the former adapter)
+AvroCodec = default_codec
 
 
 def _as_state(state: Record | None) -> SagaState | None:

@@ -9,28 +9,35 @@ The position, not the offset of the last message, decides: the end of a
 journal partition is usually a transaction marker, which is never
 delivered as a message.
 
-The reader uses a throwaway group id only because librdkafka wants one; it
-never subscribes and never commits, so it leaves no trace on the cluster.
+The loop itself is :func:`~sagaline.orchestrator.runtime.stable_read.read_to_end`,
+shared with every other reader. The reader uses a throwaway group id only
+because librdkafka wants one; it never subscribes and never commits, so it
+leaves no trace on the cluster.
 Records that cannot be decoded are returned as :class:`Undecodable`, never
 raised: an audit must report a damaged journal, not crash on it.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from sagaline.orchestrator.core.errors import OrchestratorError
 from sagaline.orchestrator.core.undecodable import Undecodable
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.orchestrator.runtime.stable_read import (
+    RawRecord,
+    ReadToEndError,
+    read_to_end,
+    stable_offsets,
+    topic_partitions,
+    with_retries,
+)
 from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.journal import JournalEntry
 
@@ -119,19 +126,15 @@ def read_journal(
         if saga_id is not None:
             partitions = [partition_for(saga_id, len(partitions))]
         result = JournalRead(topic)
-        assignment = _start_positions(consumer, topic, partitions, since, result, timeout)
-        total = sum(result.end_offsets[p] - result.start_offsets[p] for p in partitions)
-        if assignment:
-            consumer.assign(assignment)
-            since_ms = int(since.timestamp() * 1000) if since is not None else None
-            for partition, offset, timestamp, key, value in _consume_until_end(
-                consumer, topic, result.end_offsets, {tp.partition for tp in assignment}, timeout
-            ):
-                if since_ms is not None and timestamp < since_ms:
-                    continue  # a later offset with an earlier time: before --since
-                _decode_into(result, codec, partition, offset, timestamp, key, value)
-                if progress is not None:
-                    progress(len(result.records) + len(result.undecodable), total)
+        ranges = _ranges(consumer, topic, partitions, since, result, timeout)
+        total = sum(end - start for start, end in ranges.values())
+        since_ms = int(since.timestamp() * 1000) if since is not None else None
+        for record in read_to_end(consumer, topic, ranges, timeout=timeout):
+            if since_ms is not None and record.timestamp_ms < since_ms:
+                continue  # a later offset with an earlier time: before --since
+            _decode_into(result, codec, record)
+            if progress is not None:
+                progress(len(result.records) + len(result.undecodable), total)
         result.records = [
             r
             for r in result.records
@@ -141,122 +144,56 @@ def read_journal(
         if saga_id is not None:
             result.undecodable = [u for u in result.undecodable if u.key in (None, saga_id)]
         return result
-    except KafkaException as exc:
-        raise JournalReadError(f"reading {topic}: {exc}") from exc
+    except (KafkaException, ReadToEndError) as exc:
+        message = str(exc) if isinstance(exc, ReadToEndError) else f"reading {topic}: {exc}"
+        raise JournalReadError(message) from exc
     finally:
         consumer.close()
 
 
 def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
-    metadata = consumer.list_topics(topic, timeout=min(timeout, 10.0))
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None or not described.partitions:
+    try:
+        return topic_partitions(consumer, topic, min(timeout, 10.0))
+    except ReadToEndError:
         raise JournalReadError(
             f"journal topic {topic!r} does not exist (wrong --prefix, or nothing ran yet?)"
-        )
-    return sorted(described.partitions)
+        ) from None
 
 
-T = TypeVar("T")
-
-
-def with_retries(call: Callable[[], T], attempts: int = 5) -> T:
-    """``call()``, retried briefly on retriable broker errors (a leader moving, a topic
-    whose metadata is still propagating)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if attempt == attempts or not isinstance(error, KafkaError) or not error.retriable():
-                raise
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
-
-
-def _start_positions(
+def _ranges(
     consumer: Consumer,
     topic: str,
     partitions: list[int],
     since: datetime | None,
     result: JournalRead,
     timeout: float,
-) -> list[TopicPartition]:
-    starts: dict[int, int] = {}
-    for p in partitions:
-        low, high = with_retries(
-            functools.partial(
-                consumer.get_watermark_offsets,
-                TopicPartition(topic, p),
-                timeout=min(timeout, 10.0),
-                cached=False,
-            )
-        )
-        result.end_offsets[p] = int(high)
-        starts[p] = int(low)
+) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset to read, end snapshot)}``; records them in ``result``."""
+    offsets = stable_offsets(consumer, topic, partitions, timeout=min(timeout, 10.0))
+    starts = {p: low for p, (low, _) in offsets.items()}
+    for p, (_, high) in offsets.items():
+        result.end_offsets[p] = high
     if since is not None:
         wanted = [TopicPartition(topic, p, int(since.timestamp() * 1000)) for p in partitions]
         found = with_retries(lambda: consumer.offsets_for_times(wanted, timeout=min(timeout, 10.0)))
         for tp in found:
             # -1: no record at or after ``since`` in this partition
             starts[tp.partition] = result.end_offsets[tp.partition] if tp.offset < 0 else tp.offset
-    assignment: list[TopicPartition] = []
+    ranges: dict[int, tuple[int, int]] = {}
     for p in partitions:
-        start = max(starts[p], 0)
-        result.start_offsets[p] = min(start, result.end_offsets[p])
-        if start < result.end_offsets[p]:
-            offset = OFFSET_BEGINNING if since is None else start
-            assignment.append(TopicPartition(topic, p, offset))
-    return assignment
+        start = min(max(starts[p], 0), result.end_offsets[p])
+        result.start_offsets[p] = start
+        ranges[p] = (start, result.end_offsets[p])
+    return ranges
 
 
-def _consume_until_end(
-    consumer: Consumer,
-    topic: str,
-    ends: dict[int, int],
-    pending: set[int],
-    timeout: float,
-) -> Iterator[tuple[int, int, int, str | None, bytes | None]]:
-    deadline = time.monotonic() + timeout
-    while pending:
-        if time.monotonic() > deadline:
-            raise JournalReadError(
-                f"{topic} partitions {sorted(pending)} did not reach their end offsets within "
-                f"{timeout:.0f}s (an open transaction holds the last stable offset back?)"
-            )
-        for msg in consumer.consume(num_messages=1000, timeout=0.2):
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise JournalReadError(f"reading {topic}: {err}")
-            partition = msg.partition() or 0
-            offset = msg.offset() or 0
-            if partition not in pending or offset >= ends[partition]:
-                continue  # written after the snapshot: not part of this read
-            raw_key = msg.key()
-            key = raw_key.decode("utf-8", "replace") if raw_key is not None else None
-            _, timestamp = msg.timestamp()
-            yield partition, offset, timestamp, key, msg.value()
-        for tp in consumer.position([TopicPartition(topic, p) for p in sorted(pending)]):
-            if tp.offset >= ends[tp.partition]:
-                pending.discard(tp.partition)
-
-
-def _decode_into(
-    result: JournalRead,
-    codec: RecordCodec,
-    partition: int,
-    offset: int,
-    timestamp: int,
-    key: str | None,
-    value: bytes | None,
-) -> None:
-    if value is None:
+def _decode_into(result: JournalRead, codec: RecordCodec, record: RawRecord) -> None:
+    partition, offset, key = record.partition, record.offset, record.text_key
+    if record.value is None:
         result.undecodable.append(Undecodable(partition, offset, key, "null value (tombstone)"))
         return
     try:
-        entry = codec.decode(value, (JournalEntry,))
+        entry = codec.decode(record.value, (JournalEntry,))
     except Exception as exc:  # any failure is a finding about the journal, not a crash
         result.undecodable.append(Undecodable(partition, offset, key, f"{exc}"))
         return
@@ -265,4 +202,4 @@ def _decode_into(
             Undecodable(partition, offset, key, f"a {type(entry).__name__}, not a journal entry")
         )
         return
-    result.records.append(JournalRecord(partition, offset, timestamp, entry))
+    result.records.append(JournalRecord(partition, offset, record.timestamp_ms, entry))

@@ -1,4 +1,6 @@
-"""librdkafka configuration for every sagaline Kafka client.
+"""librdkafka configuration for every sagaline Kafka client: the one place that
+builds a ``confluent_kafka`` configuration (the product, the tools and the tests
+all call these builders; ``extra`` adds or overrides keys).
 
 All producers that write keyed sagaline records must use the same
 partitioner so that a saga's commands, replies and state share a partition
@@ -17,7 +19,9 @@ __all__ = [
     "PARTITIONER",
     "ConfigValue",
     "KafkaConfig",
+    "admin_config",
     "client_producer_config",
+    "group_consumer_config",
     "input_consumer_config",
     "reader_config",
     "transactional_producer_config",
@@ -146,3 +150,38 @@ def client_producer_config(
         },
         extra,
     )
+
+
+def group_consumer_config(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    client_id: str | None = None,
+    fetch_wait_max_ms: int = 10,
+    extra: Mapping[str, ConfigValue] | None = None,
+) -> KafkaConfig:
+    """A subscribed read_committed consumer that commits (or stores) offsets itself:
+    the workers, the projection and the benchmarks' tails."""
+    named: KafkaConfig = {"client.id": client_id} if client_id is not None else {}
+    return _merge(
+        {
+            **named,
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": fetch_wait_max_ms,
+        },
+        extra,
+    )
+
+
+def admin_config(
+    bootstrap_servers: str, *, extra: Mapping[str, str | int | float | bool] | None = None
+) -> dict[str, str | int | float | bool]:
+    """An ``AdminClient`` (topics, metadata)."""
+    config: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap_servers}
+    config.update(extra or {})
+    return config

@@ -3,8 +3,9 @@
 The runtime is written against these two small protocols so that the
 exactly-once machinery does not depend on the details of the decider:
 :class:`SagaLogic` turns ``(state, input)`` into an :class:`Outcome`, and
-:class:`Codec` turns records into bytes and back.  ``sagaline.orchestrator.runtime.core``
-adapts the pure decider and ``sagaline.schemas.codec`` to them.
+:class:`Codec` (the one codec protocol, ``sagaline.schemas.codec.RecordCodec``)
+turns records into bytes and back.  ``sagaline.orchestrator.runtime.core`` adapts
+the pure decider; ``sagaline.schemas.codec.Codec`` is the codec.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sagaline.schemas.base import Record
+from sagaline.schemas.codec import RecordCodec
 
 __all__ = ["Codec", "Outcome", "Outgoing", "SagaLogic", "TimerSpec"]
 
@@ -74,13 +76,5 @@ class SagaLogic(Protocol):
         ...
 
 
-class Codec(Protocol):
-    """Record ⇄ bytes (the versioned Avro wire format in production)."""
-
-    def encode(self, record: Record) -> bytes:
-        """Encode one record."""
-        ...
-
-    def decode(self, data: bytes, expected: tuple[type[Record], ...]) -> Record:
-        """Decode one record that must be one of ``expected``; raise on anything else."""
-        ...
+#: Record ⇄ bytes: the one codec protocol (:class:`sagaline.schemas.codec.RecordCodec`)
+Codec = RecordCodec
