@@ -58,9 +58,12 @@ __all__ = [
     "AgentTurn",
     "Budget",
     "Decision",
+    "DeliveryFailed",
     "Input",
+    "KafkaUnavailable",
     "OrchestratorError",
     "Outgoing",
+    "Receipt",
     "Relay",
     "Retry",
     "RetryableError",
@@ -71,6 +74,7 @@ __all__ = [
     "SagaHandle",
     "SagaNotFound",
     "SagaRegistry",
+    "SagaRejected",
     "SagaTestKit",
     "SagalineError",
     "Settings",
@@ -80,6 +84,8 @@ __all__ = [
     "TerminalError",
     "ToolInfo",
     "UnknownSagaType",
+    "UnsupportedDataModel",
+    "Verdict",
     "WaitTimeout",
     "Worker",
     "WorkerStepContext",
@@ -102,17 +108,35 @@ __all__ = [
 ]
 
 # The client needs Kafka: imported on first use so the pure core stays light.
-_CLIENT_NAMES = ("SagaAlreadyStarted", "SagaClient", "SagaHandle", "SagaNotFound", "WaitTimeout")
+_CLIENT_NAMES = (
+    "DeliveryFailed",
+    "KafkaUnavailable",
+    "Receipt",
+    "SagaAlreadyStarted",
+    "SagaClient",
+    "SagaHandle",
+    "SagaNotFound",
+    "SagaRejected",
+    "UnsupportedDataModel",
+    "Verdict",
+    "WaitTimeout",
+)
 # The worker and the relay need PostgreSQL and Kafka: same.
 _WORKER_NAMES = ("Relay", "Worker", "WorkerStepContext")
 
 if TYPE_CHECKING:
     from sagaline.consumers import Relay, Worker, WorkerStepContext
     from sagaline.orchestrator.client import (
+        DeliveryFailed,
+        KafkaUnavailable,
+        Receipt,
         SagaAlreadyStarted,
         SagaClient,
         SagaHandle,
         SagaNotFound,
+        SagaRejected,
+        UnsupportedDataModel,
+        Verdict,
         WaitTimeout,
     )
 

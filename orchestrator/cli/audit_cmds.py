@@ -48,6 +48,7 @@ from sagaline.orchestrator.cli.command import (
     emit,
     set_handler,
 )
+from sagaline.orchestrator.client import SagaNotFound
 from sagaline.orchestrator.config import Settings, dev_env_path, read_env_file
 from sagaline.orchestrator.core.errors import ConfigError, OrchestratorError
 from sagaline.orchestrator.core.timeline import render_timeline
@@ -133,6 +134,20 @@ def _journal_filters(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Subparsers) -> None:
     """Add ``replay``, ``audit``, ``list``, ``projection`` and ``status --from``."""
+    _register_replay(subparsers)
+    _register_audit(subparsers)
+    lst = subparsers.add_parser("list", help="list sagas from the read model")
+    lst.add_argument("--type", dest="saga_type", help="only sagas of this type")
+    lst.add_argument("--status", choices=_STATUSES, help="only sagas in this status")
+    lst.add_argument("--limit", type=_positive, default=100, help="most rows (default 100)")
+    _database_args(lst)
+    add_json_flag(lst)
+    set_handler(lst, _list)
+    _register_projection(subparsers)
+    _extend_status(subparsers)
+
+
+def _register_replay(subparsers: Subparsers) -> None:
     rep = subparsers.add_parser(
         "replay",
         help="print saga timelines from the journal (--strict: check the current code)",
@@ -154,6 +169,8 @@ def register(subparsers: Subparsers) -> None:
     add_json_flag(rep)
     set_handler(rep, _replay)
 
+
+def _register_audit(subparsers: Subparsers) -> None:
     aud = subparsers.add_parser(
         "audit",
         help="check the journal's invariants; exit 1 with a report when one fails",
@@ -169,14 +186,8 @@ def register(subparsers: Subparsers) -> None:
     add_json_flag(aud)
     set_handler(aud, _audit)
 
-    lst = subparsers.add_parser("list", help="list sagas from the read model")
-    lst.add_argument("--type", dest="saga_type", help="only sagas of this type")
-    lst.add_argument("--status", choices=_STATUSES, help="only sagas in this status")
-    lst.add_argument("--limit", type=_positive, default=100, help="most rows (default 100)")
-    _database_args(lst)
-    add_json_flag(lst)
-    set_handler(lst, _list)
 
+def _register_projection(subparsers: Subparsers) -> None:
     proj = subparsers.add_parser("projection", help="the PostgreSQL read model of the journal")
     proj_cmds = proj.add_subparsers(dest="projection_command", metavar="<command>", required=True)
     run = proj_cmds.add_parser("run", help="keep the read model until SIGTERM")
@@ -192,8 +203,6 @@ def register(subparsers: Subparsers) -> None:
     _database_args(run)
     add_json_flag(run)
     set_handler(run, _projection_run)
-
-    _extend_status(subparsers)
 
 
 def _extend_status(subparsers: Subparsers) -> None:
@@ -212,8 +221,8 @@ def _extend_status(subparsers: Subparsers) -> None:
         dest="status_source",
         choices=("auto", "read-model", "state"),
         default="auto",
-        help="read model (PostgreSQL) or state topic; auto (default): the read model when "
-        "a database is configured and it knows the saga, else the state topic",
+        help="state topic or read model (PostgreSQL); auto (default): the state topic, "
+        "which is exact, and the read model only for a saga no longer on it",
     )
     _database_args(status)
 
@@ -228,18 +237,15 @@ def _extend_status(subparsers: Subparsers) -> None:
             return from_state(args)
         if source == "read-model" or fallback is None:
             return _status_from_read_model(args)
-        if not _database_url(args, required=False):
+        try:  # auto: one format, whether or not the read model has caught up
             return from_state(args)
-        try:  # auto: the read model, else the state topic (projection lagging or absent)
-            return _status_from_read_model(args)
-        except (UnknownSagaId, ProjectionError):
+        except SagaNotFound as missing:
+            if not _database_url(args, required=False):
+                raise
             try:
-                return from_state(args)
-            except OrchestratorError as exc:
-                raise UnknownSagaId(
-                    f"unknown saga id {args.saga_id!r}: not in the read model nor on the "
-                    f"state topic ({exc})"
-                ) from exc
+                return _status_from_read_model(args)
+            except (UnknownSagaId, ProjectionError) as exc:
+                raise SagaNotFound(f"{missing}; nor in the read model ({exc})") from exc
 
     set_handler(status, handle)
 

@@ -17,8 +17,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 __all__ = [
+    "EXIT_CODES_HELP",
     "EXIT_ERROR",
+    "EXIT_FAILED",
+    "EXIT_IGNORED",
+    "EXIT_INTERNAL",
+    "EXIT_KAFKA",
+    "EXIT_NO_VERDICT",
     "EXIT_OK",
+    "EXIT_REJECTED",
+    "EXIT_UNKNOWN_SAGA",
     "EXIT_USAGE",
     "Handler",
     "Subparsers",
@@ -28,8 +36,34 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+#: the saga ended otherwise than completed (``wait``), a check failed, nothing runs
+EXIT_FAILED = 1
+#: a mistake the user can fix (bad option, bad --data, unknown --app, ...)
 EXIT_ERROR = 2
+#: Kafka did not answer (or did not confirm a write): see the message
+EXIT_KAFKA = 3
+#: the orchestrator ignored the command (the saga is not waiting there, already done, ...)
+EXIT_IGNORED = 4
+#: the orchestrator knows no such saga
+EXIT_UNKNOWN_SAGA = 5
+#: the orchestrator dead-lettered the command (or refused the start): the reason is printed
+EXIT_REJECTED = 6
+#: sent, but no verdict (or not the awaited status) within --timeout
+EXIT_NO_VERDICT = 7
+#: a bug in sagaline: one line, and the traceback with --debug
+EXIT_INTERNAL = 70
 EXIT_USAGE = 64
+
+EXIT_CODES_HELP = """exit codes:
+  0  done (the orchestrator accepted the command; the saga completed)
+  1  the saga ended otherwise than completed; a check failed
+  2  a mistake in the command (bad option, --data, --app): fix it and run again
+  3  Kafka did not answer within 10 s: nothing was sent (or the write was not confirmed)
+  4  the orchestrator ignored the command (not waiting there, already finished, ...)
+  5  the orchestrator knows no such saga
+  6  the orchestrator rejected (dead-lettered) the command; the reason is printed
+  7  no verdict from the orchestrator within --timeout (is it running?)
+ 70  an unexpected error in sagaline (run with --debug for the traceback)"""
 
 Handler = Callable[[argparse.Namespace], int]
 # The object ``ArgumentParser.add_subparsers()`` returns.

@@ -299,8 +299,7 @@ class LocalKafka:
             "256m",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            self.cluster_id,
+            f"--cluster-id={self.cluster_id}",  # an id may start with "-"
             "-c",
             str(node.properties_file),
         )

@@ -1,4 +1,11 @@
-"""The ``sagaline`` client commands against a running orchestrator (real Kafka)."""
+"""The ``sagaline`` client commands against a running orchestrator (real Kafka, subprocesses).
+
+Every case of issue 12 that needs an orchestrator: commands print what was
+sent and the orchestrator's verdict; ``approve`` of an unknown saga exits 5
+with the reason; a start the orchestrator rejects exits 6 with the dead
+letter's reason; ``status`` of a compensated saga shows ``compensated`` for
+the undone step.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from sagaline.schemas.commands import SignalSaga
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
+APP = "orchestrator_sagas:registry"
 
 
 @pytest.fixture
@@ -38,12 +46,7 @@ def sagaline(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
     env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     env["SAGALINE_TOPIC_PREFIX"] = settings.topics.prefix
     return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from sagaline.orchestrator.cli import main; sys.exit(main())",
-            *args,
-        ],
+        [sys.executable, "-m", "sagaline.orchestrator.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -51,60 +54,121 @@ def sagaline(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_cli_topics_start_status_approve_wait(settings: Settings) -> None:
+@pytest.fixture
+def orchestrator(settings: Settings) -> Iterator[Settings]:
     created = sagaline(settings, "topics", "ensure", "--partitions", "2", "--json")
     assert created.returncode == 0, created.stderr
     assert settings.topics.state in json.loads(created.stdout)["topics"]
     codec = AvroCodec()
-    bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
+    prefix = settings.topics.prefix
     config = EngineConfig(instance_id="cli", group_id=f"{prefix}-orch")
     orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=codec)
     thread = threading.Thread(target=orch.run, daemon=True)
     thread.start()
-    responder = Responder(bootstrap, prefix, codec).start()
+    responder = Responder(settings.kafka_bootstrap_servers, prefix, codec).start()
     try:
-        started = sagaline(
-            settings,
-            "start",
-            "--app",
-            "orchestrator_sagas:registry",
-            "--type",
-            "test.approved",
-            "--data",
-            '{"label": "cli"}',
-            "--id",
-            "cli-1",
-            "--json",
-        )
-        assert started.returncode == 0, started.stderr
-        assert json.loads(started.stdout) == {"saga_id": "cli-1"}
-        deadline = time.monotonic() + 60
-        status: dict[str, object] = {}
-        while time.monotonic() < deadline:
-            shown = sagaline(settings, "status", "cli-1", "--json")
-            if shown.returncode == 0:
-                status = json.loads(shown.stdout)
-                if status["waits"] == ["manager_ok"]:
-                    break
-            time.sleep(0.5)
-        assert status.get("waits") == ["manager_ok"], status
-        approved = sagaline(settings, "approve", "cli-1", "manager_ok", "--by", "carol@example.com")
-        assert approved.returncode == 0, approved.stderr
-        waited = sagaline(settings, "wait", "cli-1", "--timeout", "60", "--json")
-        assert waited.returncode == 0, waited.stderr
-        assert json.loads(waited.stdout)["status"] == "completed"
-        missing = sagaline(settings, "status", "no-such-saga")
-        assert missing.returncode == 2
-        assert "no snapshot of saga 'no-such-saga'" in missing.stderr
+        yield settings
     finally:
         orch.request_stop()
         thread.join(30)
         responder.stop()
+
+
+def _start(settings: Settings, saga_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    data = '{"label": "cli"}'
+    return sagaline(
+        settings, "start", "--app", APP, "--type", "test.approved", "--data", data,
+        "--id", saga_id, *extra,
+    )  # fmt: skip
+
+
+def _wait_for_approval(settings: Settings, saga_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    status: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        shown = sagaline(settings, "status", saga_id, "--json")
+        if shown.returncode == 0:
+            status = json.loads(shown.stdout)
+            if [w["name"] for w in status["waits"]] == ["manager_ok"]:  # type: ignore[attr-defined]
+                return status
+        time.sleep(0.5)
+    raise AssertionError(f"{saga_id} never waited for manager_ok: {status}")
+
+
+def test_start_approve_wait_with_verdicts(orchestrator: Settings) -> None:
+    settings = orchestrator
+    started = _start(settings, "cli-1", "--wait", "--json")
+    assert started.returncode == 0, started.stderr
+    doc = json.loads(started.stdout)
+    assert doc["saga_id"] == "cli-1"
+    assert doc["verdict"]["outcome"] == "accepted"
+    assert "SagaStarted" in doc["verdict"]["events"]
+    status = _wait_for_approval(settings, "cli-1")
+    assert status["waits"][0]["deadline"] is not None  # type: ignore[index]
+
+    wrong = sagaline(settings, "approve", "cli-1", "no_such_wait", "--by", "carol", "--wait")
+    assert wrong.returncode == 4, wrong.stdout + wrong.stderr
+    assert "sent approval of 'no_such_wait' for saga 'cli-1' by carol" in wrong.stdout
+    assert "orchestrator: ignored" in wrong.stderr
+
+    approved = sagaline(settings, "approve", "cli-1", "manager_ok", "--by", "carol@example.com")
+    assert approved.returncode == 0, approved.stderr  # not a terminal: no --wait by default
+    assert "sent approval of 'manager_ok' for saga 'cli-1'" in approved.stdout
+    waited = sagaline(settings, "wait", "cli-1", "--timeout", "60", "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["status"] == "completed"
+
+    missing = sagaline(settings, "status", "no-such-saga")
+    assert missing.returncode == 5
+    assert "no snapshot of saga 'no-such-saga'" in missing.stderr
+    assert "Traceback" not in missing.stderr
     signals = [
         e.input
-        for e in journals(bootstrap, prefix, codec)["cli-1"]
+        for e in journals(settings.kafka_bootstrap_servers, settings.topics.prefix, AvroCodec())[
+            "cli-1"
+        ]
         if isinstance(e.input, SignalSaga)
     ]
     assert [(s.name, s.by, s.approved) for s in signals] == [
-        ("manager_ok", "carol@example.com", True)
+        ("no_such_wait", "carol", True),
+        ("manager_ok", "carol@example.com", True),
     ]
+
+
+def test_unknown_saga_and_rejected_start_exit_non_zero(orchestrator: Settings) -> None:
+    settings = orchestrator
+    unknown = sagaline(settings, "approve", "no-such-saga", "manager", "--by", "m", "--wait")
+    assert unknown.returncode == 5, unknown.stdout + unknown.stderr
+    assert "unknown saga 'no-such-saga'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    refused = sagaline(
+        settings, "start", "--app", "cli_alt_sagas:registry", "--type", "test.approved",
+        "--data", '{"label": "x"}', "--id", "cli-refused", "--wait",
+    )  # fmt: skip
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert "rejected (dead-lettered)" in refused.stderr
+    assert "OtherData" in refused.stderr  # the dead letter's reason names the model
+    waited = sagaline(settings, "wait", "cli-refused", "--timeout", "30")
+    assert waited.returncode == 6, waited.stdout + waited.stderr
+    assert "the orchestrator rejected saga 'cli-refused'" in waited.stderr
+
+
+def test_status_shows_compensated_steps(orchestrator: Settings) -> None:
+    settings = orchestrator
+    assert _start(settings, "cli-comp").returncode == 0
+    _wait_for_approval(settings, "cli-comp")
+    rejected = sagaline(settings, "reject", "cli-comp", "manager_ok", "--by", "m", "--wait")
+    assert rejected.returncode == 0, rejected.stdout + rejected.stderr
+    assert "orchestrator: accepted" in rejected.stdout
+    waited = sagaline(settings, "wait", "cli-comp", "--timeout", "60")
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    shown = sagaline(settings, "status", "cli-comp")
+    assert shown.returncode == 0, shown.stderr
+    assert "compensated" in shown.stdout.splitlines()[0]
+    assert any(line.split() == ["reserve", "compensated"] for line in shown.stdout.splitlines()), (
+        shown.stdout
+    )
+    doc = json.loads(sagaline(settings, "status", "cli-comp", "--json").stdout)
+    assert doc["steps"]["reserve"]["status"] == "compensated"
+    assert doc["steps"]["reserve"]["forward_status"] == "succeeded"
