@@ -251,6 +251,17 @@ def _check_offsets(
             raise _Fenced(f"{topic}[{partition}]: stored {stored.get(partition)}, had {position}")
 
 
+def _timeline_row(entry: JournalEntry) -> tuple[Any, ...]:
+    return (
+        entry.envelope.saga_id,
+        entry.seq,
+        entry.envelope.occurred_at,
+        entry.input_type,
+        describe_input(entry),
+        json.dumps([describe_event(e) for e in entry.events]),
+    )
+
+
 def apply_batch(
     conn: psycopg.Connection,
     schema: str,
@@ -282,16 +293,7 @@ def apply_batch(
             continue
         _fold_entry(saga, entry)
         applied += 1
-        timeline.append(
-            (
-                entry.envelope.saga_id,
-                entry.seq,
-                entry.envelope.occurred_at,
-                entry.input_type,
-                describe_input(entry),
-                json.dumps([describe_event(e) for e in entry.events]),
-            )
-        )
+        timeline.append(_timeline_row(entry))
     with conn.cursor() as cur:
         rows = [_status_params(s, codec) for s in sagas.values() if s.dirty and s.state]
         if rows:

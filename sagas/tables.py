@@ -5,7 +5,7 @@ The tables live in one PostgreSQL schema, the *application schema*:
 code reads it when it runs (so a test or the demo can point every process
 at a schema of its own).  :func:`ensure_tables` applies ``schema.sql``
 idempotently under an advisory lock, so several processes may run it at once;
-the demo calls it, and ``python -m sagaline.sagas`` does it from a shell before
+the demo calls it, and ``sagaline sagas tables`` does it from a shell before
 ``sagaline worker run --app sagaline.sagas:REGISTRY``.
 
 This module takes any DB-API-like connection (``conn.execute(sql, params)``),
@@ -27,8 +27,8 @@ __all__ = [
     "DEFAULT_APP_SCHEMA",
     "Tables",
     "app_schema",
+    "create_tables",
     "ensure_tables",
-    "main",
     "schema_sql",
 ]
 
@@ -117,23 +117,15 @@ def _statements(ddl: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sagaline.sagas [--schema NAME]``: create the tables in ``$DATABASE_URL``."""
-    import argparse
-
+def create_tables(schema: str | None = None, database_url: str | None = None) -> int:
+    """``sagaline sagas tables [--schema NAME]``: create the tables in ``$DATABASE_URL``."""
     import psycopg
 
     from sagaline.orchestrator.config import Settings
 
-    parser = argparse.ArgumentParser(
-        prog="python -m sagaline.sagas", description="Create the reference sagas' tables."
-    )
-    parser.add_argument("--schema", help=f"schema (default: ${APP_SCHEMA_ENV} or sagaline_app)")
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: env / dev file)")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env(database_url=args.database_url, require_database=True)
+    settings = Settings.from_env(database_url=database_url, require_database=True)
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url) as conn:
-        schema = ensure_tables(conn, args.schema)
-    print(f"reference saga tables ready in schema {schema}")
+        name = ensure_tables(conn, schema)
+    print(f"reference saga tables ready in schema {name}")
     return 0

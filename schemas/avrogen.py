@@ -25,13 +25,12 @@ Field defaults are carried (a union puts the default's branch first, as
 Avro requires).  Arrays of items that can encode to zero bytes are refused:
 a corrupted count could otherwise make a reader loop without consuming input.
 
-``python -m sagaline.schemas.avrogen --write`` rewrites ``schemas/avro/*.avsc``;
+``sagaline schemas generate`` rewrites ``schemas/avro/*.avsc``;
 ``--check`` exits 1 when a committed file is stale or missing.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import enum
 import functools
@@ -40,7 +39,7 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, get_args
@@ -65,7 +64,7 @@ __all__ = [
     "avro_schema",
     "check_bounded",
     "full_name",
-    "main",
+    "generate",
     "record_name",
     "schema_text",
     "stale_files",
@@ -380,7 +379,7 @@ def stale_files(records: Iterable[type[Record]], directory: Path = AVRO_DIR) -> 
         if not path.is_file():
             problems.append(f"{path.name}: missing")
         elif path.read_text(encoding="utf-8") != schema_text(model):
-            problems.append(f"{path.name}: stale (run python -m sagaline.schemas.avrogen --write)")
+            problems.append(f"{path.name}: stale (run sagaline schemas generate)")
     if directory.is_dir():
         for path in sorted(directory.glob("*.avsc")):
             if path.name not in expected:
@@ -388,30 +387,21 @@ def stale_files(records: Iterable[type[Record]], directory: Path = AVRO_DIR) -> 
     return problems
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sagaline.schemas.avrogen --write|--check [--dir DIR]``."""
+def generate(directory: Path = AVRO_DIR, *, check: bool = False) -> int:
+    """``sagaline schemas generate [--check] [--dir DIR]``: rewrite the ``.avsc`` files
+    (or, with ``check``, report stale ones); returns the exit code."""
     from sagaline.schemas.catalog import ALL_RECORDS
 
-    parser = argparse.ArgumentParser(prog="python -m sagaline.schemas.avrogen", description=__doc__)
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true", help="regenerate the .avsc files")
-    mode.add_argument("--check", action="store_true", help="exit 1 if any .avsc is stale")
-    parser.add_argument("--dir", type=Path, default=AVRO_DIR, help="output directory")
-    args = parser.parse_args(argv)
-    if args.write:
-        for path in write_files(ALL_RECORDS, args.dir):
+    if not check:
+        for path in write_files(ALL_RECORDS, directory):
             print(f"wrote {path}")
-        leftovers = [p for p in stale_files(ALL_RECORDS, args.dir) if "no record" in p]
+        leftovers = [p for p in stale_files(ALL_RECORDS, directory) if "no record" in p]
         for problem in leftovers:
             print(f"warning: {problem}", file=sys.stderr)
         return 0
-    problems = stale_files(ALL_RECORDS, args.dir)
+    problems = stale_files(ALL_RECORDS, directory)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"{len(ALL_RECORDS)} schemas up to date in {args.dir}")
+        print(f"{len(ALL_RECORDS)} schemas up to date in {directory}")
     return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

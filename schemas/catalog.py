@@ -4,7 +4,7 @@ Every record that is ever encoded on its own (a Kafka message value, a
 journal entry, a state snapshot, a dead letter) is listed here.  Each gets a
 generated ``schemas/avro/<Name>.avsc`` and an entry in the codec's
 fingerprint table.  Adding a record type is a one-line change below followed
-by ``python -m sagaline.schemas.avrogen --write``.
+by ``sagaline schemas generate``.
 """
 
 from __future__ import annotations

@@ -14,18 +14,17 @@ and any released version:
   (it could never grow);
 * a released sample message no longer decodes with the current reader.
 
-``python -m sagaline.schemas.compat`` runs the check and exits 1 on any problem.
-``python -m sagaline.schemas.compat --release v2`` freezes the current schemas as a
+``sagaline schemas check-compat`` runs the check and exits 1 on any problem.
+``sagaline schemas check-compat --release v2`` freezes the current schemas as a
 new release (schemas and encoded samples), after checking them.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,10 @@ from sagaline.schemas.samples import sample_records
 __all__ = [
     "Incompatibility",
     "check",
+    "check_compat",
     "check_pair",
     "check_samples",
     "ensure_compatible",
-    "main",
     "release",
 ]
 
@@ -345,24 +344,22 @@ def release(
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sagaline.schemas.compat [--release VERSION] [--released-dir DIR]``."""
+def check_compat(release_name: str | None = None, released_dir: Path = RELEASED_DIR) -> int:
+    """``sagaline schemas check-compat [--release VERSION] [--released-dir DIR]``: check
+    the current schemas against every release (or freeze them as ``release_name``);
+    returns the exit code."""
     from sagaline.schemas.catalog import ALL_RECORDS
 
-    parser = argparse.ArgumentParser(prog="python -m sagaline.schemas.compat", description=__doc__)
-    parser.add_argument("--release", metavar="VERSION", help="freeze the current schemas")
-    parser.add_argument("--released-dir", type=Path, default=RELEASED_DIR)
-    args = parser.parse_args(argv)
-    if args.release:
+    if release_name:
         try:
-            paths = release(args.release, ALL_RECORDS, args.released_dir)
+            paths = release(release_name, ALL_RECORDS, released_dir)
         except IncompatibleSchema as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
-        print(f"released {args.release}: {len(paths)} files in {args.released_dir}")
+        print(f"released {release_name}: {len(paths)} files in {released_dir}")
         return 0
-    catalogue = Catalogue(ALL_RECORDS, load_released(args.released_dir))
-    problems = check(catalogue, args.released_dir)
+    catalogue = Catalogue(ALL_RECORDS, load_released(released_dir))
+    problems = check(catalogue, released_dir)
     for problem in problems:
         print(f"INCOMPATIBLE {problem}", file=sys.stderr)
     if problems:
@@ -373,7 +370,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({', '.join(releases) or 'none released yet'})"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

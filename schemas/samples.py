@@ -1,7 +1,7 @@
 """Deterministic sample records built from the models' field types.
 
-Used to make the encoded fixtures of a release (``python -m sagaline.schemas.compat
---release``) and by the tests: :func:`sample_records` returns a minimal
+Used to make the encoded fixtures of a release (``sagaline schemas
+check-compat --release``) and by the tests: :func:`sample_records` returns a minimal
 sample (only required fields) and maximal ones (every optional field set,
 every branch of every union used at least once).
 """

@@ -1,4 +1,4 @@
-"""Codec throughput: ``python -m sagaline.orchestrator.bench.codec [--seconds S]`` prints JSON.
+"""Codec throughput: ``sagaline bench codec [--seconds S]`` prints JSON.
 
 Messages measured (single-object encoding, the default wire format):
 
@@ -16,12 +16,10 @@ about ``seconds / 3`` each, single thread.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -36,7 +34,7 @@ from sagaline.schemas.journal import JournalEntry
 from sagaline.schemas.replies import StepSucceeded
 from sagaline.schemas.state import AgentHistoryItem, AgentState, SagaState, StepState, Timer
 
-__all__ = ["main", "sample_messages"]
+__all__ = ["run", "sample_messages"]
 
 _T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -216,21 +214,3 @@ def run(seconds_per_figure: float) -> dict[str, Any]:
         "machine": platform.machine(),
         "results": results,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sagaline.orchestrator.bench.codec [--seconds S]``: print the figures as JSON."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sagaline.orchestrator.bench.codec", description=__doc__
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=1.5, help="time spent per figure (default 1.5)"
-    )
-    args = parser.parse_args(argv)
-    json.dump(run(args.seconds), sys.stdout, indent=2)
-    print()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

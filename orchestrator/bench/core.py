@@ -1,4 +1,4 @@
-"""Benchmark of the pure core: ``python -m sagaline.orchestrator.bench.core`` prints JSON.
+"""Benchmark of the pure core: ``sagaline bench core`` prints JSON.
 
 Measures, on a three-step saga with a compensation and an approval, how many
 inputs per second ``decide`` handles alone, with the journal entry (hash
@@ -9,8 +9,6 @@ the orchestrator pays per message.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from datetime import timedelta
 
@@ -23,7 +21,7 @@ from sagaline.orchestrator.core.journal import record_decision
 from sagaline.orchestrator.core.saga import Saga, approval, step
 from sagaline.orchestrator.core.testing import SagaTestKit
 
-__all__ = ["main"]
+__all__ = ["run"]
 
 
 class BenchData(BaseModel):
@@ -67,13 +65,11 @@ def _one_saga(i: int) -> SagaTestKit[BenchData]:
     return kit
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sagas", type=int, default=2_000)
-    args = parser.parse_args(argv)
+def run(sagas: int = 2_000) -> dict[str, object]:
+    """Decide, journal and fold ``sagas`` sagas; the figures ``sagaline bench core`` prints."""
     inputs_per_saga = 4
 
-    kits = [_one_saga(i) for i in range(args.sagas)]
+    kits = [_one_saga(i) for i in range(sagas)]
     recorded = [list(kit.inputs) for kit in kits]
 
     start = time.perf_counter()
@@ -96,24 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         fold(e for entry in kit.journal for e in entry.events)
     folding = time.perf_counter() - start
 
-    inputs = args.sagas * inputs_per_saga
-    print(
-        json.dumps(
-            {
-                "benchmark": "decider",
-                "sagas": args.sagas,
-                "inputs": inputs,
-                "events": len(events),
-                "decide_inputs_per_s": round(inputs / decide_only),
-                "decide_us_per_input": round(decide_only / inputs * 1e6, 1),
-                "decide_and_journal_inputs_per_s": round(inputs / with_journal),
-                "journal_us_per_input": round((with_journal - decide_only) / inputs * 1e6, 1),
-                "fold_events_per_s": round(len(events) / folding),
-            }
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    inputs = sagas * inputs_per_saga
+    return {
+        "benchmark": "decider",
+        "sagas": sagas,
+        "inputs": inputs,
+        "events": len(events),
+        "decide_inputs_per_s": round(inputs / decide_only),
+        "decide_us_per_input": round(decide_only / inputs * 1e6, 1),
+        "decide_and_journal_inputs_per_s": round(inputs / with_journal),
+        "journal_us_per_input": round((with_journal - decide_only) / inputs * 1e6, 1),
+        "fold_events_per_s": round(len(events) / folding),
+    }

@@ -12,18 +12,17 @@ for that long before its replies are written (like a worker with enough
 concurrency).  Steps named in ``skip``, and every step of the sagas in
 ``skip_sagas``, get no reply (to exercise timeouts).
 
-Run standalone: ``python -m sagaline.orchestrator.bench.responder --prefix P``.
+Run standalone: ``sagaline bench responder --prefix P``.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -39,7 +38,7 @@ from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.replies import CompensationSucceeded, StepSucceeded
 from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
-__all__ = ["Responder", "main"]
+__all__ = ["Responder", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -158,22 +157,19 @@ class Responder:
             consumer.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a responder process until SIGTERM."""
+def serve(
+    bootstrap: str | None, prefix: str | None, *, sleep_ms: float = 0.0, fetch_wait_max_ms: int = 5
+) -> int:
+    """``sagaline bench responder``: answer the tasks of ``prefix`` until SIGTERM."""
     from sagaline.orchestrator.config import Settings
 
-    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.bench.responder")
-    parser.add_argument("--prefix")
-    parser.add_argument("--bootstrap")
-    parser.add_argument("--sleep-ms", type=float, default=0.0)
-    parser.add_argument("--fetch-wait-max-ms", type=int, default=5)
-    args = parser.parse_args(argv)
-    settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix)
+    settings = Settings.from_env(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
     responder = Responder(
         settings.kafka_bootstrap_servers,
         settings.topics.prefix,
         default_codec(),
-        sleep_ms=args.sleep_ms,
+        sleep_ms=sleep_ms,
+        fetch_wait_max_ms=fetch_wait_max_ms,
     )
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -183,7 +179,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     responder.run()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

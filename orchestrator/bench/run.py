@@ -1,7 +1,7 @@
 """The orchestrator benchmark: latency, throughput and recovery on real Kafka.
 
-Processes: one orchestrator (``sagaline.orchestrator.runtime.process``) and one
-responder (``sagaline.orchestrator.bench.responder``) as subprocesses; this process
+Processes: one orchestrator (``sagaline orchestrator run``) and one
+responder (``sagaline bench responder``) as subprocesses; this process
 starts sagas with :class:`~sagaline.orchestrator.client.SagaClient` and tails the
 state topic (read_committed) to see each saga's snapshots as they commit.
 
@@ -182,7 +182,9 @@ class Bench:
         self.tail = StateTail(self.settings)
         self.orchestrator = Proc(
             [
-                "sagaline.orchestrator.runtime.process",
+                "sagaline.orchestrator.cli",
+                "orchestrator",
+                "run",
                 "--app",
                 "sagaline.orchestrator.bench.sagas:registry",
                 "--instance-id",
@@ -211,7 +213,9 @@ class Bench:
             self.responder.stop()
         self.responder = Proc(
             [
-                "sagaline.orchestrator.bench.responder",
+                "sagaline.orchestrator.cli",
+                "bench",
+                "responder",
                 "--bootstrap",
                 self.options.bootstrap,
                 "--prefix",

@@ -26,14 +26,11 @@ process (see :mod:`sagaline.orchestrator.bench.workers_e2e`).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -59,7 +56,7 @@ from sagaline.orchestrator.runtime.kafka_config import admin_config, transaction
 from sagaline.schemas.codec import default_codec
 from sagaline.schemas.tasks import ExecuteStep
 
-__all__ = ["main", "run_bench"]
+__all__ = ["STEP_FOR_PATH", "run_bench"]
 
 STEP_FOR_PATH = {"outbox": "write", "kafka": "echo"}
 
@@ -184,6 +181,59 @@ def _relay_throughput(
     }
 
 
+@dataclass
+class _Participants:
+    """The worker and relay threads a worker benchmark measures."""
+
+    worker: Worker
+    relay: Relay
+    stop: threading.Event
+    traces: dict[str, TaskTrace]
+    threads: list[threading.Thread]
+
+    def halt(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        self.relay.close()
+
+
+def _participants(
+    bootstrap: str, dsn: str, schema: str, topics: TopicNames, concurrency: int
+) -> _Participants:
+    traces: dict[str, TaskTrace] = {}
+    worker = Worker(
+        bootstrap_servers=bootstrap,
+        database_url=dsn,
+        topics=topics,
+        resolver=effects_table(dsn, f"{schema}.effects"),
+        options=WorkerOptions(
+            group_id=f"bench-{uuid.uuid4().hex[:8]}", schema=schema, concurrency=concurrency
+        ),
+        on_task=lambda trace: traces.__setitem__(trace.task_id, trace),
+    )
+    relay = Relay(dsn, bootstrap, RelayOptions(schema=schema))
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=worker.run, args=(stop,), daemon=True),
+        threading.Thread(target=relay.run, args=(stop,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    return _Participants(worker, relay, stop, traces, threads)
+
+
+def _warm_up(paths: Sequence[str], producer: _TaskProducer, replies: ReplyTail) -> None:
+    """Group join, producer init, first connections: not part of any figure."""
+    for path in paths:
+        warm = [
+            execute_task(f"warm-{path}-{i}", STEP_FOR_PATH[path], EffectArgs()) for i in range(3)
+        ]
+        producer.commit(warm)
+        if not replies.wait_for([w.task_id for w in warm], 60):
+            raise RuntimeError("warm-up tasks were not answered")
+
+
 def run_bench(
     *,
     bootstrap: str,
@@ -202,112 +252,33 @@ def run_bench(
     with psycopg.connect(dsn, autocommit=True) as conn:
         create_effect_tables(conn, f"{schema}.effects")
     create_topics(bootstrap, topics, partitions=3)
-    traces: dict[str, TaskTrace] = {}
-    stop = threading.Event()
-    worker = Worker(
-        bootstrap_servers=bootstrap,
-        database_url=dsn,
-        topics=topics,
-        resolver=effects_table(dsn, f"{schema}.effects"),
-        options=WorkerOptions(
-            group_id=f"bench-{uuid.uuid4().hex[:8]}", schema=schema, concurrency=concurrency
-        ),
-        on_task=lambda trace: traces.__setitem__(trace.task_id, trace),
-    )
-    relay = Relay(dsn, bootstrap, RelayOptions(schema=schema))
-    threads = [
-        threading.Thread(target=worker.run, args=(stop,), daemon=True),
-        threading.Thread(target=relay.run, args=(stop,), daemon=True),
-    ]
-    for t in threads:
-        t.start()
+    running = _participants(bootstrap, dsn, schema, topics, concurrency)
     replies = ReplyTail(bootstrap, topics.replies)
     producer = _TaskProducer(bootstrap, topics.tasks)
     report: dict[str, Any] = {
-        "benchmark": "sagaline.orchestrator.bench.workers",
+        "benchmark": "sagaline bench workers",
         "concurrency": concurrency,
         "partitions": 3,
         "latency_interval_ms": interval * 1000,
     }
     try:
-        for path in paths:  # warm up: group join, producer init, first connections
-            warm = [
-                execute_task(f"warm-{path}-{i}", STEP_FOR_PATH[path], EffectArgs())
-                for i in range(3)
-            ]
-            producer.commit(warm)
-            if not replies.wait_for([w.task_id for w in warm], 60):
-                raise RuntimeError("warm-up tasks were not answered")
+        _warm_up(paths, producer, replies)
         for path in paths:
             report[path] = {
-                "latency": _latency_run(path, latency_tasks, interval, producer, replies, traces),
+                "latency": _latency_run(
+                    path, latency_tasks, interval, producer, replies, running.traces
+                ),
                 "throughput": _throughput_run(path, burst, producer, replies),
             }
-        stop.set()  # the relay thread must not take the backlog below
-        for t in threads:
-            t.join(30)
-        relay.close()
+        running.halt()  # the relay thread must not take the backlog below
         if relay_rows > 0:
             report["relay_backlog_drain"] = _relay_throughput(
                 bootstrap, dsn, schema, f"{topics.prefix}.relaybench", relay_rows
             )
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-        relay.close()
+        running.halt()
         replies.close()
         delete_topics(bootstrap, topics)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``... bench.workers [--paths outbox,kafka] [--tasks N] [--burst N]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sagaline.orchestrator.bench.workers", description=__doc__
-    )
-    parser.add_argument("--paths", default="outbox,kafka", help="outbox, kafka or both")
-    parser.add_argument("--tasks", type=int, default=200, help="tasks in the latency run")
-    parser.add_argument("--interval-ms", type=float, default=10.0, help="gap between tasks")
-    parser.add_argument("--burst", type=int, default=2000, help="tasks in the throughput run")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument(
-        "--e2e",
-        type=int,
-        default=0,
-        metavar="SAGAS",
-        help="also run SAGAS one-step sagas per path through the real orchestrator",
-    )
-    ns = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    dsn = os.environ.get("DATABASE_URL")
-    if not bootstrap or not dsn:
-        print("set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL", file=sys.stderr)
-        return 2
-    paths = [p.strip() for p in ns.paths.split(",") if p.strip()]
-    if not set(paths) <= set(STEP_FOR_PATH):
-        parser.error("--paths takes outbox and/or kafka")
-    report = run_bench(
-        bootstrap=bootstrap,
-        dsn=dsn,
-        paths=paths,
-        latency_tasks=ns.tasks,
-        interval=ns.interval_ms / 1000.0,
-        burst=ns.burst,
-        concurrency=ns.concurrency,
-    )
-    if ns.e2e > 0:
-        from sagaline.orchestrator.bench.workers_e2e import run_e2e
-
-        report["end_to_end_with_orchestrator"] = run_e2e(bootstrap=bootstrap, dsn=dsn, sagas=ns.e2e)
-    json.dump(report, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    from sagaline.orchestrator.bench.workers import main as _main
-
-    raise SystemExit(_main())

@@ -5,13 +5,12 @@ The ``effects`` saga type has steps whose side effects are observable:
 path) and counts every execution in an attempts table through a separate
 autocommit connection (so executions rolled back by a crash still count);
 ``echo`` runs on the Kafka-only path and only counts its executions.
-``python -m sagaline.orchestrator.chaos.effects worker|relay ...`` runs a worker or a relay
-with these steps (the chaos tests start it as a subprocess).
+``sagaline chaos worker|relay ...`` runs a worker or a relay with these steps
+(the chaos tests start it as a subprocess).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -19,8 +18,9 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import psycopg
 from confluent_kafka import Consumer, Producer
@@ -49,6 +49,7 @@ __all__ = [
     "EffectArgs",
     "EffectResult",
     "InsufficientFunds",
+    "ProcessOptions",
     "app",
     "compensate_task",
     "create_effect_tables",
@@ -56,9 +57,9 @@ __all__ = [
     "delete_topics",
     "effects_table",
     "execute_task",
-    "main",
     "produce_tasks",
     "read_records",
+    "serve",
 ]
 
 EFFECTS_SAGA = "effects"
@@ -159,20 +160,25 @@ def _fail(args: EffectArgs, ctx: WorkerStepContext) -> None:
         raise RuntimeError("unexpected bug")
 
 
-def effects_table(dsn: str, table: str) -> StepTable:
-    """The ``effects`` saga's steps writing to ``table`` (create it with
-    :func:`create_effect_tables` first)."""
-    table = _table_name(table)
-    counter = _Counter(dsn, table)
+class _EffectSteps:
+    """The ``effects`` saga's step functions over one effects table."""
 
-    def write(ctx: WorkerStepContext, args: EffectArgs) -> EffectResult:
-        counter.record(ctx)
+    def __init__(self, dsn: str, table: str) -> None:
+        self.table = table
+        self.counter = _Counter(dsn, table)
+
+    def _insert(self, ctx: WorkerStepContext, amount: int) -> None:
+        ctx.db.execute(
+            f"INSERT INTO {self.table} (idempotency_key, saga_id, step, amount)"
+            " VALUES (%s, %s, %s, %s)",
+            (ctx.idempotency_key, ctx.saga_id, ctx.step, amount),
+        )
+
+    def write(self, ctx: WorkerStepContext, args: EffectArgs) -> EffectResult:
+        self.counter.record(ctx)
         for i in range(args.heartbeats):
             ctx.heartbeat(progress=(i + 1) / args.heartbeats, detail=f"beat {i + 1}")
-        ctx.db.execute(
-            f"INSERT INTO {table} (idempotency_key, saga_id, step, amount) VALUES (%s, %s, %s, %s)",
-            (ctx.idempotency_key, ctx.saga_id, ctx.step, args.amount),
-        )
+        self._insert(ctx, args.amount)
         if args.sleep:
             time.sleep(args.sleep)
         _fail(args, ctx)
@@ -181,20 +187,17 @@ def effects_table(dsn: str, table: str) -> StepTable:
             key=ctx.idempotency_key, amount=args.amount, padding="x" * args.result_bytes
         )
 
-    async def write_async(ctx: WorkerStepContext, args: EffectArgs) -> EffectResult:
+    async def write_async(self, ctx: WorkerStepContext, args: EffectArgs) -> EffectResult:
         import asyncio
 
-        counter.record(ctx)
-        ctx.db.execute(
-            f"INSERT INTO {table} (idempotency_key, saga_id, step, amount) VALUES (%s, %s, %s, %s)",
-            (ctx.idempotency_key, ctx.saga_id, ctx.step, args.amount),
-        )
+        self.counter.record(ctx)
+        self._insert(ctx, args.amount)
         await asyncio.sleep(args.sleep)
         _fail(args, ctx)
         return EffectResult(key=ctx.idempotency_key, amount=args.amount)
 
-    def echo(ctx: WorkerStepContext, args: EffectArgs) -> EffectResult:
-        counter.record(ctx)
+    def echo(self, ctx: WorkerStepContext, args: EffectArgs) -> EffectResult:
+        self.counter.record(ctx)
         if args.sleep:
             time.sleep(args.sleep)
         _fail(args, ctx)
@@ -202,27 +205,32 @@ def effects_table(dsn: str, table: str) -> StepTable:
             key=ctx.idempotency_key, amount=args.amount, padding="x" * args.result_bytes
         )
 
-    def undo(ctx: WorkerStepContext, args: EffectArgs) -> None:
-        counter.record(ctx)
+    def undo(self, ctx: WorkerStepContext, args: EffectArgs) -> None:
+        self.counter.record(ctx)
         ctx.db.execute(
-            f"INSERT INTO {table} (idempotency_key, saga_id, step, amount, kind)"
+            f"INSERT INTO {self.table} (idempotency_key, saga_id, step, amount, kind)"
             " VALUES (%s, %s, %s, %s, 'compensate')",
             (ctx.idempotency_key, ctx.saga_id, ctx.step, -args.amount),
         )
 
+
+def effects_table(dsn: str, table: str) -> StepTable:
+    """The ``effects`` saga's steps writing to ``table`` (create it with
+    :func:`create_effect_tables` first)."""
+    fns = _EffectSteps(dsn, _table_name(table))
     steps = StepTable()
     common: dict[str, Any] = {
         "args_type": EffectArgs,
         "result_type": EffectResult,
         "non_retryable": (InsufficientFunds,),
     }
-    steps.add(EFFECTS_SAGA, "write", Handler(fn=write, **common))
-    steps.add(EFFECTS_SAGA, "write_async", Handler(fn=write_async, **common))
+    steps.add(EFFECTS_SAGA, "write", Handler(fn=fns.write, **common))
+    steps.add(EFFECTS_SAGA, "write_async", Handler(fn=fns.write_async, **common))
     steps.add(
-        EFFECTS_SAGA, "slow", Handler(fn=write, timeout=timedelta(milliseconds=300), **common)
+        EFFECTS_SAGA, "slow", Handler(fn=fns.write, timeout=timedelta(milliseconds=300), **common)
     )
-    steps.add(EFFECTS_SAGA, "echo", Handler(fn=echo, uses_db=False, **common))
-    steps.add(EFFECTS_SAGA, "write", Handler(fn=undo, args_type=EffectArgs), kind="compensate")
+    steps.add(EFFECTS_SAGA, "echo", Handler(fn=fns.echo, uses_db=False, **common))
+    steps.add(EFFECTS_SAGA, "write", Handler(fn=fns.undo, args_type=EffectArgs), kind="compensate")
     return steps
 
 
@@ -341,58 +349,57 @@ def read_records(
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sagaline.orchestrator.chaos.effects worker|relay`` (used by the chaos tests)."""
+@dataclass(frozen=True)
+class ProcessOptions:
+    """What ``sagaline chaos worker|relay`` runs."""
+
+    bootstrap: str
+    dsn: str
+    schema: str
+    prefix: str
+    table: str
+    group: str = "sagaline-testkit"
+    instance_id: str | None = None
+    session_timeout_ms: int = 6000
+    concurrency: int = 4
+    delivery: Literal["auto", "outbox", "kafka"] = "auto"
+
+
+def serve(role: str, options: ProcessOptions) -> int:
+    """``sagaline chaos worker|relay``: run a worker with the effects steps, or a relay,
+    until SIGTERM (the chaos tests start it as a subprocess)."""
     from sagaline.consumers.worker import Worker, WorkerOptions
 
-    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.chaos.effects")
-    parser.add_argument("role", choices=("worker", "relay"))
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--schema", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--table", required=True)
-    parser.add_argument("--group", default="sagaline-testkit")
-    parser.add_argument("--instance-id")
-    parser.add_argument("--session-timeout-ms", type=int, default=6000)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--delivery", default="auto", choices=("auto", "outbox", "kafka"))
-    ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if ns.role == "relay":
-        relay = Relay(ns.dsn, ns.bootstrap, RelayOptions(schema=ns.schema, poll_interval=0.5))
+    if role == "relay":
+        relay = Relay(
+            options.dsn, options.bootstrap, RelayOptions(schema=options.schema, poll_interval=0.5)
+        )
         try:
             relay.run(stop)
         finally:
             relay.close()
         return 0
     worker = Worker(
-        bootstrap_servers=ns.bootstrap,
-        database_url=ns.dsn,
-        topics=TopicNames(ns.prefix),
-        resolver=effects_table(ns.dsn, ns.table),
+        bootstrap_servers=options.bootstrap,
+        database_url=options.dsn,
+        topics=TopicNames(options.prefix),
+        resolver=effects_table(options.dsn, options.table),
         options=WorkerOptions(
-            group_id=ns.group,
-            instance_id=ns.instance_id,
-            schema=ns.schema,
-            concurrency=ns.concurrency,
-            delivery=ns.delivery,
+            group_id=options.group,
+            instance_id=options.instance_id,
+            schema=options.schema,
+            concurrency=options.concurrency,
+            delivery=options.delivery,
             consumer_config={
-                "session.timeout.ms": ns.session_timeout_ms,
-                "heartbeat.interval.ms": max(500, ns.session_timeout_ms // 5),
+                "session.timeout.ms": options.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, options.session_timeout_ms // 5),
             },
         ),
     )
     print("ready", flush=True)
     worker.run(stop)
     return 0
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so payload models keep their import name.
-    from sagaline.orchestrator.chaos.effects import main as _main
-
-    raise SystemExit(_main())

@@ -35,6 +35,11 @@ def load_object(
         raise error(f"{option} must look like module:attribute, got {spec!r}")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise error(
+            f"{option}: cannot import {module_name!r}: no module named {exc.name!r}; run from "
+            "the folder that holds it or add that folder to PYTHONPATH"
+        ) from exc
     except ImportError as exc:
         raise error(f"{option}: cannot import {module_name!r}: {exc}") from exc
     found: object = module

@@ -1,4 +1,4 @@
-"""Run one orchestrator process: ``python -m sagaline.orchestrator.runtime.process --app ...``.
+"""Run one orchestrator process: ``sagaline orchestrator run --app ...``.
 
 SIGTERM / SIGINT finish the current batch, leave the consumer group and exit
 0.  A fatal Kafka error exits 3 so a supervisor restarts the process (the
@@ -9,12 +9,9 @@ Configuration errors exit 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import signal
-import sys
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -23,6 +20,7 @@ from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
+from sagaline.orchestrator.runtime.loader import load_object as load
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
@@ -30,9 +28,7 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_FATAL",
     "add_run_arguments",
-    "build_parser",
     "load_object",
-    "main",
     "run_from_args",
     "run_orchestrator",
 ]
@@ -45,13 +41,7 @@ log = logging.getLogger("sagaline.orchestrator")
 
 def load_object(spec: str) -> object:
     """Import ``module:attribute`` (a zero-argument callable is called)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not attr:
-        raise SagalineError(f"expected module:attribute, got {spec!r}")
-    obj: object = getattr(importlib.import_module(module_name), attr)
-    if callable(obj) and not isinstance(obj, type) and not hasattr(obj, "decide"):
-        obj = obj()
-    return obj
+    return load(spec, option="--app", error=SagalineError, call_unless="decide")
 
 
 def _as_logic(obj: object) -> SagaLogic:
@@ -66,13 +56,6 @@ def _default_codec() -> Codec:
     from sagaline.orchestrator.runtime.core import AvroCodec
 
     return AvroCodec()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``python -m sagaline.orchestrator.runtime.process``."""
-    parser = argparse.ArgumentParser(prog="python -m sagaline.orchestrator.runtime.process")
-    add_run_arguments(parser)
-    return parser
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,11 +114,6 @@ def run_orchestrator(orchestrator: Orchestrator, stats_file: str | None = None) 
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sagaline.orchestrator.runtime.process``."""
-    return run_from_args(build_parser().parse_args(argv))
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Build the orchestrator that ``args`` describe and run it until stopped."""
     logging.basicConfig(
@@ -172,7 +150,3 @@ def run_from_args(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     return run_orchestrator(orchestrator, args.stats_file)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """SIGKILL orchestrator processes under load; nothing may be lost or done twice.
 
-The orchestrators are real subprocesses (``python -m sagaline.orchestrator.runtime.process``)
+The orchestrators are real subprocesses (``sagaline orchestrator run``)
 running the real decider over real saga definitions; a transactional
 responder answers tasks.  Afterwards every invariant is checked against the
 committed contents of the topics (see ``check_saga_invariants``).
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class OrchestratorProcess:
-    """One ``sagaline.orchestrator.runtime.process`` subprocess (restartable)."""
+    """One ``sagaline orchestrator run`` subprocess (restartable)."""
 
     def __init__(self, settings: Settings, instance: str, log_dir: Path) -> None:
         self.settings = settings
@@ -60,7 +60,9 @@ class OrchestratorProcess:
             [
                 sys.executable,
                 "-m",
-                "sagaline.orchestrator.runtime.process",
+                "sagaline.orchestrator.cli",
+                "orchestrator",
+                "run",
                 "--app",
                 "orchestrator_sagas:registry",
                 "--instance-id",

@@ -107,7 +107,7 @@ def spawn(
         env["SAGALINE_CRASH_AT"] = crash_at
         env["SAGALINE_CRASH_SKIP"] = str(crash_skip)
     argv = [
-        sys.executable, "-m", "sagaline.orchestrator.chaos.effects", role,
+        sys.executable, "-m", "sagaline.orchestrator.cli", "chaos", role,
         "--bootstrap", bootstrap, "--dsn", dsn, "--schema", schema,
         "--prefix", topics.prefix, "--table", f"{schema}.effects", "--group", group,
         *extra,

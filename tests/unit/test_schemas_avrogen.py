@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from cli_tools import run_tool_command
 from fastavro import parse_schema
 
 from sagaline.schemas.avrogen import (
     AVRO_DIR,
     avro_schema,
     check_bounded,
-    main,
     schema_text,
     stale_files,
     write_files,
@@ -175,13 +175,14 @@ def test_committed_avsc_files_are_up_to_date() -> None:
 
 
 def test_write_then_check(tmp_path: Path) -> None:
-    assert main(["--check", "--dir", str(tmp_path)]) == 1  # missing
-    assert main(["--write", "--dir", str(tmp_path)]) == 0
-    assert main(["--check", "--dir", str(tmp_path)]) == 0
+    generate = ["schemas", "generate", "--dir", str(tmp_path)]
+    assert run_tool_command([*generate, "--check"]) == 1  # missing
+    assert run_tool_command(generate) == 0
+    assert run_tool_command([*generate, "--check"]) == 0
     first = tmp_path / f"{ALL_RECORDS[0].__name__}.avsc"
     first.write_text(first.read_text() + " ")
     assert stale_files(ALL_RECORDS, tmp_path) == [
-        f"{first.name}: stale (run python -m sagaline.schemas.avrogen --write)"
+        f"{first.name}: stale (run sagaline schemas generate)"
     ]
     assert write_files(ALL_RECORDS, tmp_path) == [first]
     (tmp_path / "Gone.avsc").write_text("{}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
+from cli_tools import run_tool_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from sagaline.schemas.avrogen import avro_schema
 from sagaline.schemas.base import Record
 from sagaline.schemas.catalog import ALL_RECORDS
 from sagaline.schemas.codec import Codec
-from sagaline.schemas.compat import check, check_pair, check_samples, main, release
+from sagaline.schemas.compat import check, check_pair, check_samples, release
 from sagaline.schemas.errors import IncompatibleSchema
 from sagaline.schemas.registry import RELEASED_DIR, Catalogue, SchemaVersion, load_released
 
@@ -150,7 +151,7 @@ def test_check_refuses_a_removed_record_and_cli_exits_1(tmp_path: Path) -> None:
     assert [p.problem for p in found] == [
         "record removed: messages of this release could no longer be read"
     ]
-    assert main(["--released-dir", str(tmp_path)]) == 1
+    assert run_tool_command(["schemas", "check-compat", "--released-dir", str(tmp_path)]) == 1
 
 
 def test_release_writes_schemas_and_samples_then_refuses_twice(tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ def test_repository_schemas_are_compatible_with_every_release() -> None:
     releases = load_released(RELEASED_DIR)
     assert releases, "schemas/released holds at least one release"
     assert check() == []
-    assert main([]) == 0
+    assert run_tool_command(["schemas", "check-compat"]) == 0
 
 
 def test_every_released_sample_decodes_with_the_current_reader() -> None:

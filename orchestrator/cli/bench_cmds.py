@@ -1,0 +1,167 @@
+"""``sagaline bench orchestrator|core|workers|e2e|codec|responder``: the benchmarks.
+
+Each prints one JSON document on stdout (``responder`` is the worker stand-in the
+orchestrator benchmark starts as a subprocess). The measuring code lives in
+:mod:`sagaline.orchestrator.bench`; this module only parses options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from sagaline.orchestrator.cli.command import Subparsers, set_handler
+from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.core.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks (JSON on stdout)")
+    parts = bench.add_subparsers(dest="bench_command", metavar="<part>", required=True)
+    _orchestrator(parts)
+    core = parts.add_parser("core", help="the pure core: decide, journal and fold per second")
+    core.add_argument("--sagas", type=int, default=2_000)
+    set_handler(core, _core)
+    codec = parts.add_parser("codec", help="Avro encode/decode throughput of every record")
+    codec.add_argument("--seconds", type=float, default=1.5, help="time spent per figure")
+    set_handler(codec, _codec)
+    _workers(parts)
+    e2e = parts.add_parser("e2e", help="one-step sagas through the real orchestrator and worker")
+    e2e.add_argument("--sagas", type=int, default=50, help="sagas per delivery path")
+    e2e.add_argument("--partitions", type=int, default=3)
+    set_handler(e2e, _e2e)
+    responder = parts.add_parser(
+        "responder", help="answer every task with a success, exactly once (until SIGTERM)"
+    )
+    responder.add_argument("--prefix", help="topic prefix (default: env)")
+    responder.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env)")
+    responder.add_argument("--sleep-ms", type=float, default=0.0, help="simulated step time")
+    responder.add_argument("--fetch-wait-max-ms", type=int, default=5)
+    set_handler(responder, _responder)
+
+
+def _orchestrator(parts: Subparsers) -> None:
+    orch = parts.add_parser(
+        "orchestrator", help="saga latency, throughput and recovery of the orchestrator"
+    )
+    orch.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env)")
+    orch.add_argument("--partitions", type=int, default=4)
+    orch.add_argument("--sequential", type=int, default=100, help="sagas run one at a time")
+    orch.add_argument("--throughput", type=int, default=1000, help="sagas sent at once")
+    orch.add_argument("--recovery", type=int, default=1000, help="sagas in the kill test (0: skip)")
+    orch.add_argument("--sleep-ms", type=float, default=5.0, help="simulated step time")
+    orch.add_argument("--max-batch", type=int, default=500)
+    orch.add_argument("--fetch-wait-max-ms", type=int, default=5)
+    orch.add_argument("--keep-topics", action="store_true")
+    set_handler(orch, _bench_orchestrator)
+
+
+def _workers(parts: Subparsers) -> None:
+    workers = parts.add_parser(
+        "workers", help="worker hops: outbox and Kafka-transaction paths, relay throughput"
+    )
+    workers.add_argument("--paths", default="outbox,kafka", help="outbox, kafka or both")
+    workers.add_argument("--tasks", type=int, default=200, help="tasks in the latency run")
+    workers.add_argument("--interval-ms", type=float, default=10.0, help="gap between tasks")
+    workers.add_argument("--burst", type=int, default=2000, help="tasks in the throughput run")
+    workers.add_argument("--concurrency", type=int, default=8)
+    workers.add_argument(
+        "--e2e",
+        type=int,
+        default=0,
+        metavar="SAGAS",
+        help="also run SAGAS one-step sagas per path through the real orchestrator",
+    )
+    set_handler(workers, _bench_workers)
+
+
+def _print(report: Any) -> int:
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _kafka_and_database() -> tuple[str, str]:
+    settings = Settings.from_env(require_database=True)
+    if settings.database_url is None:
+        raise ConfigError("set DATABASE_URL (or run sagaline dev up)")
+    return settings.kafka_bootstrap_servers, settings.database_url
+
+
+def _bench_orchestrator(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.run import BenchOptions, run_bench
+
+    settings = Settings.from_env(kafka_bootstrap_servers=args.bootstrap)
+    options = BenchOptions(
+        bootstrap=settings.kafka_bootstrap_servers,
+        partitions=args.partitions,
+        sequential=args.sequential,
+        throughput=args.throughput,
+        recovery=args.recovery,
+        sleep_ms=args.sleep_ms,
+        max_batch=args.max_batch,
+        fetch_wait_max_ms=args.fetch_wait_max_ms,
+        keep_topics=args.keep_topics,
+    )
+    return _print(run_bench(options))
+
+
+def _core(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.core import run
+
+    return _print(run(args.sagas))
+
+
+def _codec(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.codec import run
+
+    return _print(run(args.seconds))
+
+
+def _bench_workers(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.workers import STEP_FOR_PATH, run_bench
+
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or not set(paths) <= set(STEP_FOR_PATH):
+        raise ConfigError(f"--paths takes outbox and/or kafka, got {args.paths!r}")
+    bootstrap, dsn = _kafka_and_database()
+    report = run_bench(
+        bootstrap=bootstrap,
+        dsn=dsn,
+        paths=paths,
+        latency_tasks=args.tasks,
+        interval=args.interval_ms / 1000.0,
+        burst=args.burst,
+        concurrency=args.concurrency,
+    )
+    if args.e2e > 0:
+        from sagaline.orchestrator.bench.workers_e2e import run_e2e
+
+        report["end_to_end_with_orchestrator"] = run_e2e(
+            bootstrap=bootstrap, dsn=dsn, sagas=args.e2e
+        )
+    return _print(report)
+
+
+def _e2e(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.workers_e2e import run_e2e
+
+    bootstrap, dsn = _kafka_and_database()
+    return _print(
+        run_e2e(bootstrap=bootstrap, dsn=dsn, sagas=args.sagas, partitions=args.partitions)
+    )
+
+
+def _responder(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.responder import serve
+
+    return serve(
+        args.bootstrap,
+        args.prefix,
+        sleep_ms=args.sleep_ms,
+        fetch_wait_max_ms=args.fetch_wait_max_ms,
+    )
