@@ -114,7 +114,7 @@ def enrich(contact: Contact, attempt: int) -> tuple[str, str, int, int]:
     return company, industry, employees, score
 
 
-def _contact_step(slot: int) -> StepSpec:
+def _contact_step(slot: int) -> StepSpec[LeadBatch, EnrichedContact]:
     """The step of contact slot ``slot`` (1-based), with its compensation and fold."""
 
     def run(self: object, ctx: StepContext, data: LeadBatch) -> EnrichedContact:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.errors import TerminalError
 from sagaline.orchestrator.core.policies import Retry
-from sagaline.orchestrator.core.saga import DONE, Saga, SignalInfo, approval, step
+from sagaline.orchestrator.core.saga import DONE, Done, Saga, SignalInfo, approval, step
 from sagaline.sagas.tables import Tables
 
 __all__ = [
@@ -171,7 +171,7 @@ class RefundAgent(Saga[RefundRequest]):
         )
 
     @check_eligibility.route(DONE)
-    def _stop_when_ineligible(self, data: RefundRequest) -> str | None:
+    def _stop_when_ineligible(self, data: RefundRequest) -> Done | None:
         return None if data.eligible else DONE
 
     @step(retry=_STEP_RETRY)

@@ -1,6 +1,8 @@
 """``SagaTestKit``: drive a saga definition through the pure decider, no Kafka.
 
-Given/expect style with a fake clock::
+Given/expect style with a fake clock; steps and waits are named by the node
+(``kit.succeed(RefundAgent.check_eligibility, ...)``, checked by mypy) or by
+name::
 
     kit = SagaTestKit(RefundAgent)
     kit.start(RefundData(order_id="o-1", amount_cents=5_000))
@@ -22,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -36,6 +38,8 @@ from sagaline.orchestrator.core.decider import (
 )
 from sagaline.orchestrator.core.errors import RetryableError, TerminalError, TestKitError
 from sagaline.orchestrator.core.journal import fold_journal, record_decision, verify_chain
+from sagaline.orchestrator.core.nodes.base import Node, ref_name
+from sagaline.orchestrator.core.nodes.step import StepSpec
 from sagaline.orchestrator.core.payloads import from_payload, input_sha256, to_payload
 from sagaline.orchestrator.core.saga import Saga
 from sagaline.schemas.base import Envelope, Payload, Record, Usage
@@ -63,6 +67,10 @@ from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 __all__ = ["SagaTestKit", "TestStepContext"]
 
 DataT = TypeVar("DataT", bound=BaseModel)
+R = TypeVar("R")
+
+#: A node reference or its name: the kit accepts either wherever it takes a step or a wait.
+Ref = str | Node
 
 DEFAULT_START = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -187,10 +195,19 @@ class SagaTestKit(Generic[DataT]):
             )
         return task
 
+    @overload
     def succeed(
-        self, step: str, result: BaseModel | None = None, *, usage: Usage | None = None
-    ) -> Decision:
-        """Reply success to the latest task of ``step`` with ``result``."""
+        self, step: StepSpec[Any, R], result: R | None = None, *, usage: Usage | None = None
+    ) -> Decision: ...
+
+    @overload
+    def succeed(
+        self, step: str | Node, result: BaseModel | None = None, *, usage: Usage | None = None
+    ) -> Decision: ...
+
+    def succeed(self, step: Ref, result: Any = None, *, usage: Usage | None = None) -> Decision:
+        """Reply success to the latest task of ``step`` (a name or the node) with ``result``."""
+        step = ref_name(step)
         task = self._task(step)
         del self._pending[f"step:{step}"]
         return self.deliver(
@@ -207,7 +224,7 @@ class SagaTestKit(Generic[DataT]):
 
     def fail(
         self,
-        step: str,
+        step: Ref,
         error: str = "boom",
         *,
         retryable: bool = True,
@@ -215,6 +232,7 @@ class SagaTestKit(Generic[DataT]):
         usage: Usage | None = None,
     ) -> Decision:
         """Reply failure to the latest task of ``step``."""
+        step = ref_name(step)
         task = self._task(step)
         del self._pending[f"step:{step}"]
         return self.deliver(
@@ -231,8 +249,9 @@ class SagaTestKit(Generic[DataT]):
             )
         )
 
-    def heartbeat(self, step: str, progress: float | None = None) -> Decision:
+    def heartbeat(self, step: Ref, progress: float | None = None) -> Decision:
         """A heartbeat from the latest task of ``step``."""
+        step = ref_name(step)
         task = self._task(step)
         return self.deliver(
             StepHeartbeat(
@@ -244,8 +263,9 @@ class SagaTestKit(Generic[DataT]):
             )
         )
 
-    def compensated(self, step: str) -> Decision:
+    def compensated(self, step: Ref) -> Decision:
         """Reply success to the pending compensation of ``step``."""
+        step = ref_name(step)
         task = self._task(step, "compensate")
         del self._pending[f"compensate:{step}"]
         return self.deliver(
@@ -259,9 +279,10 @@ class SagaTestKit(Generic[DataT]):
         )
 
     def compensation_failed(
-        self, step: str, error: str = "boom", *, retryable: bool = True
+        self, step: Ref, error: str = "boom", *, retryable: bool = True
     ) -> Decision:
         """Reply failure to the pending compensation of ``step``."""
+        step = ref_name(step)
         task = self._task(step, "compensate")
         del self._pending[f"compensate:{step}"]
         return self.deliver(
@@ -279,7 +300,7 @@ class SagaTestKit(Generic[DataT]):
 
     def signal(
         self,
-        name: str,
+        name: Ref,
         *,
         by: str = "tester",
         approved: bool | None = None,
@@ -290,7 +311,7 @@ class SagaTestKit(Generic[DataT]):
         return self.deliver(
             SignalSaga(
                 envelope=self.envelope(),
-                name=name,
+                name=ref_name(name),
                 by=by,
                 approved=approved,
                 note=note,
@@ -298,11 +319,11 @@ class SagaTestKit(Generic[DataT]):
             )
         )
 
-    def approve(self, name: str, *, by: str = "tester", note: str | None = None) -> Decision:
+    def approve(self, name: Ref, *, by: str = "tester", note: str | None = None) -> Decision:
         """Approve the wait ``name``."""
         return self.signal(name, by=by, approved=True, note=note)
 
-    def reject(self, name: str, *, by: str = "tester", note: str | None = None) -> Decision:
+    def reject(self, name: Ref, *, by: str = "tester", note: str | None = None) -> Decision:
         """Reject the wait ``name``."""
         return self.signal(name, by=by, approved=False, note=note)
 
@@ -315,16 +336,16 @@ class SagaTestKit(Generic[DataT]):
     def resume(self, *, by: str = "operator", reason: str | None = None) -> Decision:
         return self.deliver(ResumeSaga(envelope=self.envelope(), by=by, reason=reason))
 
-    def retry_step(self, step: str, *, by: str = "operator") -> Decision:
-        return self.deliver(RetryStep(envelope=self.envelope(), step=step, by=by))
+    def retry_step(self, step: Ref, *, by: str = "operator") -> Decision:
+        return self.deliver(RetryStep(envelope=self.envelope(), step=ref_name(step), by=by))
 
     def skip_step(
-        self, step: str, result: BaseModel | None = None, *, by: str = "operator"
+        self, step: Ref, result: BaseModel | None = None, *, by: str = "operator"
     ) -> Decision:
         return self.deliver(
             SkipStep(
                 envelope=self.envelope(),
-                step=step,
+                step=ref_name(step),
                 by=by,
                 result=to_payload(result) if result is not None else None,
             )
@@ -366,17 +387,18 @@ class SagaTestKit(Generic[DataT]):
             raise TestKitError("the saga has not started")
         return self.state
 
-    def expect_task(self, step: str) -> ExecuteStep:
+    def expect_task(self, step: Ref) -> ExecuteStep:
         """The pending task of ``step`` (fails when there is none)."""
-        task = self._task(step)
+        task = self._task(ref_name(step))
         assert isinstance(task, ExecuteStep)
         return task
 
-    def expect_tasks(self, steps: Sequence[str]) -> None:
+    def expect_tasks(self, steps: Sequence[Ref]) -> None:
         """Exactly these steps have pending tasks."""
+        expected = sorted(ref_name(s) for s in steps)
         pending = sorted(k.partition(":")[2] for k in self._pending if k.startswith("step:"))
-        if pending != sorted(steps):
-            raise TestKitError(f"expected pending tasks {sorted(steps)}, got {pending}")
+        if pending != expected:
+            raise TestKitError(f"expected pending tasks {expected}, got {pending}")
 
     def expect_no_tasks(self) -> None:
         if self._pending:
@@ -388,7 +410,8 @@ class SagaTestKit(Generic[DataT]):
             reason = self._state().outcome_reason or self._state().pause_reason
             raise TestKitError(f"expected status {status!r}, got {actual!r} ({reason})")
 
-    def expect_waiting_for(self, name: str) -> None:
+    def expect_waiting_for(self, name: Ref) -> None:
+        name = ref_name(name)
         names = [w.name for w in self._state().waits]
         if name not in names:
             raise TestKitError(f"expected a wait {name!r}, open waits: {names}")
@@ -402,12 +425,13 @@ class SagaTestKit(Generic[DataT]):
                 return event
         raise TestKitError(f"no {event_type.__name__} event with {fields}")
 
-    def expect_compensations(self, steps: Sequence[str]) -> None:
+    def expect_compensations(self, steps: Sequence[Ref]) -> None:
         """Expect compensations of exactly ``steps``, one at a time in order; complete each.
 
         Afterwards no other compensation may be pending.
         """
-        for step in steps:
+        for ref in steps:
+            step = ref_name(ref)
             pending = [k for k in self._pending if k.startswith("compensate:")]
             if pending != [f"compensate:{step}"]:
                 raise TestKitError(f"expected the compensation of {step!r}, pending: {pending}")

@@ -35,6 +35,7 @@ from sagaline.orchestrator.core.fold import fold
 from sagaline.orchestrator.core.payloads import input_sha256, to_payload
 from sagaline.orchestrator.core.policies import Retry
 from sagaline.orchestrator.core.saga import (
+    Node,
     Saga,
     StepSpec,
     agent,
@@ -139,8 +140,8 @@ def _add(self: Any, data: Data, result: Data) -> Data:
     return data.model_copy(update={"n": data.n + result.n})
 
 
-def _loop_back(self: Any, data: Data) -> str | None:
-    return "s0" if data.n < 2 else None
+def _loop_back(self: Any, data: Data) -> Node | None:
+    return type(self).node("s0") if data.n < 2 else None
 
 
 def results(task: ExecuteStep) -> Any:

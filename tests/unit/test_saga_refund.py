@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.policies import Retry
-from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.orchestrator.core.saga import Node, Saga, approval, step
 from sagaline.orchestrator.core.testing import SagaTestKit
 from sagaline.schemas.events import CompensationStarted, SignalRejected, StepDispatched
 from sagaline.schemas.tasks import CompensateStep
@@ -60,9 +60,9 @@ class RefundAgent(Saga[RefundData]):
     def _eligibility(self, data: RefundData, result: Eligibility) -> RefundData:
         return data.model_copy(update={"eligible": result.eligible})
 
-    @check_eligibility.route("notify")
-    def _skip_ineligible(self, data: RefundData) -> str | None:
-        return None if data.eligible else "notify"
+    @check_eligibility.route("notify")  # declared below: named here, returned as the node
+    def _skip_ineligible(self, data: RefundData) -> Node | None:
+        return None if data.eligible else type(self).notify
 
     @step(timeout=timedelta(seconds=30))
     def update_record(self, ctx: StepContext, data: RefundData) -> RecordUpdated:
@@ -108,9 +108,9 @@ def started() -> SagaTestKit[RefundData]:
 
 def at_approval() -> SagaTestKit[RefundData]:
     kit = started()
-    kit.succeed("check_eligibility", Eligibility(eligible=True))
-    kit.succeed("update_record", RecordUpdated(version=4))
-    kit.expect_waiting_for("manager_ok")
+    kit.succeed(RefundAgent.check_eligibility, Eligibility(eligible=True))
+    kit.succeed(RefundAgent.update_record, RecordUpdated(version=4))
+    kit.expect_waiting_for(RefundAgent.manager_ok)
     kit.expect_status("waiting")
     kit.expect_no_tasks()
     return kit
