@@ -81,9 +81,19 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    status = DevStack().down(purge=args.purge)
-    text = "dev environment stopped" + (" and purged" if args.purge else " (data kept)")
-    emit(args, status.as_dict(), text)
+    stack = DevStack()
+    before = stack.status()
+    running = [c for c in (before.kafka, before.postgres) if c is not None and c.running]
+    status = stack.down(purge=args.purge)
+    data = {**status.as_dict(), "stopped": [c.name for c in running], "purged": args.purge}
+    if not running:
+        text = "nothing to stop: the dev environment is not running"
+        if args.purge and before.kafka is not None:
+            text += " (its data was deleted)"
+    else:
+        names = " and ".join(f"{c.name} (pid {','.join(map(str, c.pids))})" for c in running)
+        text = f"stopped {names}" + ("; data deleted" if args.purge else "; data kept")
+    emit(args, data, text)
     return EXIT_OK
 
 

@@ -63,4 +63,5 @@ def test_up_is_idempotent_smoke_passes_and_down_stops_everything(
     assert "kafka: a read_committed consumer sees exactly ['committed']" in steps
     assert status["all_running"] is True
     assert down["all_running"] is False
+    assert down["stopped"] == ["kafka", "postgres"]
     assert not dev_env.exists()

@@ -105,3 +105,10 @@ def test_out_of_range_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
         main(["dev", "up", "--kafka-port", "70000"])
     assert exit_info.value.code == 2
     assert "port out of range: 70000" in capsys.readouterr().err
+
+
+def test_down_when_nothing_runs_says_so(dev_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dev", "down"]) == 0
+    assert capsys.readouterr().out == "nothing to stop: the dev environment is not running\n"
+    assert main(["dev", "down", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stopped"] == []
