@@ -42,6 +42,7 @@ __all__ = [
     "RefundShorterTimeout",
     "SagaRun",
     "publish_journal",
+    "refund_saga",
     "rehash",
     "renumber",
     "run_refund",
@@ -60,71 +61,61 @@ class RefundData(BaseModel):
     notified: bool = False
 
 
-class Refund(Saga[RefundData]):
-    """Check eligibility → update the record → manager approval → reverse → notify."""
+def refund_saga(
+    *,
+    approval_timeout: timedelta = timedelta(days=7),
+    with_fraud_check: bool = False,
+) -> type[Saga[RefundData]]:
+    """The refund ``test.refund`` v1, as deployed or as a later deploy changed it:
+    ``approval_timeout`` of the manager approval, a new ``fraud_check`` step before
+    the record update (``with_fraud_check``)."""
 
-    type_name = "test.refund"
-    version = 1
+    class Refund(Saga[RefundData]):
+        """Check eligibility → update the record → manager approval → reverse → notify."""
 
-    @step(compensate=None)
-    def check_eligibility(self, ctx: Any, data: RefundData) -> None:
-        return None
+        type_name = "test.refund"
+        version = 1
 
-    @step
-    def update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
+        @step(compensate=None)
+        def check_eligibility(self, ctx: Any, data: RefundData) -> None:
+            return None
 
-    @update_record.compensation
-    def undo_update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
+        if with_fraud_check:
 
-    manager_ok = approval(timeout=timedelta(days=7))
+            @step(compensate=None)
+            def fraud_check(self, ctx: Any, data: RefundData) -> None:
+                return None
 
-    @step
-    def reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
+        @step
+        def update_record(self, ctx: Any, data: RefundData) -> None:
+            return None
 
-    @reverse_payment.compensation
-    def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
+        @update_record.compensation
+        def undo_update_record(self, ctx: Any, data: RefundData) -> None:
+            return None
 
-    @step(compensate=None)
-    def notify(self, ctx: Any, data: RefundData) -> None:
-        return None
+        manager_ok = approval(timeout=approval_timeout)
+
+        @step
+        def reverse_payment(self, ctx: Any, data: RefundData) -> None:
+            return None
+
+        @reverse_payment.compensation
+        def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
+            return None
+
+        @step(compensate=None)
+        def notify(self, ctx: Any, data: RefundData) -> None:
+            return None
+
+    return Refund
 
 
-class RefundShorterTimeout(Saga[RefundData]):
-    """Same steps, but the approval now times out after one day."""
+Refund = refund_saga()
+"""The refund as the recorded journals were written."""
 
-    type_name = "test.refund"
-    version = 1
-
-    @step(compensate=None)
-    def check_eligibility(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step
-    def update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @update_record.compensation
-    def undo_update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    manager_ok = approval(timeout=timedelta(days=1))
-
-    @step
-    def reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @reverse_payment.compensation
-    def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step(compensate=None)
-    def notify(self, ctx: Any, data: RefundData) -> None:
-        return None
-
+RefundShorterTimeout = refund_saga(approval_timeout=timedelta(days=1))
+"""Same steps, but the approval now times out after one day."""
 
 REGISTRY = [Refund]
 """What ``--sagas journal_builders:REGISTRY`` loads (the code that wrote the journals)."""
@@ -186,38 +177,21 @@ class SagaRun:
             if isinstance(task, ExecuteStep):
                 if fail is not None and fail(task):
                     self.feed(
-                        StepFailed(
+                        StepFailed.for_task(
+                            task,
                             envelope=self.envelope("reply"),
-                            step=task.step,
-                            attempt=task.attempt,
-                            idempotency_key=task.idempotency_key,
-                            task_id=task.task_id,
                             retryable=False,
                             error_type="Declined",
                             error_message="declined by the bank",
                         )
                     )
                 else:
+                    usage = Usage(llm_calls=1 if usage_tokens else 0, tokens_in=usage_tokens)
                     self.feed(
-                        StepSucceeded(
-                            envelope=self.envelope("reply"),
-                            step=task.step,
-                            attempt=task.attempt,
-                            idempotency_key=task.idempotency_key,
-                            task_id=task.task_id,
-                            usage=Usage(llm_calls=1 if usage_tokens else 0, tokens_in=usage_tokens),
-                        )
+                        StepSucceeded.for_task(task, envelope=self.envelope("reply"), usage=usage)
                     )
             elif isinstance(task, CompensateStep):
-                self.feed(
-                    CompensationSucceeded(
-                        envelope=self.envelope("creply"),
-                        step=task.step,
-                        attempt=task.attempt,
-                        idempotency_key=task.idempotency_key,
-                        task_id=task.task_id,
-                    )
-                )
+                self.feed(CompensationSucceeded.for_task(task, envelope=self.envelope("creply")))
 
     def signal(self, name: str, *, approved: bool, by: str) -> None:
         self.feed(SignalSaga(envelope=self.envelope("signal"), name=name, by=by, approved=approved))
@@ -340,14 +314,11 @@ def wait_until_stable(bootstrap: str, topic: str, timeout: float = 30.0) -> None
 
     from confluent_kafka import Consumer, TopicPartition
 
+    from sagaline.orchestrator.runtime.kafka_config import reader_config
+
     def consumer(isolation: str) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"stable-{uuid.uuid4().hex}",
-                "isolation.level": isolation,
-            }
-        )
+        group = f"stable-{uuid.uuid4().hex}"
+        return Consumer(reader_config(bootstrap, group, extra={"isolation.level": isolation}))
 
     committed, uncommitted = consumer("read_committed"), consumer("read_uncommitted")
     try:

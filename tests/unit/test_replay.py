@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 import types
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from journal_builders import Refund, RefundData, RefundShorterTimeout, run_refund
+from journal_builders import Refund, RefundData, RefundShorterTimeout, refund_saga, run_refund
 
 from sagaline.orchestrator.core.replay_check import (
     ReplayError,
@@ -17,52 +16,20 @@ from sagaline.orchestrator.core.replay_check import (
     event_diff,
     replay_entries,
 )
-from sagaline.orchestrator.core.saga import Saga, approval, step
+from sagaline.orchestrator.core.saga import Saga, step
 from sagaline.orchestrator.core.timeline import build_timeline, render_timeline
 from sagaline.orchestrator.replay import load_definitions
 
 pytestmark = pytest.mark.unit
 
 
-class RefundV1Changed(Saga[RefundData]):
-    """The refund as a careless deploy changed it: a new step before the approval."""
-
-    type_name = "test.refund"
-    version = 1
-
-    @step(compensate=None)
-    def check_eligibility(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step(compensate=None)
-    def fraud_check(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step
-    def update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @update_record.compensation
-    def undo_update_record(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    manager_ok = approval(timeout=timedelta(days=7))
-
-    @step
-    def reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @reverse_payment.compensation
-    def undo_reverse_payment(self, ctx: Any, data: RefundData) -> None:
-        return None
-
-    @step(compensate=None)
-    def notify(self, ctx: Any, data: RefundData) -> None:
-        return None
+#: the refund as a careless deploy changed it: a new step before the approval
+RefundV1Changed = refund_saga(with_fraud_check=True)
 
 
 class RefundExploding(Saga[RefundData]):
-    """A deploy whose routing hook crashes on recorded results."""
+    """A deploy that dropped the later steps and whose routing hook crashes on recorded
+    results (every later input diverges too)."""
 
     type_name = "test.refund"
     version = 1
