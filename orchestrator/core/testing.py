@@ -39,6 +39,7 @@ from sagaline.orchestrator.core.decider import (
 from sagaline.orchestrator.core.errors import RetryableError, TerminalError, TestKitError
 from sagaline.orchestrator.core.journal import fold_journal, record_decision, verify_chain
 from sagaline.orchestrator.core.nodes.base import Node, ref_name
+from sagaline.orchestrator.core.nodes.child import ChildSpec
 from sagaline.orchestrator.core.nodes.step import StepSpec
 from sagaline.orchestrator.core.payloads import from_payload, input_sha256, to_payload
 from sagaline.orchestrator.core.saga import Saga
@@ -202,7 +203,11 @@ class SagaTestKit(Generic[DataT]):
 
     @overload
     def succeed(
-        self, step: str | Node, result: BaseModel | None = None, *, usage: Usage | None = None
+        self,
+        step: str | ChildSpec[Any],
+        result: BaseModel | None = None,
+        *,
+        usage: Usage | None = None,
     ) -> Decision: ...
 
     def succeed(self, step: Ref, result: Any = None, *, usage: Usage | None = None) -> Decision:

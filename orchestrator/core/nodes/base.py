@@ -7,7 +7,9 @@ drives, how it handles its replies, timeouts and failures, what handler a
 worker runs for its tasks, and its Mermaid fragment.  The decider, the
 validation and the diagram look a node's handler up with :func:`kind_of`;
 they never test a node's class.  Adding a node kind is one module that
-defines both and calls :func:`register`.
+defines both and calls :func:`register` (imported by ``nodes/__init__``),
+plus its name in the journal's ``NodeEntered.kind`` vocabulary
+(``schemas/events.py``, a wire-schema change) if the saga can stop at it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "parse_task_step",
     "ref_name",
     "register",
+    "registered_kinds",
     "resolve_hints",
 ]
 
@@ -351,6 +354,11 @@ def register(handler: NodeKind[Any]) -> NodeKind[Any]:
         raise SagaDefinitionError(f"node kind {handler.kind!r} is registered twice")
     _KINDS[handler.kind] = handler
     return handler
+
+
+def registered_kinds() -> dict[str, NodeKind[Any]]:
+    """Every registered node kind by name."""
+    return dict(_KINDS)
 
 
 def kind_of(node: Node) -> NodeKind[Any]:
