@@ -366,13 +366,19 @@ def _row_text(row: SagaStatusRow) -> str:
     )
 
 
+_NO_MATCH = (
+    "no sagas match (this list comes from the read model that `sagaline projection run` "
+    "keeps from the journal: is it running, and has it caught up?)"
+)
+
+
 def _list(args: argparse.Namespace) -> int:
     url = _database_url(args)
     assert url is not None
     rows = list_sagas(
         url, schema=args.db_schema, saga_type=args.saga_type, status=args.status, limit=args.limit
     )
-    text = "\n".join(_row_text(r) for r in rows) if rows else "no sagas match"
+    text = "\n".join(_row_text(r) for r in rows) if rows else _NO_MATCH
     emit(args, {"count": len(rows), "sagas": [r.to_dict() for r in rows]}, text)
     return EXIT_OK
 

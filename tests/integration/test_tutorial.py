@@ -121,7 +121,10 @@ def test_tutorial_runs_as_written(
     assert "a rejection takes the credit back: ok" in output
     assert "no answer in two days takes the credit back too: ok" in output
     assert "tables ready" in output
-    assert "welcome-ada [welcome v1] waiting" in output
+    assert "welcome-ada  [welcome v1]  waiting" in output
+    assert "waiting for: manager (approval; deadline " in output
+    assert any(line.split() == ["grant_credit", "compensated"] for line in output.splitlines())
+    assert re.search(r"welcome-bob\s+welcome v1\s+compensated", output), output
     assert "welcome-bob did not complete (exit code 1)" in output
     assert "credits: [('ada', 500)]" in output
     assert "audit passed: every invariant holds" in output
