@@ -12,6 +12,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from sagaline.orchestrator.devenv.errors import StartupError
+from sagaline.orchestrator.runtime.kafka_config import admin_config, transactional_producer_config
 
 __all__ = ["wait_for_kafka", "wait_for_postgres"]
 
@@ -38,8 +39,7 @@ def wait_for_kafka(
     started = time.monotonic()
     deadline = started + timeout
     quiet: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
-        "log_level": 0,
+        **admin_config(bootstrap_servers, extra={"log_level": 0}),
         "error_cb": _ignore,
     }
     admin = AdminClient(dict(quiet))
@@ -56,11 +56,12 @@ def wait_for_kafka(
     while True:
         _check(liveness, deadline, bootstrap_servers)
         producer = Producer(
-            {
-                **quiet,
-                "transactional.id": f"sagaline-devenv-ready-{uuid.uuid4().hex[:12]}",
-                "transaction.timeout.ms": 10_000,
-            }
+            transactional_producer_config(
+                bootstrap_servers,
+                f"sagaline-devenv-ready-{uuid.uuid4().hex[:12]}",
+                transaction_timeout_ms=10_000,
+                extra={"log_level": 0, "error_cb": _ignore},
+            )
         )
         try:
             producer.init_transactions(max(1.0, min(30.0, deadline - time.monotonic())))

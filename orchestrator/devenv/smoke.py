@@ -19,6 +19,11 @@ from confluent_kafka.cimpl import NewTopic
 
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.devenv.errors import DevEnvError
+from sagaline.orchestrator.runtime.kafka_config import (
+    admin_config,
+    group_consumer_config,
+    transactional_producer_config,
+)
 
 __all__ = ["SmokeReport", "run_smoke"]
 
@@ -58,18 +63,16 @@ def run_smoke(settings: Settings) -> SmokeReport:
 
 def _kafka_round_trip(bootstrap: str, report: SmokeReport) -> None:
     topic = f"sagaline-smoke-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": _ERRORS_ONLY})
+    admin = AdminClient(admin_config(bootstrap, extra={"log_level": _ERRORS_ONLY}))
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])[topic].result(
         30
     )
     report.add(f"kafka {bootstrap}: created topic {topic}")
     try:
         producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": f"{topic}-producer",
-                "log_level": _ERRORS_ONLY,
-            }
+            transactional_producer_config(
+                bootstrap, f"{topic}-producer", extra={"log_level": _ERRORS_ONLY}
+            )
         )
         producer.init_transactions(30)
         producer.begin_transaction()
@@ -92,15 +95,11 @@ def _kafka_round_trip(bootstrap: str, report: SmokeReport) -> None:
 
 def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "log_level": _ERRORS_ONLY,
-            "group.id": f"{topic}-reader",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        group_consumer_config(
+            bootstrap,
+            f"{topic}-reader",
+            extra={"log_level": _ERRORS_ONLY, "enable.partition.eof": True},
+        )
     )
     values: list[bytes] = []
     try:

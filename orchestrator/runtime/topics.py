@@ -22,6 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.errors import TopicConfigError
+from sagaline.orchestrator.runtime.kafka_config import admin_config
 
 __all__ = [
     "TopicLayout",
@@ -177,7 +178,7 @@ def ensure_topics(
 ) -> tuple[TopicSpec, ...]:
     """Create the missing topics (when ``create``), then verify all of them."""
     specs = topic_specs(names, layout)
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(admin_config(bootstrap_servers))
     if create:
         existing = _existing_partitions(admin, timeout)
         copartitioned = {
@@ -192,7 +193,7 @@ def ensure_topics(
 
 def partition_count(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> int:
     """How many partitions ``topic`` has (``TopicConfigError`` if it does not exist)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(admin_config(bootstrap_servers))
     existing = _existing_partitions(admin, timeout)
     if topic not in existing:
         raise TopicConfigError(f"topic {topic} does not exist")
