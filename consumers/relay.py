@@ -12,6 +12,12 @@ committing transaction) with a slow safety-net poll.  Publishing uses an
 idempotent producer and the row is marked only after Kafka acknowledged
 it: a crash in between republishes the row (a duplicate reply, dropped by
 the orchestrator's decider).
+
+A row Kafka refuses for good (too large for the topic, an invalid record: any
+non-retriable, non-fatal client or broker error) can never be published: it
+is written to the dead-letter topic as a bounded letter and marked sent, so
+it never blocks its shard.  Retriable errors (a broker outage) leave the row
+unsent for the next round; a fatal error stops the relay.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import psycopg
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sagaline.consumers.crash import crash_point
 from sagaline.consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, is_connection_error
+from sagaline.consumers.dead_letters import DeadLetterSender
 from sagaline.consumers.errors import WorkerError
 from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
+from sagaline.consumers.wire import SchemasCodec
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 
@@ -56,6 +64,8 @@ class RelayOptions:
     flush_timeout: float = 30.0
     #: Extra librdkafka producer settings.
     producer_config: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    #: Where rows Kafka refuses for good go (None: ``<prefix>.deadletter`` beside the row's topic).
+    deadletter_topic: str | None = None
 
 
 @dataclass
@@ -64,6 +74,7 @@ class RelayStats:
 
     published: int = 0
     failed: int = 0
+    dead_lettered: int = 0
     batches: int = 0
     wakeups: int = 0
     reconnects: int = 0
@@ -95,6 +106,7 @@ class Relay:
         self._last_cleanup = 0.0
         self._last_acquire = 0.0
         self.stats = RelayStats()
+        self._letters = DeadLetterSender(self._producer, "", SchemasCodec(), "relay", _never)
 
     # -- connection and shard ownership -----------------------------------------
 
@@ -147,38 +159,71 @@ class Relay:
     # -- publishing --------------------------------------------------------------
 
     def _publish(self, rows: list[OutboxMessage]) -> list[int]:
+        """Publish ``rows``; the ids to mark sent (delivered, or refused and dead-lettered)."""
         delivered: list[int] = []
-        failed: list[tuple[int, KafkaError]] = []
+        failed: list[tuple[OutboxMessage, KafkaError]] = []
 
-        def on_delivery(row_id: int) -> Callable[[KafkaError | None, Message[bytes, bytes]], None]:
+        def on_delivery(
+            row: OutboxMessage,
+        ) -> Callable[[KafkaError | None, Message[bytes, bytes]], None]:
             def callback(err: KafkaError | None, _msg: Message[bytes, bytes]) -> None:
                 if err is None:
-                    delivered.append(row_id)
+                    delivered.append(row.id)
                 else:
-                    failed.append((row_id, err))
+                    failed.append((row, err))
 
             return callback
 
         for row in rows:
-            while True:
-                try:
-                    self._producer.produce(
-                        row.topic,
-                        key=row.key,
-                        value=row.value,
-                        headers=[(k, v.encode()) for k, v in row.headers.items()],
-                        on_delivery=on_delivery(row.id),
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            refusal = self._produce(row, on_delivery(row))
+            if refusal is not None:
+                failed.append((row, refusal))
         remaining = self._producer.flush(self.options.flush_timeout)
         if remaining:
             log.warning("relay: %d messages not acknowledged within the flush timeout", remaining)
-        for row_id, err in failed:
-            log.warning("relay: publishing outbox row %d failed: %s", row_id, err)
-        self.stats.failed += len(failed)
+        for row, err in failed:
+            if _refused_for_good(err) and self._dead_letter(row, err):
+                delivered.append(row.id)
+            else:
+                log.warning("relay: publishing outbox row %d failed: %s", row.id, err)
+                self.stats.failed += 1
         return delivered
+
+    def _produce(
+        self,
+        row: OutboxMessage,
+        callback: Callable[[KafkaError | None, Message[bytes, bytes]], None],
+    ) -> KafkaError | None:
+        """Hand ``row`` to the producer; the client's own refusal, if any (fatal: raised)."""
+        while True:
+            try:
+                self._producer.produce(
+                    row.topic,
+                    key=row.key,
+                    value=row.value,
+                    headers=[(k, v.encode()) for k, v in row.headers.items()],
+                    on_delivery=callback,
+                )
+                return None
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    raise
+                return err
+
+    def _dead_letter(self, row: OutboxMessage, err: KafkaError) -> bool:
+        """Write the bounded dead letter of a row Kafka refuses for good."""
+        topic = self.options.deadletter_topic or _deadletter_topic_for(row.topic)
+        reason = f"outbox row {row.id} refused by Kafka: {err}"
+        letter = self._letters.letter(
+            (row.topic, -1, row.id), row.key, row.value, row.headers, reason, "Refused"
+        )
+        sent = self._letters.send(letter, row.value, topic)
+        if sent:
+            self.stats.dead_lettered += 1
+        return sent
 
     def publish_once(self) -> int:
         """Publish what is unsent in the owned shards now; returns the number published."""
@@ -224,6 +269,7 @@ class Relay:
 
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set; survives database restarts."""
+        self._letters = DeadLetterSender(self._producer, "", SchemasCodec(), "relay", stop.is_set)
         backoff = 0.2
         while not stop.is_set():
             try:
@@ -243,3 +289,24 @@ class Relay:
         """Flush the producer and release the connection (and the shard locks)."""
         self._producer.flush(self.options.flush_timeout)
         self._drop_connection()
+
+
+def _refused_for_good(err: KafkaError) -> bool:
+    """A client or broker refusal that no retry can change (too large, invalid, ...)."""
+    if err.fatal() or err.retriable():
+        return False
+    return err.code() not in (
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    )
+
+
+def _deadletter_topic_for(topic: str) -> str:
+    """``<prefix>.deadletter`` beside ``<prefix>.<name>`` (sagaline's topic naming)."""
+    prefix, dot, _name = topic.rpartition(".")
+    return f"{prefix}.deadletter" if dot else "deadletter"
+
+
+def _never() -> bool:
+    return False

@@ -19,10 +19,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
 from confluent_kafka import (
@@ -39,16 +38,22 @@ from psycopg_pool import ConnectionPool
 
 from sagaline.consumers.context import HeartbeatSink
 from sagaline.consumers.crash import crash_point
-from sagaline.consumers.db import DEFAULT_SCHEMA, describe_dsn
+from sagaline.consumers.db import describe_dsn
+from sagaline.consumers.dead_letters import DeadLetterSender
 from sagaline.consumers.handlers import HandlerResolver
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.offsets import OffsetTracker, Ready
 from sagaline.consumers.replies import heartbeat_reply
-from sagaline.consumers.runner import Delivery, DeliveryMode, RunnerOptions, TaskResult, TaskRunner
+from sagaline.consumers.runner import Delivery, RunnerOptions, TaskResult, TaskRunner
 from sagaline.consumers.wire import Codec, SchemasCodec
+from sagaline.consumers.worker_options import (
+    TaskTrace,
+    WorkerOptions,
+    WorkerStats,
+    consumer_config,
+    producer_config,
+)
 from sagaline.orchestrator.config import TopicNames
-from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
-from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = ["TaskTrace", "Worker", "WorkerOptions", "WorkerStats"]
@@ -57,66 +62,6 @@ log = logging.getLogger("sagaline.worker")
 
 Task = ExecuteStep | CompensateStep
 TP = tuple[str, int]
-KafkaConfig = Mapping[str, str | int | float | bool]
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How a worker runs."""
-
-    group_id: str = "sagaline-workers"
-    #: Stable identity of this process (e.g. a pod ordinal) for the Kafka-only path's
-    #: ``transactional.id``: a restarted worker with the same id fences its dead
-    #: predecessor's open transaction at once.  None: random per start (a dead
-    #: worker's open transaction then blocks readers until it times out, 10 s).
-    instance_id: str | None = None
-    schema: str = DEFAULT_SCHEMA
-    #: Steps running at once in this process.
-    concurrency: int = 8
-    #: Tasks consumed but not finished before consumption pauses.
-    max_buffered: int = 256
-    #: ``auto``: per handler (``uses_db``); ``outbox``: all through Postgres;
-    #: ``kafka``: all through Kafka transactions (no Postgres effects).
-    delivery: DeliveryMode = "auto"
-    payload_threshold: int = 64 * 1024
-    default_timeout: timedelta | None = None
-    heartbeat_interval: float = 2.0
-    #: Apply the worker-table migrations at start.
-    migrate: bool = True
-    #: How long :meth:`Worker.run` waits for running steps when stopping (seconds).
-    shutdown_grace: float = 30.0
-    consumer_config: KafkaConfig = field(default_factory=dict)
-    producer_config: KafkaConfig = field(default_factory=dict)
-
-
-@dataclass
-class WorkerStats:
-    """Counters since start."""
-
-    consumed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    re_emitted: int = 0
-    dead_lettered: int = 0
-    commits: int = 0
-    kafka_transactions: int = 0
-
-
-@dataclass(frozen=True)
-class TaskTrace:
-    """Where one task's time went (wall-clock ``time.time()`` values), for metrics and
-    benchmarks: consumed by this worker → finished (after its Postgres commit on the
-    outbox path) → offsets committed (with the reply, on the Kafka path)."""
-
-    task_id: str
-    saga_id: str
-    path: str
-    outcome: str
-    consumed_at: float
-    finished_at: float
-    committed_at: float
-    timings: Mapping[str, float]
 
 
 @dataclass
@@ -156,22 +101,7 @@ class Worker:
         self._bootstrap = bootstrap_servers
         self._codec: Codec = codec or SchemasCodec()
         self._stopping = threading.Event()
-        self._pool: ConnectionPool | None = None
-        if database_url is not None:
-            if self.options.migrate:
-                migrate(database_url, self.options.schema)
-            self._pool = ConnectionPool(
-                database_url,
-                min_size=1,
-                max_size=max(2, self.options.concurrency + 1),
-                open=True,
-                check=ConnectionPool.check_connection,
-                name=f"sagaline-worker-{describe_dsn(database_url)}",
-                timeout=10.0,
-                reconnect_timeout=3600.0,
-            )
-        elif self.options.delivery == "outbox":
-            raise ValueError("delivery='outbox' needs a database_url")
+        self._pool = _open_pool(database_url, self.options)
         self._runner = TaskRunner(
             resolver=resolver,
             codec=self._codec,
@@ -188,31 +118,12 @@ class Worker:
             stopping=self._stopping,
             tracer=tracer,
         )
-        producer_base: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 1,
-            "partitioner": PARTITIONER,
-        }
-        producer_base.update(self.options.producer_config)
-        self._producer_base = producer_base
-        self._plain = Producer({**producer_base, "client.id": f"{self.options.group_id}-plain"})
+        self._producer_base = producer_config(bootstrap_servers, self.options)
+        self._plain = Producer(
+            {**self._producer_base, "client.id": f"{self.options.group_id}-plain"}
+        )
         self._txn: Producer | None = None
-        consumer_config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": self.options.group_id,
-            "client.id": f"{self.options.group_id}-worker",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 2_000,
-        }
-        consumer_config.update(self.options.consumer_config)
-        self._consumer = Consumer(consumer_config)
+        self._consumer = Consumer(consumer_config(bootstrap_servers, self.options))
         self._executor = ThreadPoolExecutor(
             max_workers=self.options.concurrency, thread_name_prefix="sagaline-step"
         )
@@ -222,6 +133,18 @@ class Worker:
         self._lanes: dict[tuple[str, str], deque[_Job]] = {}
         self._paused = False
         self._closed = False
+        self._stop_requested: threading.Event | None = None
+        self._letters = DeadLetterSender(
+            self._plain,
+            topics.deadletter,
+            self._codec,
+            f"worker:{self.options.group_id}",
+            self._should_stop,
+        )
+
+    def _should_stop(self) -> bool:
+        requested = self._stop_requested
+        return self._stopping.is_set() or (requested is not None and requested.is_set())
 
     # -- heartbeats and dead letters (plain idempotent producer) ------------------------
 
@@ -248,31 +171,19 @@ class Worker:
 
     def _dead_letter(
         self,
-        tp: TP,
-        offset: int,
+        where: tuple[str, int, int],
         key: bytes | None,
         value: bytes | None,
         headers: dict[str, bytes],
         reason: str,
         error_type: str,
-    ) -> None:
-        letter = DeadLetter(
-            source_topic=tp[0],
-            source_partition=tp[1],
-            source_offset=offset,
-            key=key,
-            value=value,
-            headers=headers,
-            reason=reason[:4000],
-            error_type=error_type,
-            rejected_by=f"worker:{self.options.group_id}",
-            rejected_at=datetime.now(UTC),
-        )
-        self._plain.produce(self.topics.deadletter, key=key, value=self._codec.encode(letter))
-        if self._plain.flush(30) > 0:
-            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "dead letter not delivered"))
-        self.stats.dead_lettered += 1
-        log.warning("dead-lettered %s[%d]@%d: %s", tp[0], tp[1], offset, reason)
+    ) -> bool:
+        """Write a bounded dead letter; ``True`` when the original's offset may be committed."""
+        letter = self._letters.letter(where, key, value, headers, reason, error_type)
+        sent = self._letters.send(letter, value)
+        if sent:
+            self.stats.dead_lettered += 1
+        return sent
 
     # -- rebalancing -------------------------------------------------------------------
 
@@ -332,16 +243,10 @@ class Worker:
             if not isinstance(record, ExecuteStep | CompensateStep):
                 raise TypeError(f"{type(record).__name__} is not a task")
         except Exception as exc:
-            self._dead_letter(
-                tp,
-                offset,
-                msg.key(),
-                value,
-                headers,
-                f"undecodable task: {exc}",
-                type(exc).__name__,
-            )
-            self._tracker.done(tp, offset)
+            where = (topic, partition, offset)
+            reason = f"undecodable task: {exc}"
+            if self._dead_letter(where, msg.key(), value, headers, reason, type(exc).__name__):
+                self._tracker.done(tp, offset)
             return
         job = _Job(tp, offset, self._epochs.get(tp, 0), record, msg.key(), value, headers)
         lane = self._lanes.get(_lane_key(record))
@@ -373,16 +278,11 @@ class Worker:
         current = self._epochs.get(job.tp) == job.epoch
         if isinstance(outcome, BaseException):
             log.error("task %s failed in the worker: %r", job.task.task_id, outcome)
-            if current:
-                self._dead_letter(
-                    job.tp,
-                    job.offset,
-                    job.key,
-                    job.value,
-                    job.headers,
-                    f"worker error: {outcome!r}",
-                    type(outcome).__name__,
-                )
+            where = (*job.tp, job.offset)
+            reason, error_type = f"worker error: {outcome!r}", type(outcome).__name__
+            if current and self._dead_letter(
+                where, job.key, job.value, job.headers, reason, error_type
+            ):
                 self._tracker.done(job.tp, job.offset)
             return
         if outcome.outcome == "abandoned":
@@ -418,7 +318,14 @@ class Worker:
                     "client.id": f"{self.options.group_id}-txn",
                 }
             )
-            producer.init_transactions(30)
+            while True:
+                try:
+                    producer.init_transactions(30)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+                    log.warning("init_transactions: %s; retrying", exc)
             self._txn = producer
         return self._txn
 
@@ -468,12 +375,7 @@ class Worker:
         try:
             producer.begin_transaction()
             for d in deliveries:
-                producer.produce(
-                    d.topic,
-                    key=d.key,
-                    value=d.value,
-                    headers=[(k, v.encode()) for k, v in d.headers.items()],
-                )
+                self._produce_delivery(producer, d)
             producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata())
             crash_point("worker_in_kafka_transaction")
             self._commit_transaction(producer)
@@ -487,6 +389,28 @@ class Worker:
             raise  # fatal: the process exits and a restart fences this producer
         self.stats.kafka_transactions += 1
         self.stats.commits += 1
+
+    def _produce_delivery(self, producer: Producer, d: Delivery) -> None:
+        """Produce one reply into the transaction; a reply the client refuses for good (too
+        large, ...) is replaced by its bounded dead letter, so the task's offset still commits
+        (the orchestrator's step timeout then retries or fails the step)."""
+        headers: list[tuple[str, str | bytes | None]] = [
+            (k, v.encode()) for k, v in d.headers.items()
+        ]
+        try:
+            producer.produce(d.topic, key=d.key, value=d.value, headers=headers)
+            return
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal() or err.retriable() or err.txn_requires_abort():
+                raise
+            refusal = f"reply refused by the producer: {err}"
+        letter = self._letters.letter(
+            (d.topic, -1, -1), d.key, d.value, headers, refusal, "Refused"
+        )
+        log.error("reply to %s refused (%s); dead-lettering it", d.topic, refusal)
+        producer.produce(self.topics.deadletter, key=d.key, value=self._codec.encode(letter))
+        self.stats.dead_lettered += 1
 
     @staticmethod
     def _commit_transaction(producer: Producer, attempts: int = 10) -> None:
@@ -506,7 +430,16 @@ class Worker:
     def _rewind(self, tps: list[TP]) -> None:
         """After an aborted transaction: consume these partitions again from the last commit."""
         self._release(tps)
-        committed = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=30)
+        wanted = [TopicPartition(t, p) for t, p in tps]
+        while True:
+            try:
+                committed = self._consumer.committed(wanted, timeout=30)
+                break
+            except KafkaException as exc:
+                # never skip the aborted tasks: wait for the group coordinator
+                if exc.args[0].fatal():
+                    raise
+                log.warning("reading committed offsets failed (%s); retrying", exc)
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
@@ -540,6 +473,7 @@ class Worker:
         """Consume and run tasks until ``stop`` is set, then shut down gracefully:
         running steps finish (up to ``shutdown_grace``), offsets are committed,
         the consumer leaves the group."""
+        self._stop_requested = stop
         self._consumer.subscribe(
             [self.topics.tasks],
             on_assign=self._on_assign,
@@ -600,6 +534,26 @@ class Worker:
             self._txn.flush(10)
         if self._pool is not None:
             self._pool.close()
+
+
+def _open_pool(database_url: str | None, options: WorkerOptions) -> ConnectionPool | None:
+    """The worker's connection pool (after migrating, when ``options.migrate``)."""
+    if database_url is None:
+        if options.delivery == "outbox":
+            raise ValueError("delivery='outbox' needs a database_url")
+        return None
+    if options.migrate:
+        migrate(database_url, options.schema)
+    return ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max(2, options.concurrency + 1),
+        open=True,
+        check=ConnectionPool.check_connection,
+        name=f"sagaline-worker-{describe_dsn(database_url)}",
+        timeout=10.0,
+        reconnect_timeout=3600.0,
+    )
 
 
 def _lane_key(task: Task) -> tuple[str, str]:

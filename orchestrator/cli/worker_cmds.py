@@ -20,6 +20,7 @@ from typing import Any
 from sagaline.consumers.handlers import HandlerResolver, RegistryResolver
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.startup import wait_for_database, wait_for_kafka
 from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
 from sagaline.orchestrator.config import Settings
@@ -145,11 +146,25 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _wait_for_services(settings: Settings, stop: threading.Event) -> bool:
+    """Wait (with backoff, logging what for) until PostgreSQL and Kafka answer.
+
+    A process started during an outage waits instead of exiting; ``False``
+    when a signal stopped it while waiting.
+    """
+    if settings.database_url is not None and not wait_for_database(settings.database_url, stop):
+        return False
+    return wait_for_kafka(settings.kafka_bootstrap_servers, stop)
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     resolver = load_resolver(args.app)
     timeout = timedelta(seconds=args.default_timeout_s) if args.default_timeout_s else None
+    stop = _stop_on_signals()
+    if not _wait_for_services(settings, stop):
+        return 0
     worker = Worker(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         database_url=settings.database_url,
@@ -166,7 +181,6 @@ def _run_worker(args: argparse.Namespace) -> int:
             migrate=not args.no_migrate,
         ),
     )
-    stop = _stop_on_signals()
     log.info("worker %s consuming %s", args.group, settings.topics.tasks)
     worker.run(stop)
     log.info("worker stopped: %s", worker.stats)
@@ -190,6 +204,9 @@ def _run_relay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     assert settings.database_url is not None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = _stop_on_signals()
+    if not _wait_for_services(settings, stop):
+        return 0
     migrate(settings.database_url, args.schema)
     relay = Relay(
         settings.database_url,
@@ -199,9 +216,9 @@ def _run_relay(args: argparse.Namespace) -> int:
             max_shards=args.max_shards,
             poll_interval=args.poll_interval,
             retention_seconds=args.retention_s,
+            deadletter_topic=settings.topics.deadletter,
         ),
     )
-    stop = _stop_on_signals()
     try:
         relay.run(stop)
     finally:

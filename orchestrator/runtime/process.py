@@ -3,7 +3,8 @@
 SIGTERM / SIGINT finish the current batch, leave the consumer group and exit
 0.  A fatal Kafka error exits 3 so a supervisor restarts the process (the
 restarted instance, with the same ``--instance-id``, fences its zombie).
-Configuration errors exit 2.
+Configuration errors exit 2, among them a topic layout that is refused at start
+or changes while running (partition counts, ADR 0009).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import FrameType
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
-from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
+from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, TopicConfigError
 from sagaline.orchestrator.runtime.loader import load_object as load
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -105,6 +106,10 @@ def run_orchestrator(orchestrator: Orchestrator, stats_file: str | None = None) 
     signal.signal(signal.SIGINT, _stop)
     try:
         orchestrator.run()
+    except TopicConfigError as exc:
+        # a topic layout the orchestrator refuses (partition counts changed, ...)
+        log.error("%s", exc)
+        return EXIT_CONFIG
     except (FatalKafkaError, RestoreError) as exc:
         log.error("fatal: %s", exc)
         return EXIT_FATAL

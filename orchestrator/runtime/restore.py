@@ -16,11 +16,17 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from sagaline.orchestrator.runtime.errors import RestoreError
+from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.schemas.base import Record
 
-__all__ = ["RestoredPartition", "read_partition_latest", "restore_partitions", "watermarks"]
+__all__ = [
+    "RestoredPartition",
+    "read_partition_latest",
+    "restore_partitions",
+    "stable_committed",
+    "watermarks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,25 @@ def watermarks(reader: Consumer, tp: TopicPartition, deadline: float) -> tuple[i
                 ) from exc
             log.info("offsets of %s[%s] not available yet: %s", tp.topic, tp.partition, exc)
             time.sleep(0.2)
+
+
+def stable_committed(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``partitions``, once stable (retried up to ``timeout``).
+
+    Committed offsets under read_committed are "stable": this waits until any
+    transaction of a previous owner that touches them is resolved.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result: list[TopicPartition] = consumer.committed(partitions, timeout=10.0)
+            return result
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise FatalKafkaError(f"cannot read committed offsets: {exc}") from exc
+            log.info("committed offsets not stable yet (%s); retrying", exc)
 
 
 def read_partition_latest(

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["DueTimer", "TimerWheel"]
+if TYPE_CHECKING:
+    from sagaline.orchestrator.runtime.ports import SagaLogic
+    from sagaline.schemas.base import Record
+
+__all__ = ["DueTimer", "TimerWheel", "planned_timers"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, order=True)
@@ -97,3 +105,32 @@ class TimerWheel:
         if len(self._heap) > 1024 and len(self._heap) > 4 * live:
             self._heap = [e for e in self._heap if self._live(e)]
             heapq.heapify(self._heap)
+
+
+def planned_timers(
+    logic: SagaLogic,
+    saga_id: str,
+    state: Record,
+    tombstone_timer: str,
+    tombstone_grace_s: float,
+    clock: Callable[[], float],
+    fired: set[tuple[str, str, float]] | None = None,
+) -> list[tuple[str, float]]:
+    """The ``(timer_id, due)`` pairs to schedule for ``state``.
+
+    A terminal saga gets only its tombstone timer; a timer that was just fired
+    and is still in place is not scheduled again (at most once per decision,
+    never a hot loop).
+    """
+    if logic.is_terminal(state):
+        finished = logic.finished_at(state)
+        base = finished.timestamp() if finished is not None else clock()
+        return [(tombstone_timer, base + tombstone_grace_s)]
+    timers = []
+    for spec in logic.timers(state):
+        due = spec.due_at.timestamp()
+        if fired and (saga_id, spec.timer_id, due) in fired:
+            log.warning("timer %s of saga %s survived its firing", spec.timer_id, saga_id)
+            continue
+        timers.append((spec.timer_id, due))
+    return timers
