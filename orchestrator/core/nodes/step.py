@@ -1,6 +1,6 @@
 """The step node: a Python function a worker runs, its compensation, result and route.
 
-``@step`` turns ``fn(self, ctx, data: D) -> R`` into a ``StepSpec[D, R]``;
+``@step`` turns ``fn(self, ctx, data: D) -> R`` (or ``async def``) into a ``StepSpec[D, R]``;
 its hooks are typed against both: ``on_result(self, data: D, result: R) -> D``,
 ``compensation(self, ctx, data: D)``, ``route(self, data: D) -> Node | DONE | None``.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
@@ -147,7 +147,17 @@ class StepSpec(FunctionNode, Generic[DataT, ResultT]):
 
 
 class _StepDecorator(Protocol):
+    @overload
+    def __call__(
+        self, fn: Callable[[Any, Any, D], Coroutine[Any, Any, R]], /
+    ) -> StepSpec[D, R]: ...
+
+    @overload
     def __call__(self, fn: Callable[[Any, Any, D], R], /) -> StepSpec[D, R]: ...
+
+
+@overload
+def step(fn: Callable[[Any, Any, D], Coroutine[Any, Any, R]], /) -> StepSpec[D, R]: ...
 
 
 @overload
