@@ -24,6 +24,7 @@ from sagaline.orchestrator.audit import audit, audit_entries
 from sagaline.orchestrator.core.journal import entry_hash
 from sagaline.orchestrator.replay import definition_lookup, replay, replay_entries
 from sagaline.orchestrator.runtime.journal_reader import read_journal
+from sagaline.orchestrator.runtime.kafka_config import admin_config
 
 OUTCOMES = ("approved", "rejected", "failed_notify", "timeout")
 
@@ -62,7 +63,7 @@ def main(sagas: int) -> dict[str, Any]:
     from confluent_kafka.cimpl import NewTopic
 
     topic = f"bench-{uuid.uuid4().hex[:8]}.journal"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     for future in admin.create_topics([NewTopic(topic, 3, 1)]).values():
         future.result(30)
     try:

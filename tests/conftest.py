@@ -61,6 +61,7 @@ from sagaline.orchestrator.devenv.provision import (
     SessionInfra,
     local_postgres_settings,
 )
+from sagaline.orchestrator.runtime.kafka_config import admin_config
 
 _INFRA = pytest.StashKey[SessionInfra]()
 
@@ -140,7 +141,7 @@ def topic_prefix() -> str:
 
 @pytest.fixture(scope="session")
 def kafka_admin(kafka_bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+    return AdminClient(admin_config(kafka_bootstrap))
 
 
 @pytest.fixture

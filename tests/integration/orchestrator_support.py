@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sagaline.orchestrator.bench.responder import Responder
-from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.kafka_config import admin_config, reader_config
 from sagaline.orchestrator.runtime.ports import Codec
 from sagaline.schemas.journal import JournalEntry
 from sagaline.schemas.state import SagaState
@@ -213,7 +213,7 @@ def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
     """Best-effort removal of every topic under ``prefix`` (keeps the broker small)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
     if not names:
         return

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config, group_consumer_config
 from sagaline.schemas.base import Envelope, Payload
 from sagaline.schemas.codec import decode, encode
 from sagaline.schemas.deadletter import DeadLetter, dead_letter_for
@@ -39,13 +40,11 @@ def consume_all(
 ) -> None:
     """Poll ``topic`` from the start until every partition reports EOF."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        group_consumer_config(
+            bootstrap,
+            group,
+            extra={"isolation.level": "read_uncommitted", "enable.partition.eof": True},
+        )
     )
     consumer.subscribe([topic])
     at_end: set[int] = set()
@@ -74,7 +73,7 @@ def test_garbage_is_dead_lettered_and_valid_messages_flow(
     replies, dlq = f"{topic_prefix}.replies", f"{topic_prefix}.deadletter"
     create_topics(replies, partitions=2)
     create_topics(dlq)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer(client_producer_config(kafka_bootstrap))
 
     valid = [reply("saga-a", n) for n in range(5)] + [reply("saga-b", n) for n in range(5)]
     good_bytes = encode(valid[0])

@@ -20,6 +20,7 @@ from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.replies import StepSucceeded
@@ -136,7 +137,7 @@ def test_finished_saga_is_tombstoned_after_grace_and_not_restored(settings: Sett
             try:
                 from confluent_kafka import Producer
 
-                producer = Producer({"bootstrap.servers": bootstrap})
+                producer = Producer(client_producer_config(bootstrap))
                 producer.produce(f"{prefix}.replies", key="short-lived", value=codec.encode(late))
                 producer.flush(10)
                 deadline = time.monotonic() + 20

@@ -16,6 +16,7 @@ from sagaline.consumers.errors import DatabaseUnavailable, SchemaTooNew
 from sagaline.consumers.migrations import LATEST_VERSION, current_version, migrate
 from sagaline.consumers.relay import Relay, RelayOptions
 from sagaline.consumers.store import OUTBOX_SHARDS, WorkerStore
+from sagaline.orchestrator.runtime.kafka_config import admin_config, group_consumer_config
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ def schema(dsn: str) -> Iterator[str]:
 @pytest.fixture
 def topic(bootstrap: str, topic_prefix: str) -> Iterator[str]:
     name = f"{topic_prefix}-relay"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(30)
     yield name
     admin.delete_topics([name])[name].result(30)
@@ -50,15 +51,7 @@ def topic(bootstrap: str, topic_prefix: str) -> Iterator[str]:
 def read_all(
     bootstrap: str, topic: str, expected: int, timeout: float = 20.0
 ) -> list[tuple[bytes, bytes]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"verify-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    consumer = Consumer(group_consumer_config(bootstrap, f"verify-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     out: list[tuple[bytes, bytes]] = []
     import time

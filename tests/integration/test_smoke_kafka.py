@@ -10,11 +10,17 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 
+from sagaline.orchestrator.runtime.kafka_config import (
+    client_producer_config,
+    group_consumer_config,
+    transactional_producer_config,
+)
+
 pytestmark = pytest.mark.integration
 
 
 def _producer(bootstrap: str, transactional_id: str) -> Producer:
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id})
+    producer = Producer(transactional_producer_config(bootstrap, transactional_id))
     producer.init_transactions(30)
     return producer
 
@@ -22,14 +28,9 @@ def _producer(bootstrap: str, transactional_id: str) -> Producer:
 def _read_all(bootstrap: str, topic: str, group: str, isolation: str) -> list[bytes]:
     """Every value of partition 0 up to the end visible at ``isolation``."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "isolation.level": isolation,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        group_consumer_config(
+            bootstrap, group, extra={"isolation.level": isolation, "enable.partition.eof": True}
+        )
     )
     values: list[bytes] = []
     try:
@@ -80,20 +81,12 @@ def test_send_offsets_to_transaction_moves_committed_offsets_only_on_commit(
 ) -> None:
     source, sink = create_topics([f"{topic_prefix}.in", f"{topic_prefix}.out"])
     group = f"{topic_prefix}-copier"
-    seed = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    seed = Producer(client_producer_config(kafka_bootstrap))
     for index in range(5):
         seed.produce(source, key=b"k", value=f"m{index}".encode())
     assert seed.flush(30) == 0
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": group,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = Consumer(group_consumer_config(kafka_bootstrap, group))
     producer = _producer(kafka_bootstrap, f"{topic_prefix}-copier-tx")
     partition = TopicPartition(source, 0)
     try:

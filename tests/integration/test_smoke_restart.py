@@ -12,26 +12,24 @@ from confluent_kafka.cimpl import NewTopic
 
 from sagaline.orchestrator.devenv.kafka import LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
+from sagaline.orchestrator.runtime.kafka_config import (
+    admin_config,
+    group_consumer_config,
+    transactional_producer_config,
+)
 
 pytestmark = pytest.mark.chaos
 
 
 def _create_topic(bootstrap: str, topic: str, replication_factor: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     spec = NewTopic(topic, 1, replication_factor)
     admin.create_topics([spec], operation_timeout=30)[topic].result(60)
 
 
 def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{topic}-reader",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        group_consumer_config(bootstrap, f"{topic}-reader", extra={"enable.partition.eof": True})
     )
     values: list[bytes] = []
     try:
@@ -56,11 +54,7 @@ def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
 
 def _transactional(bootstrap: str, transactional_id: str) -> Producer:
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "transactional.id": transactional_id,
-            "transaction.timeout.ms": 60_000,
-        }
+        transactional_producer_config(bootstrap, transactional_id, transaction_timeout_ms=60_000)
     )
     producer.init_transactions(60)
     return producer

@@ -31,6 +31,7 @@ from sagaline.orchestrator.chaos.effects import (
     read_records,
 )
 from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 from sagaline.schemas.base import Record
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.replies import (
@@ -234,7 +235,7 @@ def test_worker_and_relay_answer_every_task_once(
     produce_tasks(bootstrap, topics.tasks, tasks)
     from confluent_kafka import Producer
 
-    junk = Producer({"bootstrap.servers": bootstrap})
+    junk = Producer(client_producer_config(bootstrap))
     junk.produce(topics.tasks, key=b"junk", value=b"not a task")
     junk.flush(10)
 

@@ -63,8 +63,7 @@ def test_no_product_package_keeps_a_python_m_entry_point() -> None:
         str(path.relative_to(ROOT))
         for package in PRODUCT
         for path in (ROOT / package).rglob("*.py")
-        if (path.name == "__main__.py"
-        and path.parent.name != "cli")
+        if (path.name == "__main__.py" and path.parent.name != "cli")
         or 'if __name__ == "__main__"' in path.read_text(encoding="utf-8")
     ]
     assert found == []
