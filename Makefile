@@ -26,8 +26,9 @@ test: infra lint typecheck pytest
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "setup: creating $(VENV) and installing sagaline with its dependencies (about a minute the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	mkdir -p $(VENV)/typecheck && ln -sfn ../.. $(VENV)/typecheck/sagaline
 	touch $(STAMP)
 

@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 import signal
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -48,12 +47,12 @@ from sagaline.orchestrator.cli.command import (
     emit,
     set_handler,
 )
-from sagaline.orchestrator.client import SagaNotFound
+from sagaline.orchestrator.cli.progress_view import RecordProgress
+from sagaline.orchestrator.client import KafkaUnavailable, SagaNotFound
 from sagaline.orchestrator.config import Settings, dev_env_path, read_env_file
 from sagaline.orchestrator.core.errors import ConfigError, OrchestratorError
 from sagaline.orchestrator.core.timeline import render_timeline
 from sagaline.orchestrator.replay import DEFAULT_DEFINITIONS, load_definitions, replay
-from sagaline.orchestrator.runtime.journal_reader import Progress
 
 __all__ = ["EXIT_FAILED", "UnknownSagaId", "parse_since", "register"]
 
@@ -239,13 +238,16 @@ def _extend_status(subparsers: Subparsers) -> None:
             return _status_from_read_model(args)
         try:  # auto: one format, whether or not the read model has caught up
             return from_state(args)
-        except SagaNotFound as missing:
+        except (SagaNotFound, KafkaUnavailable) as missing:
             if not _database_url(args, required=False):
                 raise
-            try:
+            try:  # a saga no longer on the state topic (or no topic): the read model's rows
                 return _status_from_read_model(args)
             except (UnknownSagaId, ProjectionError) as exc:
-                raise SagaNotFound(f"{missing}; nor in the read model ({exc})") from exc
+                raise SagaNotFound(
+                    f"unknown saga id {args.saga_id!r}: not on the state topic ({missing}) "
+                    f"nor in the read model ({exc})"
+                ) from exc
 
     set_handler(status, handle)
 
@@ -270,40 +272,13 @@ def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | N
     return url or None
 
 
-class _Counter:
-    """A record counter on stderr, redrawn in place (only on a terminal, never with --json)."""
-
-    def __init__(self, args: argparse.Namespace, every: int = 500) -> None:
-        self.enabled = not args.json and sys.stderr.isatty()
-        self.every = every
-        self.shown = False
-
-    @property
-    def callback(self) -> Progress | None:
-        return self.show if self.enabled else None
-
-    def show(self, done: int, total: int) -> None:
-        if done % self.every == 0:
-            sys.stderr.write(f"\rread {done} of at most {total} journal records")
-            sys.stderr.flush()
-            self.shown = True
-
-    def __enter__(self) -> _Counter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 # -- handlers ----------------------------------------------------------------------------
 
 
 def _replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     definitions = load_definitions(args.sagas) if args.strict else None
-    with _Counter(args) as counter:
+    with RecordProgress("replaying the journal", enabled=not args.json) as counter:
         report = replay(
             settings.kafka_bootstrap_servers,
             settings.topics.journal,
@@ -340,7 +315,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     database_url = None if args.no_inbox else _database_url(args, required=False)
-    with _Counter(args) as counter:
+    with RecordProgress("auditing the journal", enabled=not args.json) as counter:
         report = audit(
             settings.kafka_bootstrap_servers,
             settings.topics.journal,

@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 from sagaline.orchestrator.cli.command import EXIT_OK, Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.cli.progress_view import TaskProgress
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import ConfigError
+from sagaline.orchestrator.demo.report import sagaline_on_path
 
 __all__ = ["EXIT_CHECK_FAILED", "register"]
 
@@ -73,7 +75,8 @@ def _settings() -> Settings:
         from sagaline.orchestrator.devenv.stack import DevStack
 
         print("no Kafka/PostgreSQL configured: starting the local dev stack", file=sys.stderr)
-        DevStack().up()
+        with TaskProgress():
+            DevStack().up()
         return Settings.from_env(require_database=True)
 
 
@@ -100,5 +103,25 @@ def _demo(args: argparse.Namespace) -> int:
         log_dir=args.log_dir,
     )
     result = run_demo(settings, options, progress)
-    emit(args, result.as_dict(), result.render())
+    sagaline = sagaline_on_path()
+    emit(args, result.as_dict(), result.render(sagaline) + "\n\n" + _still_running(settings))
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
+
+
+def _still_running(settings: Settings) -> str:
+    """What the demo leaves running, and how to stop it."""
+    from sagaline.orchestrator.devenv.stack import DevStack
+
+    status = DevStack().status()
+    ours = status.kafka is not None and status.kafka.address == settings.kafka_bootstrap_servers
+    if ours and status.all_running:
+        return (
+            f"still running: the dev Kafka ({settings.kafka_bootstrap_servers}) and PostgreSQL, "
+            "for the commands above and the next run; the demo's orchestrators, workers and "
+            "relays have stopped. Stop Kafka and PostgreSQL with `make down` "
+            f"(or `{sagaline_on_path()} dev down`)."
+        )
+    return (
+        f"the demo's own processes have stopped; Kafka ({settings.kafka_bootstrap_servers}) "
+        "and PostgreSQL came from your environment and keep running."
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from sagaline.orchestrator.cli.command import EXIT_OK, Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.cli.progress_view import TaskProgress
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.devenv.kafka_dist import ensure_kafka_distribution, java_executable
 from sagaline.orchestrator.devenv.postgres_dist import ensure_postgres_binaries
@@ -73,9 +74,10 @@ def _port(text: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    status = DevStack().up(
-        kafka_port=args.kafka_port, postgres_port=args.postgres_port, brokers=args.brokers
-    )
+    with TaskProgress():
+        status = DevStack().up(
+            kafka_port=args.kafka_port, postgres_port=args.postgres_port, brokers=args.brokers
+        )
     emit(args, status.as_dict(), _describe(status, headline="dev environment is up"))
     return EXIT_OK
 
@@ -106,8 +108,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _install(args: argparse.Namespace) -> int:
     java = java_executable()
-    kafka = ensure_kafka_distribution()
-    postgres = ensure_postgres_binaries()
+    with TaskProgress():
+        kafka = ensure_kafka_distribution()
+        postgres = ensure_postgres_binaries()
     data = {
         "java": java,
         "kafka_version": kafka.version,

@@ -45,6 +45,7 @@ from sagaline.orchestrator.demo.checks import (
 )
 from sagaline.orchestrator.demo.plan import DemoPlan, plan, seed
 from sagaline.orchestrator.demo.procs import Cluster, ProcessSpec, sagaline_command
+from sagaline.orchestrator.demo.report import outcome_table, render_checks
 from sagaline.orchestrator.demo.watch import StateWatcher
 from sagaline.orchestrator.replay import definition_lookup, replay
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -122,32 +123,24 @@ class DemoResult:
             kind[o.status] = kind.get(o.status, 0) + 1
         return out
 
-    def render(self) -> str:
+    def render(self, sagaline: str = "sagaline") -> str:
+        """The report; ``sagaline`` is how the user types the command here."""
         lines = [f"sagaline demo {self.run_id} (topics {self.prefix}.*) in {self.seconds:.0f}s", ""]
-        lines.append(
-            f"{'saga':<24} {'what happened':<12} {'status':<12} {'LLM':>4} {'tokens':>6}  reason"
-        )
-        for o in self.outcomes:
-            mark = "" if o.status == o.expected else f"  <-- expected {o.expected}"
-            lines.append(
-                f"{o.saga_id:<24} {o.action:<12} {o.status:<12} {o.llm_calls:>4} {o.tokens:>6}"
-                f"  {o.reason or ''}{mark}"
-            )
+        lines.append(outcome_table(self.outcomes))
         lines.append("")
         lines.append("what the demo did: " + "; ".join(self.events))
         lines.append("")
         lines.append("checks:")
-        for c in self.checks:
-            lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<24} {c.detail}")
+        lines.extend(render_checks(self.checks))
         if self.audit_text:
             lines.append("")
             lines.append(self.audit_text)
         lines.append("")
         lines.append("look closer:")
         lines.append(
-            f"  sagaline replay --prefix {self.prefix} --app sagaline.sagas:REGISTRY --strict"
+            f"  {sagaline} replay --prefix {self.prefix} --app sagaline.sagas:REGISTRY --strict"
         )
-        lines.append(f"  sagaline list --db-schema {self.worker_schema} --type refund_demo")
+        lines.append(f"  {sagaline} list --db-schema {self.worker_schema} --type refund_demo")
         lines.append(f"  process logs: {self.log_dir}")
         lines.append("")
         lines.append(

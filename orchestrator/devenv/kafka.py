@@ -41,6 +41,7 @@ from sagaline.orchestrator.devenv.processes import (
     run_concurrently,
     wait_pid_exit,
 )
+from sagaline.orchestrator.devenv.progress import report
 from sagaline.orchestrator.devenv.readiness import wait_for_kafka
 
 __all__ = ["DEFAULT_HEAP", "KafkaNode", "LocalKafka", "new_cluster_id"]
@@ -334,8 +335,12 @@ class LocalKafka:
         run_concurrently([functools.partial(self._format, self.nodes[i]) for i in pending])
         for index in pending:
             self._launch(index)
+        if pending:
+            report("kafka", f"started {len(pending)} node(s); waiting for {self.bootstrap_servers}")
         self.wait_ready(timeout=max(1.0, timeout - (time.monotonic() - started)))
-        return time.monotonic() - started
+        seconds = time.monotonic() - started
+        report("kafka", f"ready at {self.bootstrap_servers} in {seconds:.1f} s", done=True)
+        return seconds
 
     def wait_ready(self, timeout: float = 120.0) -> float:
         """Wait until all nodes are registered and a transactional producer initialises."""

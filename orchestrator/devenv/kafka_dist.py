@@ -12,11 +12,11 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from sagaline.orchestrator.devenv.errors import DevEnvError, MissingToolError
+from sagaline.orchestrator.devenv.progress import report, run_streaming
 
 __all__ = [
     "KafkaDistribution",
@@ -123,7 +123,6 @@ def _fetch(pom: Path, libs_dir: Path) -> None:
     shutil.rmtree(libs_dir, ignore_errors=True)
     command = [
         mvn,
-        "-q",
         "-B",
         "-f",
         str(pom),
@@ -131,11 +130,37 @@ def _fetch(pom: Path, libs_dir: Path) -> None:
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-        raise DevEnvError("Maven could not fetch Kafka: " + " | ".join(tail))
+    report("maven", f"resolving Kafka {kafka_version(pom)} from Maven Central into ~/.m2")
+    code, tail = run_streaming(command, _MavenCounter())
+    if code != 0:
+        raise DevEnvError("Maven could not fetch Kafka: " + " | ".join(tail[-5:]))
     if not any(staging.glob("kafka_*.jar")):
         raise DevEnvError(f"Maven finished but {staging} holds no Kafka jar")
     (staging / _COMPLETE_MARKER).write_text(pom.read_text(encoding="utf-8"), encoding="utf-8")
     staging.rename(libs_dir)
+    jars = sum(1 for _ in libs_dir.glob("*.jar"))
+    report("maven", f"{jars} jars copied to {libs_dir}", done=True)
+
+
+_SIZE = re.compile(r"\((\d+(?:\.\d+)?) (B|kB|KB|MB|GB)")
+_UNITS = {"B": 1, "kB": 1_000, "KB": 1_000, "MB": 1_000_000, "GB": 1_000_000_000}
+
+
+class _MavenCounter:
+    """Counts Maven's "Downloaded from" lines into a progress report."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.size = 0.0
+
+    def __call__(self, line: str) -> None:
+        if not line.startswith("Downloaded from"):
+            return
+        self.files += 1
+        match = _SIZE.search(line)
+        if match:
+            self.size += float(match.group(1)) * _UNITS[match.group(2)]
+        report(
+            "maven",
+            f"downloaded {self.files} files ({self.size / 1_000_000:.1f} MB) into ~/.m2/repository",
+        )

@@ -33,6 +33,7 @@ from sagaline.orchestrator.devenv.postgres_dist import (
     run_as,
 )
 from sagaline.orchestrator.devenv.processes import kill_tree, pid_owned_by, wait_pid_exit
+from sagaline.orchestrator.devenv.progress import report
 from sagaline.orchestrator.devenv.readiness import wait_for_postgres
 
 __all__ = ["DEFAULT_DATABASE", "LocalPostgres", "reachable_by"]
@@ -156,10 +157,13 @@ class LocalPostgres:
                 self._initdb()
             self._write_config()
             self._save()
+            report("postgresql", f"starting the server on port {self.port}")
             self._pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", str(self.log_file))
         wait_for_postgres(self.url_for("postgres"), timeout=timeout, liveness=self._liveness)
         self.create_database(self.database)
-        return time.monotonic() - started
+        seconds = time.monotonic() - started
+        report("postgresql", f"ready on port {self.port} in {seconds:.1f} s", done=True)
+        return seconds
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """``pg_ctl stop -m <mode>`` (``smart``, ``fast`` or ``immediate``)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sagaline.orchestrator.devenv.errors import DevEnvError, MissingToolError
+from sagaline.orchestrator.devenv.progress import report, run_streaming
 
 __all__ = [
     "PostgresBinaries",
@@ -116,10 +117,17 @@ def _apt_install(package: str) -> None:
         ["apt-get", "update"],
         ["apt-get", "install", "-y", "--no-install-recommends", package],
     ):
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
-            raise DevEnvError(f"{' '.join(argv)} failed: {' | '.join(tail)}")
+        report("postgresql", f"{' '.join(argv)} (PostgreSQL is not installed)")
+        code, tail = run_streaming(argv, _apt_line, env=env)
+        if code != 0:
+            raise DevEnvError(f"{' '.join(argv)} failed: {' | '.join(tail[-3:])}")
+    report("postgresql", f"installed {package}", done=True)
+
+
+def _apt_line(line: str) -> None:
+    """Show apt's own steps: fetching, unpacking and setting up packages."""
+    if line.startswith(("Get:", "Unpacking ", "Setting up ", "Reading package lists")):
+        report("postgresql", line[:100])
 
 
 def _major_of_path(bin_dir: Path) -> int:

@@ -208,14 +208,16 @@ def test_projection_list_and_status(setup: Setup, capsys: pytest.CaptureFixture[
     assert code == 2
     assert "unknown saga id 'missing-saga'" in err
 
-    # auto (the default): the read model knows the saga
+    # auto (the default): the state topic (absent here), then the read model, which knows it
     code, out, _ = run_cli(["status", saga_id, *setup.kafka(), *setup.db(), "--json"], capsys)
     assert code == 0
     assert json.loads(out)["last_seq"] == 8
-    # ... and falls back to the state topic, which does not know it either
+    # ... and a saga neither knows: exit 5, both reasons on one line
     code, _, err = run_cli(["status", "missing-saga", *setup.kafka(), *setup.db()], capsys)
-    assert code == 2
-    assert "unknown saga id 'missing-saga': not in the read model nor on the state topic" in err
+    assert code == 5
+    assert "unknown saga id 'missing-saga': not on the state topic (" in err
+    assert "nor in the read model (" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_console_script_runs_the_audit(setup: Setup) -> None:
