@@ -19,9 +19,24 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 HEADER = """
+from datetime import timedelta
+
 from pydantic import BaseModel
 
-from sagaline import DONE, Done, Node, Saga, SagaTestKit, StepContext, step
+from sagaline import (
+    DONE,
+    AgentTurn,
+    Done,
+    Node,
+    Saga,
+    SagaTestKit,
+    SignalInfo,
+    StepContext,
+    agent,
+    approval,
+    step,
+    tool,
+)
 
 
 class Data(BaseModel):
@@ -94,6 +109,28 @@ SNIPPETS = {
     def _next(self, data: Data) -> Node | Done | None:
         return "nowhere"  # error here
 """,
+    # an agent's LLM hook must return an AgentDecision
+    "bad_llm": HEADER
+    + """
+    @tool()
+    def search(self, ctx: StepContext, args: Count) -> None:
+        return None
+
+    investigate = agent(tools=[search])
+
+    @investigate.llm  # error here
+    def think(self, ctx: StepContext, turn: AgentTurn) -> str:
+        return "search"
+""",
+    # a wait's on_signal hook folds into the data it was given
+    "bad_on_signal": HEADER
+    + """
+    ok = approval(timeout=timedelta(days=1))
+
+    @ok.on_signal  # error here
+    def _signed(self, data: Data, signal: SignalInfo) -> SignalInfo:
+        return signal
+""",
     # the test kit checks a reply against the step's result type
     "bad_kit_result": HEADER
     + """
@@ -141,7 +178,15 @@ def test_the_correct_saga_type_checks(mypy_errors: dict[str, list[int]]) -> None
 
 
 @pytest.mark.parametrize(
-    "name", ["bad_on_result", "bad_on_result_return", "bad_route_name", "bad_route_value"]
+    "name",
+    [
+        "bad_on_result",
+        "bad_on_result_return",
+        "bad_route_name",
+        "bad_route_value",
+        "bad_llm",
+        "bad_on_signal",
+    ],
 )
 def test_wrongly_typed_hooks_are_rejected_where_they_are_wrong(
     mypy_errors: dict[str, list[int]], name: str

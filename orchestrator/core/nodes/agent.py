@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,7 +46,14 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentKind", "AgentSpec", "ToolKind", "ToolSpec", "agent", "tool"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D")
+#: An LLM hook: ``llm(self, ctx, turn) -> AgentDecision`` (or ``async def``).
+LlmFn = TypeVar(
+    "LlmFn",
+    bound=Callable[[Any, Any, AgentTurn], AgentDecision | Coroutine[Any, Any, AgentDecision]],
+)
+#: A tool compensation: ``undo(self, ctx, args) -> None``.
+UndoFn = TypeVar("UndoFn", bound=Callable[[Any, Any, Any], object])
 
 
 class ToolSpec(FunctionNode):
@@ -79,7 +86,7 @@ class ToolSpec(FunctionNode):
     def compensable(self) -> bool:
         return self.compensate_fn is not None
 
-    def compensation(self, fn: F) -> F:
+    def compensation(self, fn: UndoFn) -> UndoFn:
         """Register ``fn(self, ctx, args) -> None`` that undoes a call of this tool."""
         self.compensate_fn = fn
         return fn
@@ -147,12 +154,12 @@ class AgentSpec(Node):
         """The agent's tools by name."""
         return {t.name: t for t in self.tool_specs}
 
-    def llm(self, fn: F) -> F:
+    def llm(self, fn: LlmFn) -> LlmFn:
         """Register the LLM handler ``fn(self, ctx, turn: AgentTurn) -> AgentDecision``."""
         self.llm_fn = fn
         return fn
 
-    def on_answer(self, fn: F) -> F:
+    def on_answer(self, fn: Callable[[Any, D, str], D]) -> Callable[[Any, D, str], D]:
         """Register ``fn(self, data, answer: str) -> data`` folding the final answer in."""
         self.on_answer_fn = fn
         return fn

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["ChildKind", "ChildSpec", "child"]
 
 ChildDataT = TypeVar("ChildDataT", bound=BaseModel)
+D = TypeVar("D")
 
 
 class ChildSpec(Node, Generic[ChildDataT]):
@@ -54,9 +55,7 @@ class ChildSpec(Node, Generic[ChildDataT]):
         self.input_fn = fn
         return fn
 
-    def on_result(
-        self, fn: Callable[[Any, Any, ChildDataT], Any]
-    ) -> Callable[[Any, Any, ChildDataT], Any]:
+    def on_result(self, fn: Callable[[Any, D, ChildDataT], D]) -> Callable[[Any, D, ChildDataT], D]:
         """Register ``fn(self, data, child_data) -> data`` folding the child's outcome in."""
         self.on_result_fn = fn
         return fn

@@ -37,7 +37,9 @@ __all__ = [
     "wait_for_signal",
 ]
 
-F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D")
+#: A condition hook: ``when(self, data) -> bool``.
+WhenFn = Callable[[Any, Any], bool]
 
 
 class SignalInfo(BaseModel):
@@ -75,7 +77,7 @@ class WaitSpec(Node):
         self.when_fn: Callable[..., Any] | None = None
         self.on_signal_fn: Callable[..., Any] | None = None
 
-    def __call__(self, fn: F) -> WaitSpec:
+    def __call__(self, fn: WhenFn) -> WaitSpec:
         """Decorate ``fn(self, data) -> bool``: wait only when it returns True."""
         self.when_fn = fn
         if not self.name:
@@ -83,7 +85,7 @@ class WaitSpec(Node):
         self.__doc__ = fn.__doc__
         return self
 
-    def on_signal(self, fn: F) -> F:
+    def on_signal(self, fn: Callable[[Any, D, Any], D]) -> Callable[[Any, D, Any], D]:
         """Register ``fn(self, data, signal) -> data`` folding an accepted signal in.
 
         ``signal`` is the signal's payload model when the wait declares
