@@ -54,6 +54,7 @@ from sagaline.orchestrator.core.saga import (
     wait_for_signal,
 )
 from sagaline.orchestrator.core.testing import SagaTestKit
+from sagaline.schemas.base import Usage
 
 __all__ = [
     "DONE",
@@ -91,6 +92,7 @@ __all__ = [
     "ToolInfo",
     "UnknownSagaType",
     "UnsupportedDataModel",
+    "Usage",
     "Verdict",
     "WaitTimeout",
     "Worker",

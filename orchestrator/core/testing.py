@@ -421,14 +421,18 @@ class SagaTestKit(Generic[DataT]):
         if name not in names:
             raise TestKitError(f"expected a wait {name!r}, open waits: {names}")
 
-    def expect_event(self, event_type: type[Record], **fields: Any) -> SagaEvent:
-        """The last event of ``event_type`` whose fields match ``fields``."""
+    def expect_event(self, event_type: type[Record] | str, **fields: Any) -> SagaEvent:
+        """The last event of ``event_type`` (a class or a name) whose fields match ``fields``."""
+        name = event_type if isinstance(event_type, str) else event_type.__name__
         for event in reversed(self.events):
-            if isinstance(event, event_type) and all(
-                getattr(event, k) == v for k, v in fields.items()
-            ):
+            kind_matches = (
+                type(event).__name__ == name
+                if isinstance(event_type, str)
+                else isinstance(event, event_type)
+            )
+            if kind_matches and all(getattr(event, k) == v for k, v in fields.items()):
                 return event
-        raise TestKitError(f"no {event_type.__name__} event with {fields}")
+        raise TestKitError(f"no {name} event with {fields}")
 
     def expect_compensations(self, steps: Sequence[Ref]) -> None:
         """Expect compensations of exactly ``steps``, one at a time in order; complete each.
