@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_alt_sagas import Approved as AltApproved
+from cli_alt_sagas import OtherData
 from orchestrator_sagas import REGISTRY
 from orchestrator_support import Responder, delete_prefix_topics, journals
 
+from sagaline.orchestrator.client import SagaClient, SagaRejected
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
@@ -152,6 +155,16 @@ def test_unknown_saga_and_rejected_start_exit_non_zero(orchestrator: Settings) -
     waited = sagaline(settings, "wait", "cli-refused", "--timeout", "30")
     assert waited.returncode == 6, waited.stdout + waited.stderr
     assert "the orchestrator rejected saga 'cli-refused'" in waited.stderr
+
+    # the Python client hears of it too: confirm_start and SagaHandle.wait raise
+    data = OtherData(label="py")
+    with SagaClient(settings) as client:
+        handle = client.start(AltApproved, data, saga_id="py-refused")
+        assert handle.receipt is not None
+        with pytest.raises(SagaRejected, match="OtherData"):
+            client.confirm_start(handle, data, timeout=30)
+        with pytest.raises(SagaRejected):
+            handle.wait(timeout=30)
 
 
 def test_status_shows_compensated_steps(orchestrator: Settings) -> None:
