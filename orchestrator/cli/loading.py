@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Any
 
@@ -11,33 +10,15 @@ from pydantic import BaseModel, ValidationError
 from sagaline.orchestrator.core.errors import ConfigError
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.runtime.loader import load_object
 
 __all__ = ["describe_validation", "load_app_object", "load_registry", "parse_data"]
 
 
 def load_app_object(spec: str, option: str = "--app") -> Any:
-    """Import ``module:attribute`` (a zero-argument function is called)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(
-            f"{option} expects module:attribute (e.g. myapp.sagas:registry), got {spec!r}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"{option} {spec!r}: no module named {exc.name!r}; run from the folder that holds "
-            "it or add that folder to PYTHONPATH"
-        ) from exc
-    try:
-        obj: Any = getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(
-            f"{option} {spec!r}: module {module_name!r} has no attribute {attr!r}"
-        ) from None
-    if callable(obj) and not isinstance(obj, type) and not hasattr(obj, "decide"):
-        obj = obj()
-    return obj
+    """Import ``module:attribute`` (a zero-argument function is called) with the one
+    loader, :func:`sagaline.orchestrator.runtime.loader.load_object`."""
+    return load_object(spec, option=option, error=ConfigError, call_unless="decide")
 
 
 def load_registry(spec: str) -> SagaRegistry:

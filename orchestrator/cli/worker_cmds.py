@@ -8,7 +8,6 @@ batch it is publishing and releases its shard locks.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import threading
@@ -27,6 +26,7 @@ from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import ConfigError
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.runtime.loader import load_object
 
 __all__ = ["load_resolver", "register"]
 
@@ -111,15 +111,7 @@ def load_resolver(spec: str) -> HandlerResolver:
     one ``Saga`` class, an object with ``resolve(...)``, or a zero-argument
     callable returning one of those.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not attr:
-        raise ConfigError(f"--app expects module:attribute, got {spec!r}")
-    try:
-        obj: Any = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load {spec!r}: {exc}") from exc
-    if callable(obj) and not isinstance(obj, type) and not hasattr(obj, "resolve"):
-        obj = obj()
+    obj: Any = load_object(spec, option="--app", error=ConfigError, call_unless="resolve")
     if hasattr(obj, "resolve"):
         resolver: HandlerResolver = obj
         return resolver

@@ -32,22 +32,24 @@ def load_object(
     """
     module_name, sep, attribute = spec.partition(":")
     if not module_name or not sep or not attribute:
-        raise error(f"{option} must look like module:attribute, got {spec!r}")
+        raise error(f"{option} expects module:attribute (e.g. myapp.sagas:registry), got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise error(
-            f"{option}: cannot import {module_name!r}: no module named {exc.name!r}; run from "
-            "the folder that holds it or add that folder to PYTHONPATH"
+            f"{option} {spec!r}: no module named {exc.name!r}; run from the folder that holds "
+            "it or add that folder to PYTHONPATH"
         ) from exc
     except ImportError as exc:
-        raise error(f"{option}: cannot import {module_name!r}: {exc}") from exc
+        raise error(f"{option} {spec!r}: cannot import {module_name!r}: {exc}") from exc
     found: object = module
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
-            raise error(f"{option}: {module_name} has no attribute {attribute!r}") from None
+            raise error(
+                f"{option} {spec!r}: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
     factory = callable(found) and not isinstance(found, type)
     if call_unless is not None and factory and not hasattr(found, call_unless):
         found = found()  # type: ignore[operator]

@@ -40,9 +40,9 @@ EXIT_FATAL = 3
 log = logging.getLogger("sagaline.orchestrator")
 
 
-def load_object(spec: str) -> object:
+def load_object(spec: str, option: str = "--app") -> object:
     """Import ``module:attribute`` (a zero-argument callable is called)."""
-    return load(spec, option="--app", error=SagalineError, call_unless="decide")
+    return load(spec, option=option, error=SagalineError, call_unless="decide")
 
 
 def _as_logic(obj: object) -> SagaLogic:
@@ -130,7 +130,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix
         )
         logic = _as_logic(load_object(args.app))
-        codec = load_object(args.codec) if args.codec else _default_codec()
+        codec = load_object(args.codec, "--codec") if args.codec else _default_codec()
         layout = TopicLayout(partitions=args.ensure_topics or 1)
         ensure_topics(
             settings.kafka_bootstrap_servers,
