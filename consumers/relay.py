@@ -37,6 +37,7 @@ from sagaline.consumers.dead_letters import DeadLetterSender
 from sagaline.consumers.errors import WorkerError
 from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
 from sagaline.consumers.wire import SchemasCodec
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 
@@ -92,15 +93,13 @@ class Relay:
         self._store = WorkerStore(self.options.schema)
         # shard locks are per schema: relays of different schemas never block each other
         self._lock_namespace = f"{_LOCK_NAMESPACE}:{self._store.schema}"
-        config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 1,
-            "client.id": "sagaline-relay",
-        }
-        config.update(self.options.producer_config)
-        self._producer = Producer(config)
+        self._producer = Producer(
+            client_producer_config(
+                bootstrap_servers,
+                linger_ms=1,
+                extra={"client.id": "sagaline-relay", **self.options.producer_config},
+            )
+        )
         self._conn: psycopg.Connection | None = None
         self._owned: list[int] = []
         self._last_cleanup = 0.0

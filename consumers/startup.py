@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from sagaline.consumers.db import connect, describe_dsn
 from sagaline.consumers.errors import DatabaseUnavailable
+from sagaline.orchestrator.runtime.kafka_config import admin_config
 
 __all__ = ["Backoff", "wait_for_database", "wait_for_kafka"]
 
@@ -90,7 +91,7 @@ def wait_for_kafka(
 ) -> bool:
     """Wait until a Kafka broker at ``bootstrap_servers`` answers; ``False`` if ``stop`` was set."""
     delays = backoff or Backoff()
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(admin_config(bootstrap_servers))
     while not stop.is_set():
         started = time.monotonic()
         try:

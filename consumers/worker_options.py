@@ -8,7 +8,11 @@ from datetime import timedelta
 
 from sagaline.consumers.db import DEFAULT_SCHEMA
 from sagaline.consumers.runner import DeliveryMode
-from sagaline.orchestrator.runtime.kafka_config import PARTITIONER
+from sagaline.orchestrator.runtime.kafka_config import KafkaConfig as ClientConfig
+from sagaline.orchestrator.runtime.kafka_config import (
+    client_producer_config,
+    group_consumer_config,
+)
 
 __all__ = [
     "KafkaConfig",
@@ -81,9 +85,7 @@ class TaskTrace:
     timings: Mapping[str, float]
 
 
-def consumer_config(
-    bootstrap_servers: str, options: WorkerOptions
-) -> dict[str, str | int | float | bool]:
+def consumer_config(bootstrap_servers: str, options: WorkerOptions) -> ClientConfig:
     """The worker's consumer of the tasks topic.
 
     Cooperative-sticky assignment: a member joining or leaving moves only the
@@ -96,35 +98,21 @@ def consumer_config(
     good hands its partitions over after ``session.timeout.ms``; a dynamic
     member (no ``instance_id``) leaves at once on a graceful stop.
     """
-    config: dict[str, str | int | float | bool] = {
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": options.group_id,
-        "client.id": f"{options.group_id}-worker",
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 10,
+    member: ClientConfig = {
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 2_000,
         "partition.assignment.strategy": "cooperative-sticky",
     }
     if options.instance_id is not None:
-        config["group.instance.id"] = f"{options.group_id}-worker-{options.instance_id}"
-    config.update(options.consumer_config)
-    return config
+        member["group.instance.id"] = f"{options.group_id}-worker-{options.instance_id}"
+    return group_consumer_config(
+        bootstrap_servers,
+        options.group_id,
+        client_id=f"{options.group_id}-worker",
+        extra={**member, **options.consumer_config},
+    )
 
 
-def producer_config(
-    bootstrap_servers: str, options: WorkerOptions
-) -> dict[str, str | int | float | bool]:
+def producer_config(bootstrap_servers: str, options: WorkerOptions) -> ClientConfig:
     """The base of the worker's producers (idempotent, sagaline's partitioner)."""
-    config: dict[str, str | int | float | bool] = {
-        "bootstrap.servers": bootstrap_servers,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 1,
-        "partitioner": PARTITIONER,
-    }
-    config.update(options.producer_config)
-    return config
+    return client_producer_config(bootstrap_servers, linger_ms=1, extra=options.producer_config)
