@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from sagaline.orchestrator.cli.command import (
     EXIT_CODES_HELP,
@@ -47,6 +48,7 @@ from sagaline.orchestrator.client import (
     WaitTimeout,
 )
 from sagaline.orchestrator.core.errors import SagalineError
+from sagaline.orchestrator.runtime.kafka_config import LOG_LEVEL_ENV
 
 __all__ = ["COMMAND_MODULES", "build_parser", "exit_code_for", "main"]
 
@@ -96,6 +98,15 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+def _kafka_text(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args else None
+    text = err.str() if isinstance(err, KafkaError) else str(exc)
+    return (
+        f"Kafka: {text} (check KAFKA_BOOTSTRAP_SERVERS or --bootstrap; "
+        "`sagaline dev status` shows the local one)"
+    )
+
+
 def _split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
     args = list(argv)
     debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
@@ -107,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list, debug = _split_debug(sys.argv[1:] if argv is None else argv)
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        os.environ[LOG_LEVEL_ENV] = "7"  # librdkafka's own log lines, for every client
     parser = build_parser()
     args = parser.parse_args(args_list)
     args.debug = debug
@@ -119,12 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sagaline: interrupted", file=sys.stderr)
         return 130
-    except (SagalineError, KafkaException) as exc:
+    except SagalineError as exc:
         if debug:
             traceback.print_exc()
-        kafka = isinstance(exc, KafkaException)
-        print(f"sagaline: error: {'Kafka: ' if kafka else ''}{exc}", file=sys.stderr)
-        return EXIT_KAFKA if kafka else exit_code_for(exc)
+        print(f"sagaline: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KafkaException as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"sagaline: error: {_kafka_text(exc)}", file=sys.stderr)
+        return EXIT_KAFKA
     except Exception as exc:
         if debug:
             traceback.print_exc()

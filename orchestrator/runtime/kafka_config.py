@@ -12,10 +12,12 @@ library must choose the partition itself with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "LOG_LEVEL_ENV",
     "PARTITIONER",
     "ConfigValue",
     "KafkaConfig",
@@ -33,8 +35,19 @@ ConfigValue = str | int | float | bool | Callable[..., Any]
 KafkaConfig = dict[str, ConfigValue]
 
 
+#: librdkafka's own log lines (syslog levels 0-7) are off unless this variable
+#: raises them (``sagaline --debug`` sets it to 7): errors reach sagaline as
+#: exceptions and error callbacks, never as stray lines on stderr.
+LOG_LEVEL_ENV = "SAGALINE_KAFKA_LOG_LEVEL"
+
+
+def _log_level() -> int:
+    raw = os.environ.get(LOG_LEVEL_ENV, "0")
+    return max(0, min(7, int(raw))) if raw.strip().isdigit() else 0
+
+
 def _merge(base: KafkaConfig, extra: Mapping[str, ConfigValue] | None) -> KafkaConfig:
-    merged = dict(base)
+    merged: KafkaConfig = {"log_level": _log_level(), **base}
     if extra:
         merged.update(extra)
     return merged
@@ -182,6 +195,9 @@ def admin_config(
     bootstrap_servers: str, *, extra: Mapping[str, str | int | float | bool] | None = None
 ) -> dict[str, str | int | float | bool]:
     """An ``AdminClient`` (topics, metadata)."""
-    config: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap_servers}
+    config: dict[str, str | int | float | bool] = {
+        "log_level": _log_level(),
+        "bootstrap.servers": bootstrap_servers,
+    }
     config.update(extra or {})
     return config
