@@ -125,6 +125,19 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _claim(task: Task) -> InboxClaim:
+    """The inbox row that records one execution of ``task``."""
+    return InboxClaim(
+        idempotency_key=task.idempotency_key,
+        saga_id=task.envelope.saga_id,
+        saga_type=task.envelope.saga_type,
+        kind="step" if isinstance(task, ExecuteStep) else "compensate",
+        step=task.step,
+        attempt=task.attempt,
+        task_id=task.task_id,
+    )
+
+
 def _headers(task: Task, trace: Mapping[str, str]) -> dict[str, str]:
     headers = {k: v for k, v in trace.items() if k in TRACE_HEADERS}
     headers["sagaline-saga-id"] = task.envelope.saga_id
@@ -358,15 +371,7 @@ class TaskRunner:
         saga_id = task.envelope.saga_id
         topic = self.options.replies_topic
         headers = _headers(task, trace)
-        claim = InboxClaim(
-            idempotency_key=task.idempotency_key,
-            saga_id=saga_id,
-            saga_type=task.envelope.saga_type,
-            kind="step" if isinstance(task, ExecuteStep) else "compensate",
-            step=task.step,
-            attempt=task.attempt,
-            task_id=task.task_id,
-        )
+        claim = _claim(task)
         with self._pool.connection() as conn:
             try:
                 with conn.transaction():

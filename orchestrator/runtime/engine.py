@@ -147,7 +147,8 @@ class Orchestrator:
         """Fence earlier instances of this transactional id and join the group."""
         if self._started:
             return
-        self._guard.start(self._consumer)
+        if self._guard.start(self._consumer, self._stop.is_set) == 0:
+            return  # stopped while waiting for Kafka
         self._producer.init(60.0)
         self._consumer.subscribe(
             [self.names.commands, self.names.replies],

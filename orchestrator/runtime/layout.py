@@ -80,9 +80,23 @@ class PartitionGuard:
                 counts[topic] = len(meta.partitions)
         return counts
 
-    def start(self, consumer: Consumer, timeout: float = 30.0) -> int:
-        """The partition count of the co-partitioned topics; ``TopicConfigError`` if they differ."""
-        counts = self._counts(consumer, timeout)
+    def start(self, consumer: Consumer, stopping: Callable[[], bool], timeout: float = 10.0) -> int:
+        """The partition count of the co-partitioned topics; ``TopicConfigError`` if they differ.
+
+        Waits for Kafka (with backoff, logging it) while the metadata cannot be
+        read; returns 0 if ``stopping()`` became true meanwhile.
+        """
+        delay = 0.5
+        while True:
+            try:
+                counts = self._counts(consumer, timeout)
+                break
+            except KafkaException as exc:
+                if stopping():
+                    return 0
+                log.warning("waiting for Kafka metadata (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
         missing = [t for t in self.topics if t not in counts]
         if missing:
             raise TopicConfigError(

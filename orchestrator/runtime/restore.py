@@ -14,7 +14,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
@@ -110,34 +117,43 @@ def read_partition_latest(
                     f"last stable offset within {timeout}s (hanging transaction?)"
                 )
             for msg in reader.consume(num_messages=1000, timeout=0.2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        p = msg.partition() or 0
-                        if p in pending and (msg.offset() or 0) >= ends[p]:
-                            pending.discard(p)
-                        continue
-                    if err.fatal():
-                        raise RestoreError(f"reading {topic}: {err}")
-                    log.info("reading %s: %s (retrying)", topic, err)
-                    continue
-                count += 1
-                key = msg.key()
-                if key is None:
-                    continue
-                saga_id = key.decode("utf-8")
-                value = msg.value()
-                bucket = values[msg.partition() or 0]
-                if value is None:
-                    bucket.pop(saga_id, None)
-                else:
-                    bucket[saga_id] = value
+                count += _take(msg, topic, values, ends, pending)
             for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= ends[tp.partition]:
                     pending.discard(tp.partition)
     finally:
         reader.unassign()
     return values, ends, count
+
+
+def _take(
+    msg: Message,
+    topic: str,
+    values: dict[int, dict[str, bytes]],
+    ends: dict[int, int],
+    pending: set[int],
+) -> int:
+    """Fold one consumed message into ``values`` (1 if it was a record, else 0)."""
+    err = msg.error()
+    if err is not None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            p = msg.partition() or 0
+            if p in pending and (msg.offset() or 0) >= ends[p]:
+                pending.discard(p)
+            return 0
+        if err.fatal():
+            raise RestoreError(f"reading {topic}: {err}")
+        log.info("reading %s: %s (retrying)", topic, err)
+        return 0
+    key = msg.key()
+    if key is not None:
+        bucket = values[msg.partition() or 0]
+        value = msg.value()
+        if value is None:
+            bucket.pop(key.decode("utf-8"), None)
+        else:
+            bucket[key.decode("utf-8")] = value
+    return 1
 
 
 def restore_partitions(

@@ -37,8 +37,12 @@ def bootstrap(kafka_bootstrap: str) -> str:
 
 
 class Running:
-    def __init__(self, orch: Orchestrator) -> None:
+    """Runs an orchestrator on a thread; on exit, stops it and re-raises what it raised
+    (also during shutdown), unless ``raise_errors=False`` (the test checks ``error``)."""
+
+    def __init__(self, orch: Orchestrator, *, raise_errors: bool = True) -> None:
         self.orch = orch
+        self.raise_errors = raise_errors
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -52,9 +56,15 @@ class Running:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.orch.request_stop()
         self.thread.join(30)
+        if exc_type is not None:
+            return  # the test's own failure comes first
+        if self.thread.is_alive():
+            raise AssertionError("the orchestrator did not stop within 30 s")
+        if self.raise_errors and self.error is not None:
+            raise AssertionError(f"the orchestrator raised: {self.error!r}") from self.error
 
 
 def latest_states(bootstrap: str, prefix: str, codec: JsonCodec) -> dict[str, SagaState]:
@@ -168,7 +178,14 @@ def test_step_timeout_timer_redispatches(bootstrap: str, prefix: str) -> None:
     assert {states[i].status for i in ids} == {"completed"}
     for i in ids:
         assert states[i].steps["s2"].attempt >= 2
-        assert states[i].steps["s2"].idempotency_key == states[i].steps["s2"].idempotency_key
+        # every attempt of the step carries the one idempotency key the state records
+        sent = [
+            t
+            for t in responder.seen
+            if isinstance(t, ExecuteStep) and t.step == "s2" and t.envelope.saga_id == i
+        ]
+        assert len({t.attempt for t in sent}) >= 2
+        assert {t.idempotency_key for t in sent} == {states[i].steps["s2"].idempotency_key}
 
 
 def test_poison_input_is_dead_lettered_and_partition_keeps_flowing(

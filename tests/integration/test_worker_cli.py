@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,8 @@ from sagaline.schemas.replies import REPLY_TYPES, StepSucceeded
 
 pytestmark = pytest.mark.integration
 
-SAGALINE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "sagaline"
+#: the console script installed beside the interpreter running the tests (any venv)
+SAGALINE = Path(sys.executable).with_name("sagaline")
 
 
 @pytest.fixture
@@ -62,8 +64,7 @@ def topics(bootstrap: str, topic_prefix: str) -> Iterator[TopicNames]:
 def test_worker_and_relay_commands(
     dsn: str, bootstrap: str, schema: str, topics: TopicNames
 ) -> None:
-    if not SAGALINE.exists():
-        pytest.skip("the sagaline script is not installed in .venv")
+    assert SAGALINE.exists(), f"the sagaline script is not installed beside {sys.executable}"
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,

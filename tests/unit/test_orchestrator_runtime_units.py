@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def test_kafka_configs_are_exactly_once() -> None:
 
 def test_partition_for_is_crc32_modulo() -> None:
     assert partition_for("saga-1", 1) == 0
+    keys = [f"saga-{i}" for i in range(200)]
+    assert [partition_for(k, 6) for k in keys] == [zlib.crc32(k.encode()) % 6 for k in keys]
+    # librdkafka's consistent_random partitioner puts these keys here (fixed values)
+    assert [partition_for(f"saga-{i}", 6) for i in range(8)] == [1, 1, 1, 5, 4, 2, 0, 0]
     assert {partition_for(f"k{i}", 6) for i in range(200)} == set(range(6))
     assert partition_for("x", 6) == partition_for(b"x", 6)
     with pytest.raises(ValueError):

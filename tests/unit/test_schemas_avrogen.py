@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -13,6 +18,7 @@ from fastavro import parse_schema
 
 from sagaline.schemas.avrogen import (
     AVRO_DIR,
+    _cached_schema,
     avro_schema,
     check_bounded,
     schema_text,
@@ -192,5 +198,26 @@ def test_write_then_check(tmp_path: Path) -> None:
 
 
 def test_schema_text_is_stable() -> None:
-    assert schema_text(Kitchen) == schema_text(Kitchen)
+    # the cached text equals a fresh build (the cache is not what makes it stable) ...
+    fresh = _cached_schema.__wrapped__(Kitchen)  # type: ignore[attr-defined]
+    assert schema_text(Kitchen) == json.dumps(fresh, indent=2, ensure_ascii=False) + "\n"
+    # ... and every process, whatever its hash seed, writes the same bytes
+    code = (
+        "import hashlib\n"
+        "from sagaline.schemas.avrogen import schema_text\n"
+        "from sagaline.schemas.catalog import ALL_RECORDS\n"
+        "text = ''.join(schema_text(r) for r in ALL_RECORDS)\n"
+        "print(hashlib.sha256(text.encode()).hexdigest())\n"
+    )
+    here = hashlib.sha256("".join(schema_text(r) for r in ALL_RECORDS).encode()).hexdigest()
+    for seed in ("1", "2", "3"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        assert out.stdout.strip() == here
     assert schema_text(Kitchen).endswith("}\n")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import BaseModel
 
 from sagaline.consumers.context import WorkerStepContext
-from sagaline.consumers.crash import crash_point
 from sagaline.consumers.errors import HandlerNotFound, NoDatabaseInStep, StepTimeout, WorkerError
 from sagaline.consumers.handlers import Handler, RegistryResolver, StepTable, handler_uses_db
 from sagaline.consumers.migrations import LATEST_VERSION, MIGRATIONS
@@ -137,12 +140,37 @@ def test_step_context() -> None:
         late.heartbeat()
 
 
-def test_crash_point_is_inert_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SAGALINE_CRASH_AT", raising=False)
-    crash_point("worker_after_step")
-    monkeypatch.setenv("SAGALINE_CRASH_AT", "relay_after_publish")
-    crash_point("worker_after_step")  # another point: no crash
-    assert os.getpid() > 0
+def _crash_child(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Pass ``worker_after_step`` three times in a fresh process, then print ``survived``."""
+    code = (
+        "from sagaline.consumers.crash import crash_point\n"
+        "for n in range(3):\n"
+        "    print(f'pass {n}', flush=True)\n"
+        "    crash_point('worker_after_step')\n"
+        "print('survived', flush=True)\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SAGALINE_CRASH")}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_crash_point_kills_only_at_its_point_after_the_skips() -> None:
+    inert = _crash_child({})
+    assert (inert.returncode, inert.stdout.split()[-1]) == (0, "survived")
+    other = _crash_child({"SAGALINE_CRASH_AT": "relay_after_publish"})
+    assert (other.returncode, other.stdout.split()[-1]) == (0, "survived")
+    killed = _crash_child({"SAGALINE_CRASH_AT": "worker_after_step"})
+    assert killed.returncode == -signal.SIGKILL
+    assert killed.stdout.split() == ["pass", "0"]
+    skipped = _crash_child({"SAGALINE_CRASH_AT": "worker_after_step", "SAGALINE_CRASH_SKIP": "2"})
+    assert skipped.returncode == -signal.SIGKILL
+    assert skipped.stdout.split() == ["pass", "0", "pass", "1", "pass", "2"]
 
 
 def test_migrations_and_shards() -> None:
@@ -151,7 +179,26 @@ def test_migrations_and_shards() -> None:
     with pytest.raises(WorkerError):
         MIGRATIONS[0].render("x; DROP TABLE y")
     assert all(0 <= shard_of(f"saga-{i}".encode()) < OUTBOX_SHARDS for i in range(100))
-    assert shard_of(b"same") == shard_of(b"same")
+
+
+def test_shard_of_is_crc32_and_the_same_in_every_process() -> None:
+    keys = [f"saga-{i}".encode() for i in range(200)]
+    assert [shard_of(k) for k in keys] == [zlib.crc32(k) % OUTBOX_SHARDS for k in keys]
+    # fixed values: a process-salted hash() would differ between runs
+    assert [shard_of(f"saga-{i}".encode()) for i in range(8)] == [31, 9, 19, 5, 6, 16, 10, 28]
+    code = "from sagaline.consumers.store import shard_of; print(shard_of(b'same'))"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert seen == {str(zlib.crc32(b"same") % OUTBOX_SHARDS)}
 
 
 class _Data(BaseModel):
