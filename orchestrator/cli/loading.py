@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sagaline.orchestrator.core.errors import ConfigError
+from sagaline.orchestrator.core.errors import ConfigError, SagalineError
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga
 from sagaline.orchestrator.runtime.loader import load_object
@@ -18,7 +18,16 @@ __all__ = ["describe_validation", "load_app_object", "load_registry", "parse_dat
 def load_app_object(spec: str, option: str = "--app") -> Any:
     """Import ``module:attribute`` (a zero-argument function is called) with the one
     loader, :func:`sagaline.orchestrator.runtime.loader.load_object`."""
-    return load_object(spec, option=option, error=ConfigError, call_unless="decide")
+    try:
+        return load_object(spec, option=option, error=ConfigError, call_unless="decide")
+    except SagalineError:
+        raise
+    except Exception as exc:  # the user's module failed while importing: their code
+        module_name = spec.partition(":")[0]
+        raise ConfigError(
+            f"{option} {spec!r}: importing {module_name!r} failed with "
+            f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+        ) from exc
 
 
 def load_registry(spec: str) -> SagaRegistry:

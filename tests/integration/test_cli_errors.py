@@ -107,6 +107,10 @@ def test_every_writing_command_says_nothing_was_sent_to_a_stopped_broker() -> No
             ["start", "--app", APP, "--type", "no.such.type", "--data", "{}"],
             "no.such.type",
         ),
+        (
+            ["start", "--app", "cli_broken_app:registry", "--type", "t", "--data", "{}"],
+            "importing 'cli_broken_app' failed with RuntimeError: the app is broken",
+        ),
         (["approve", "s1", "w", "--by", "me", "--no-such-option"], "unrecognized arguments"),
     ],
 )

@@ -1,0 +1,3 @@
+"""An ``--app`` module that fails while it is imported (test_cli_errors)."""
+
+raise RuntimeError("the app is broken")
