@@ -159,3 +159,24 @@ def test_maven_download_lines_become_a_count_of_files_and_bytes() -> None:
         ("maven", "downloaded 1 files (1.5 MB) into ~/.m2/repository"),
         ("maven", "downloaded 2 files (1.5 MB) into ~/.m2/repository"),
     ]
+
+
+def test_demo_report_names_the_command_as_typed_here() -> None:
+    from sagaline.orchestrator.demo.checks import Check
+    from sagaline.orchestrator.demo.run import DemoResult
+
+    result = DemoResult(
+        run_id="r1",
+        prefix="demo-r1",
+        app_schema="app",
+        worker_schema="work",
+        outcomes=[_outcome("refund-1", 3, 1234, None)],
+        checks=[Check("outcomes", True, "1 of 1 as planned")],
+        events=["killed worker-1"],
+        log_dir="/tmp/logs",
+    )
+    text = result.render(".venv/bin/sagaline")
+    assert "  .venv/bin/sagaline replay --prefix demo-r1" in text
+    assert "  .venv/bin/sagaline list --db-schema work --type refund_demo" in text
+    assert "LLM calls" in text
+    assert "  ok   outcomes  1 of 1 as planned" in text
