@@ -4,7 +4,8 @@
 #   make test   set everything up, then ruff, import contracts, mypy --strict, pytest
 #
 # Neither needs Docker or any exported setting: Python dependencies go into .venv,
-# Kafka comes from Maven Central into ~/.cache/sagaline, PostgreSQL from apt when absent,
+# Kafka comes from Maven Central into ~/.cache/sagaline, PostgreSQL and Chromium (for the
+# console's browser tests) from apt when absent,
 # and the test session starts (and stops) its own Kafka and PostgreSQL.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -34,6 +35,14 @@ $(STAMP): pyproject.toml
 
 infra: setup
 	$(BIN)/sagaline dev install
+	@# the console's browser tests drive Debian's chromium (Playwright, no browser download)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "infra: apt-get install chromium (the console's browser tests need it)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "infra: chromium is missing; install it (sudo apt-get install -y chromium) for the browser tests"; \
+	  fi; }
 
 lint: setup
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from confluent_kafka import KafkaException
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -71,7 +72,10 @@ async def logout(request: Request) -> Response:
 
 async def _state(console: Console, saga_id: str) -> SagaState:
     """The saga's current state, from its journal entries."""
-    entries = await run_in_threadpool(console.history.entries, saga_id)
+    try:
+        entries = await run_in_threadpool(console.history.entries, saga_id)
+    except (SagalineError, KafkaException) as exc:
+        raise HTTPException(503, f"reading the journal failed: {exc}") from None
     history = build_history(entries, None)
     if history is None:
         raise HTTPException(404, f"the journal has no entries for saga {saga_id!r}")

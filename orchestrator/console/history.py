@@ -57,10 +57,20 @@ class SagaHistory:
     timeline: SagaTimeline
     entries: list[JournalEntry]
     diagram: str | None
+    diagram_node: str | None = None
     steps: list[StepView] = field(default_factory=list)
     data: Any = None
     actions: dict[str, list[str]] = field(default_factory=dict)
     agent_turns: list[dict[str, Any]] = field(default_factory=list)
+
+
+def diagram_node(state: SagaState) -> str | None:
+    """The diagram's node id for where the saga is (its node, or the end it reached)."""
+    if state.status == "completed":
+        return "__end"
+    if state.status in ("compensating", "compensated"):
+        return "__compensate"
+    return state.node
 
 
 def highlighted_diagram(registry: SagaRegistry | None, state: SagaState) -> str | None:
@@ -72,14 +82,21 @@ def highlighted_diagram(registry: SagaRegistry | None, state: SagaState) -> str 
     except Exception:  # an unknown type or version: the page says so
         return None
     text = to_mermaid(definition)
-    node = state.node
-    if state.status == "completed":
-        node = "__end"
-    elif state.status in ("compensating", "compensated"):
-        node = "__compensate"
+    node = diagram_node(state)
     if node:
         text += f"    style {node} {HIGHLIGHT}\n"
     return text
+
+
+def diagram_lines(text: str, node: str | None) -> list[tuple[str, bool]]:
+    """The diagram's lines, each with whether it declares, leaves or styles ``node``."""
+    lines = []
+    for line in text.rstrip("\n").splitlines():
+        words = line.strip().replace("[", " ").replace("(", " ").replace("{", " ").split()
+        styled = len(words) > 1 and words[0] == "style" and words[1] == node
+        mark = node is not None and bool(words) and (words[0] == node or styled)
+        lines.append((line, mark))
+    return lines
 
 
 def actions_for(state: SagaState) -> dict[str, list[str]]:
@@ -208,6 +225,7 @@ def build_history(entries: list[JournalEntry], registry: SagaRegistry | None) ->
         timeline=build_timeline(entries),
         entries=entries,
         diagram=highlighted_diagram(registry, state),
+        diagram_node=diagram_node(state),
         steps=_steps(state),
         data=payload_view(state.data),
         actions=actions_for(state),

@@ -11,11 +11,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from confluent_kafka import KafkaException
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sagaline.orchestrator.console.history import build_history
+from sagaline.orchestrator.console.history import build_history, diagram_lines
 from sagaline.orchestrator.console.live import sse_stream
 from sagaline.orchestrator.console.readmodel import AGES, ReadModelError, SagaFilter
 from sagaline.orchestrator.console.web import console_of, redirect, render, require_user
@@ -110,7 +111,7 @@ async def saga_page(request: Request) -> Response:
     try:
         entries = await run_in_threadpool(console.history.entries, saga_id)
         history = await run_in_threadpool(build_history, entries, console.registry)
-    except SagalineError as exc:
+    except (SagalineError, KafkaException) as exc:
         error = f"reading the journal failed: {exc}"
     if history is None and error is None:
         error = f"the journal has no entries for saga {saga_id!r}"
@@ -123,6 +124,7 @@ async def saga_page(request: Request) -> Response:
         "may_operate": user.may_operate,
         "may_approve": history is not None and user.may_approve(history.state.saga_type),
         "terminal": TERMINAL_STATUSES,
+        "diagram_lines": diagram_lines,
     }
     template = "_saga.html" if _fragment(request) else "saga.html"
     status = 404 if history is None and not _fragment(request) else 200

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from sagaline.consumers.db import connect, validate_schema
+from sagaline.consumers.errors import DatabaseUnavailable
 from sagaline.orchestrator.console.redact import payload_view
 from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.schemas.codec import default_codec
@@ -126,6 +127,8 @@ class ReadModel:
             ) from None
         except psycopg.Error as exc:
             raise ReadModelError(f"reading the read model failed: {type(exc).__name__}") from None
+        except DatabaseUnavailable as exc:  # says where, never the password
+            raise ReadModelError(f"reading the read model failed: {exc}") from None
 
     def sagas(self, f: SagaFilter) -> list[SagaRow]:
         """Sagas matching ``f``, most recently updated first (at most 200)."""
