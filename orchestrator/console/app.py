@@ -108,13 +108,10 @@ def create_app(options: ConsoleOptions) -> Starlette:
     return app
 
 
-def serve(options: ConsoleOptions, *, on_ready: str | None = None) -> None:
-    """Run the console until interrupted (``on_ready`` is printed once it listens)."""
+def serve(options: ConsoleOptions) -> None:
+    """Run the console until interrupted (SIGINT or SIGTERM)."""
     app = create_app(options)
     config = uvicorn.Config(
         app, host=options.host, port=options.port, log_level="warning", access_log=False
     )
-    server = uvicorn.Server(config)
-    if on_ready:
-        print(on_ready, flush=True)
-    server.run()
+    uvicorn.Server(config).run()

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from sagaline.orchestrator.client.delivery import kafka_log_config
 from sagaline.orchestrator.console.readmodel import ReadModel, ReadModelError
+from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.stable_read import stable_offsets, topic_partitions
 from sagaline.schemas.codec import default_codec
@@ -131,14 +133,16 @@ class JournalFollower(threading.Thread):
         self._stop.set()
 
     def run(self) -> None:
+        last_problem = ""
         while not self._stop.is_set():
-            consumer = Consumer(
-                reader_config(self.bootstrap, f"sagaline-console-{uuid.uuid4().hex[:8]}")
-            )
+            group = f"sagaline-console-{uuid.uuid4().hex[:8]}"
+            consumer = Consumer(reader_config(self.bootstrap, group, extra=kafka_log_config()))
             try:
                 self._follow(consumer)
-            except (KafkaException, OSError) as exc:
-                log.warning("following %s failed (%s); trying again in 2 s", self.topic, exc)
+            except (KafkaException, OSError, SagalineError) as exc:
+                if str(exc) != last_problem:  # one line per new problem, not one per retry
+                    last_problem = str(exc)
+                    log.warning("live updates paused: following %s failed: %s", self.topic, exc)
                 self._stop.wait(2.0)
             finally:
                 consumer.close()

@@ -253,10 +253,15 @@ def test_approve_in_the_browser_and_watch_it_complete(
         f"(other tab, live): {next_step_s * 1000:.0f} ms; -> completed: {completed_s * 1000:.0f} ms"
     )
 
-    # a decision on an approval already decided says so
-    with SagaClient(stack.settings, client_id="console-test") as client:
-        receipt = client.approve(first.saga_id, "manager_approval", by="someone-else")
-        assert not client.verdict(receipt).accepted
+    # a decision on an approval already decided says so (a stale form, posted again)
+    token = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert token
+    again = page.request.post(
+        stack.url + f"sagas/{first.saga_id}/decide",
+        form={"csrf": token, "wait": "manager_approval", "decision": "reject", "next": "/inbox"},
+    )
+    assert again.ok
+    assert "manager_approval of " in again.text() and "not applied" in again.text()
 
     # the list shows the completed saga and the one still waiting, with counts
     page.goto(stack.url + "sagas?type=refund")
