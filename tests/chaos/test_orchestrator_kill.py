@@ -28,6 +28,7 @@ from orchestrator_support import (  # noqa: E402
     Responder,
     check_saga_invariants,
     delete_prefix_topics,
+    latest_snapshots,
     wait_all_terminal,
 )
 
@@ -97,9 +98,15 @@ class OrchestratorProcess:
         raise AssertionError(f"orchestrator {self.instance} never got partitions")
 
     def kill(self) -> None:
+        """SIGKILL a running incarnation; one that already exited by itself fails the test."""
         assert self.proc is not None
+        code = self.proc.poll()
+        assert code is None, (
+            f"orchestrator {self.instance} exited by itself with {code} before the kill:\n"
+            + self.log_text()[-3000:]
+        )
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        assert self.proc.wait(10) == -signal.SIGKILL
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -120,6 +127,16 @@ def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
     delete_prefix_topics(kafka_bootstrap, names.prefix)
 
 
+def assert_in_flight(
+    bootstrap: str, prefix: str, codec: AvroCodec, ids: list[str], what: str
+) -> None:
+    """Some sagas had started and not finished when the kill landed (committed state read
+    after the kill: a started, non-terminal saga was in flight at that moment)."""
+    states = latest_snapshots(bootstrap, prefix, codec)
+    in_flight = [i for i in ids if i in states and not states[i].is_terminal]
+    assert in_flight, f"{what} landed with no saga in flight"
+
+
 def _start_sagas(client: SagaClient, ids: list[str]) -> None:
     for saga_id in ids:
         client.start(
@@ -133,7 +150,9 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "0")) or None)
     ids = [f"kill-{i}" for i in range(150)]
-    responder = Responder(bootstrap, prefix, codec).start()
+    # each task "runs" 400 ms: a 5-step saga is in flight for 2 s or more, so every
+    # kill (0.2-1.5 s after the restore) lands on sagas in flight (checked)
+    responder = Responder(bootstrap, prefix, codec, sleep_ms=400).start()
     orch = OrchestratorProcess(settings, "solo", tmp_path)
     try:
         orch.start()
@@ -143,6 +162,8 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
                 orch.wait_assigned()
                 time.sleep(rng.uniform(0.2, 1.5))  # mid-flight: batches are being committed
                 orch.kill()
+                started = ids + [f"{i}-late{n}" for n in range(1, orch.starts) for i in ids[:10]]
+                assert_in_flight(bootstrap, prefix, codec, started, f"kill {orch.starts}")
                 # a second wave arrives while the orchestrator is down
                 _start_sagas(client, [f"{i}-late{orch.starts}" for i in ids[:10]])
                 orch.start()
@@ -162,7 +183,7 @@ def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> Non
     codec = AvroCodec()
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
     ids = [f"pair-{i}" for i in range(120)]
-    responder = Responder(bootstrap, prefix, codec).start()
+    responder = Responder(bootstrap, prefix, codec, sleep_ms=400).start()  # sagas last > 2 s
     first = OrchestratorProcess(settings, "one", tmp_path)
     second = OrchestratorProcess(settings, "two", tmp_path)
     try:
@@ -174,6 +195,7 @@ def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> Non
             _start_sagas(client, ids)
             time.sleep(1.0)
             second.kill()  # never restarted: "one" takes over after the session timeout
+            assert_in_flight(bootstrap, prefix, codec, ids, "the kill of 'two'")
         wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
         assert first.stop() == 0
     finally:
