@@ -198,3 +198,37 @@ def test_restart_on_a_grown_layout_holding_sagas_is_refused(
         assert not again.thread.is_alive()
     assert isinstance(again.error, PartitionCountChanged), again.error
     assert "the partition count changed after sagas were written" in str(again.error)
+
+
+def test_an_input_whose_dead_letter_is_refused_too_is_skipped_and_the_partition_flows(
+    kafka_bootstrap: str,
+) -> None:
+    """The fallback terminates: a dead-letter topic that refuses every letter (a 300-byte
+    limit) makes the poison input's own dead letter abort too; it is then consumed
+    without output instead of aborting forever."""
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    codec = JsonCodec()
+    prefix = fresh_prefix("skip")
+    names = TopicNames(prefix)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    tiny = NewTopic(names.deadletter, 1, 1, config={"max.message.bytes": "300"})
+    admin.create_topics([tiny])[names.deadletter].result(30)
+    ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=PARTITIONS))
+    producer = Producer(client_producer_config(kafka_bootstrap))
+    responder = Responder(kafka_bootstrap, prefix, codec).start()
+    try:
+        orch = make_orchestrator(kafka_bootstrap, prefix, "a")
+        with Running(orch) as run:
+            producer.produce(f"{prefix}.commands", key="garbage", value=b"x" * 2000)
+            assert producer.flush(10) == 0
+            after = ids_on(partition_for("garbage", PARTITIONS), 3, "behind")
+            send_starts(kafka_bootstrap, prefix, codec, after)
+            states = wait_terminal(kafka_bootstrap, prefix, codec, after, timeout=90)
+            assert run.error is None
+        assert {states[i].status for i in after} == {"completed"}
+        assert orch.stats.aborted_batches >= 3  # decided, dead-lettered, then skipped
+        assert read_committed(kafka_bootstrap, names.deadletter) == []
+    finally:
+        responder.stop()
+        delete_prefix_topics(kafka_bootstrap, prefix)
