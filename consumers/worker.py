@@ -381,12 +381,16 @@ class Worker:
             self._commit_transaction(producer)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.txn_requires_abort():
-                log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
-                producer.abort_transaction()
-                self._rewind([(t, p) for (t, p) in ready])
-                return
-            raise  # fatal: the process exits and a restart fences this producer
+            # abortable, or retriable (a broker outage outlasting the retries): abort and
+            # consume again from the committed offsets; fatal: exit, a restart fences us
+            if not isinstance(error, KafkaError) or error.fatal():
+                raise
+            if not (error.txn_requires_abort() or error.retriable()):
+                raise
+            log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
+            _abort_transaction(producer)
+            self._rewind([(t, p) for (t, p) in ready])
+            return
         self.stats.kafka_transactions += 1
         self.stats.commits += 1
 
@@ -534,6 +538,22 @@ class Worker:
             self._txn.flush(10)
         if self._pool is not None:
             self._pool.close()
+
+
+def _abort_transaction(producer: Producer) -> None:
+    """``abort_transaction``, retried while the error is retriable (a broker outage)."""
+    delay = 0.1
+    while True:
+        try:
+            producer.abort_transaction(30)
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (isinstance(error, KafkaError) and error.retriable()):
+                raise
+            log.warning("abort_transaction: %s; retrying", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _open_pool(database_url: str | None, options: WorkerOptions) -> ConnectionPool | None:
