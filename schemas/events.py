@@ -42,6 +42,7 @@ __all__ = [
     "SignalRejected",
     "SleepEnded",
     "SleepStarted",
+    "StateTrimmed",
     "StepAttemptFailed",
     "StepCompensated",
     "StepCompleted",
@@ -448,6 +449,22 @@ class SagaFinished(Record):
     reason: str | None = None
 
 
+class StateTrimmed(Record):
+    """Bookkeeping: what the snapshot no longer needs leaves it (the journal keeps it).
+
+    ``steps``: finished steps that can never run again leave ``SagaState.steps``
+    (the latest few stay summarised in ``recent_steps``, the count in
+    ``steps_retired``); ``agent_history``: each named agent keeps only the last
+    *n* items of its transcript (its ``history_window``).  Nothing is decided
+    from it: a strict replay leaves it out of the comparison.
+    """
+
+    event: Literal["StateTrimmed"] = "StateTrimmed"
+    at: datetime
+    steps: list[str] = []
+    agent_history: dict[str, int] = {}
+
+
 SagaEvent = (
     SagaStarted
     | NodeEntered
@@ -483,6 +500,7 @@ SagaEvent = (
     | AgentAnswered
     | AgentGaveUp
     | SagaFinished
+    | StateTrimmed
 )
 
 EVENT_TYPES: tuple[type[Record], ...] = (
@@ -520,4 +538,5 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     AgentAnswered,
     AgentGaveUp,
     SagaFinished,
+    StateTrimmed,
 )

@@ -2,9 +2,16 @@
 
 :class:`SagaState` holds everything the decider needs to decide the next
 input, with no external lookups: the saga data, the position in the
-definition, every step's attempt and deadlines, open waits, the timers (as
-data, so a restored orchestrator can rebuild its timer wheel), usage and
+definition, the live steps' attempts and deadlines, open waits, the timers
+(as data, so a restored orchestrator can rebuild its timer wheel), usage and
 budgets, and the journal position (``journal_seq``/``journal_hash``).
+
+It holds live state only, so its size (and the cost of a decision) does not
+grow with the saga's length: a finished step that can never run again and
+has nothing to undo leaves ``steps`` (``StateTrimmed``); ``steps_retired``
+counts them and ``recent_steps`` summarises the latest :data:`RECENT_STEPS`.
+Steps that are running, waiting, failed, compensable or may run again (a
+route or wait target, a parallel branch) stay.  The journal keeps all history.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from sagaline.schemas.commands import ParentRef
 from sagaline.schemas.timers import TimerKind
 
 __all__ = [
+    "RECENT_STEPS",
     "TERMINAL_STATUSES",
     "AgentHistoryItem",
     "AgentState",
@@ -25,6 +33,7 @@ __all__ = [
     "SagaStatus",
     "StepState",
     "StepStatus",
+    "StepSummary",
     "Timer",
     "WaitState",
     "is_terminal",
@@ -41,6 +50,8 @@ SagaStatus = Literal[
     "cancelled",
 ]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "compensated", "failed", "cancelled"})
+#: how many retired steps ``SagaState.recent_steps`` summarises
+RECENT_STEPS = 5
 
 StepStatus = Literal[
     "pending",
@@ -91,6 +102,15 @@ class StepState(Record):
     compensation_idempotency_key: str | None = None
 
 
+class StepSummary(Record):
+    """A finished step that left ``SagaState.steps`` (its full record is in the journal)."""
+
+    name: str
+    status: StepStatus
+    attempt: int = 0
+    completed_at: datetime | None = None
+
+
 class WaitState(Record):
     """An open wait for a signal (approval)."""
 
@@ -136,6 +156,10 @@ class SagaState(Record):
     node_kind: str | None = None
     branches: list[str] = []
     steps: dict[str, StepState] = {}
+    #: finished steps that left ``steps`` (never to run again, nothing to undo)
+    steps_retired: int = 0
+    #: the latest of them, oldest first (at most ``RECENT_STEPS`` of them)
+    recent_steps: list[StepSummary] = []
     waits: list[WaitState] = []
     sleeping_until: datetime | None = None
     agents: dict[str, AgentState] = {}

@@ -2,6 +2,9 @@
 
 A step that was undone shows ``compensated`` (``compensation failed`` with the
 error, ``compensating`` while it runs), not the ``succeeded`` it once was.
+Finished steps that left the snapshot (it holds live state only) show from
+its summary of the latest ones, after a count of the earlier ones (the
+journal has them all: ``sagaline replay``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sagaline.schemas.state import SagaState, StepState
+from sagaline.schemas.state import SagaState, StepState, StepSummary
 
 __all__ = ["shown_step_status", "summary", "text"]
 
@@ -42,6 +45,29 @@ def _step(step: StepState) -> dict[str, Any]:
     }
 
 
+def _retired(step: StepSummary) -> dict[str, Any]:
+    return {
+        "status": step.status,
+        "forward_status": step.status,
+        "compensation": "none",
+        "attempt": step.attempt,
+        "compensation_attempt": 0,
+        "last_error": None,
+        "completed_at": _iso(step.completed_at),
+    }
+
+
+def _steps(state: SagaState) -> dict[str, Any]:
+    shown = {s.name: _retired(s) for s in state.recent_steps}
+    shown.update((name, _step(st)) for name, st in state.steps.items())
+    return shown
+
+
+def _earlier(state: SagaState) -> int:
+    """Finished steps neither in the snapshot nor in its summary of the latest."""
+    return state.steps_retired - len(state.recent_steps)
+
+
 def summary(state: SagaState) -> dict[str, Any]:
     """The snapshot as the ``--json`` document of ``status`` and ``wait``."""
     usage = state.usage
@@ -62,7 +88,8 @@ def summary(state: SagaState) -> dict[str, Any]:
             for w in state.waits
         ],
         "sleeping_until": _iso(state.sleeping_until),
-        "steps": {name: _step(st) for name, st in state.steps.items()},
+        "steps": _steps(state),
+        "earlier_steps": _earlier(state),
         "compensation_reason": state.compensation_reason,
         "budgets": {
             "llm_calls": usage.llm_calls,
@@ -92,10 +119,16 @@ def _where(state: SagaState) -> str:
 
 
 def _step_lines(state: SagaState) -> list[str]:
-    if not state.steps:
+    if not state.steps and not state.recent_steps:
         return ["  steps: none yet"]
-    width = max(len(n) for n in state.steps)
+    width = max(len(n) for n in [*state.steps, *(s.name for s in state.recent_steps)])
     lines = ["  steps:"]
+    if _earlier(state) > 0:
+        lines.append(f"    ({_earlier(state)} earlier steps done; sagaline replay shows them)")
+    for retired in state.recent_steps:
+        if retired.name not in state.steps:
+            extra = f"  (attempt {retired.attempt})" if retired.attempt > 1 else ""
+            lines.append(f"    {retired.name:<{width}}  {retired.status}{extra}")
     for name, step in state.steps.items():
         shown = shown_step_status(step)
         extra = ""

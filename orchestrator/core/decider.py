@@ -37,6 +37,7 @@ from sagaline.orchestrator.core.nodes.base import NodeKind
 from sagaline.orchestrator.core.nodes.wait import reject_signal
 from sagaline.orchestrator.core.payloads import PayloadDecodeError, from_payload
 from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.core.trimming import trim
 from sagaline.schemas.base import Envelope, Record
 from sagaline.schemas.commands import (
     CancelSaga,
@@ -144,6 +145,7 @@ def _run(ctx: DecisionContext) -> str | None:
     _HANDLERS[type(inp)](ctx, inp)
     commands.check_budget(ctx)
     _advance(ctx)
+    trim(ctx)
     return None
 
 

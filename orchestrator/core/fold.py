@@ -36,6 +36,7 @@ from sagaline.schemas.events import (
     SignalRejected,
     SleepEnded,
     SleepStarted,
+    StateTrimmed,
     StepAttemptFailed,
     StepCompensated,
     StepCompleted,
@@ -50,10 +51,12 @@ from sagaline.schemas.events import (
     WaitTimedOut,
 )
 from sagaline.schemas.state import (
+    RECENT_STEPS,
     AgentHistoryItem,
     AgentState,
     SagaState,
     StepState,
+    StepSummary,
     Timer,
     WaitState,
 )
@@ -519,6 +522,36 @@ def _finished(s: SagaState, e: SagaFinished) -> Updates:
     }
 
 
+def _trimmed(s: SagaState, e: StateTrimmed) -> Updates:
+    up: Updates = {}
+    if e.steps:
+        steps = dict(s.steps)
+        recent = list(s.recent_steps)
+        for name in e.steps:
+            st = steps.pop(name, None)
+            if st is not None:
+                recent.append(
+                    StepSummary(
+                        name=name,
+                        status=st.status,
+                        attempt=st.attempt,
+                        completed_at=st.completed_at,
+                    )
+                )
+        up["steps"] = steps
+        up["recent_steps"] = recent[-RECENT_STEPS:]
+        up["steps_retired"] = s.steps_retired + len(s.steps) - len(steps)
+    if e.agent_history:
+        agents = dict(s.agents)
+        for name, keep in e.agent_history.items():
+            agent = agents.get(name)
+            if agent is not None and len(agent.history) > keep:
+                history = agent.history[len(agent.history) - keep :]
+                agents[name] = agent.model_copy(update={"history": history})
+        up["agents"] = agents
+    return up
+
+
 def _no_change(s: SagaState, e: Any) -> Updates:
     return {}
 
@@ -554,6 +587,7 @@ _HANDLERS: dict[type[Any], Callable[[SagaState, Any], Updates]] = {
     AgentAnswered: _answered,
     AgentGaveUp: _gave_up,
     SagaFinished: _finished,
+    StateTrimmed: _trimmed,
     SignalRejected: _no_change,
     ChildSagaRequested: _no_change,
 }

@@ -25,7 +25,7 @@ from sagaline.orchestrator.core.fold import fold
 from sagaline.orchestrator.core.saga import Saga
 from sagaline.orchestrator.core.timeline import SagaTimeline, build_timeline, describe_event
 from sagaline.orchestrator.core.undecodable import Undecodable
-from sagaline.schemas.events import SagaEvent
+from sagaline.schemas.events import SagaEvent, StateTrimmed
 from sagaline.schemas.journal import JournalEntry
 from sagaline.schemas.state import SagaState
 
@@ -35,6 +35,7 @@ __all__ = [
     "ReplayError",
     "ReplayReport",
     "check_saga",
+    "decisions_only",
     "definition_lookup",
     "event_diff",
     "replay_entries",
@@ -282,15 +283,22 @@ def _redecide(
         found = _divergence(entry, f"current code raised {type(exc).__name__}: {exc}")
         found.diff = [f"the recorded decision was: {', '.join(found.recorded) or '(nothing)'}"]
         return found
-    events = list(decision.events)
-    if events == list(entry.events):
+    events = decisions_only(decision.events)
+    recorded = decisions_only(entry.events)
+    if events == recorded:
         return None
     found = _divergence(entry, "current code decides differently")
     found.redecided = [describe_event(e) for e in events]
     if decision.rejected is not None:
         found.redecided.append(f"(input rejected: {decision.rejected})")
-    found.diff = event_diff(entry.events, events)
+    found.diff = event_diff(recorded, events)
     return found
+
+
+def decisions_only(events: Iterable[SagaEvent]) -> list[SagaEvent]:
+    """``events`` without ``StateTrimmed``: bookkeeping of the snapshot's size, not a
+    decision (journals written before it existed have none, and nothing depends on it)."""
+    return [e for e in events if not isinstance(e, StateTrimmed)]
 
 
 # -- the replay ------------------------------------------------------------------------

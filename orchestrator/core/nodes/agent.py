@@ -35,7 +35,7 @@ from sagaline.orchestrator.core.nodes.step import model_or_none
 from sagaline.orchestrator.core.payloads import to_payload
 from sagaline.orchestrator.core.policies import NO_RETRY, Retry
 from sagaline.schemas.events import AgentGaveUp, AgentObservation, AgentTurnStarted
-from sagaline.schemas.state import StepState
+from sagaline.schemas.state import AgentHistoryItem, AgentState, StepState
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -139,10 +139,12 @@ class AgentSpec(Node):
         timeout: timedelta | None,
         approval_timeout: timedelta,
         name: str | None,
+        history_window: int | None = None,
     ) -> None:
         super().__init__(name)
         self.tool_specs = list(tools)
         self.max_turns = max_turns
+        self.history_window = history_window
         self.retry = retry
         self.timeout = timeout
         self.approval_timeout = approval_timeout
@@ -181,10 +183,18 @@ def agent(
     timeout: timedelta | None = None,
     approval_timeout: timedelta = timedelta(days=1),
     name: str | None = None,
+    history_window: int | None = None,
 ) -> AgentSpec:
-    """Declare an agent loop over ``tools``; register its LLM with ``@<agent>.llm``."""
+    """Declare an agent loop over ``tools``; register its LLM with ``@<agent>.llm``.
+
+    ``history_window``: the transcript keeps (and the LLM sees) only its last
+    *n* items, so a long agent's snapshot and turns stay the same size; the
+    journal keeps every item.  ``None`` (the default) keeps the whole transcript.
+    """
     if max_turns < 1:
         raise SagaDefinitionError("agent max_turns must be at least 1")
+    if history_window is not None and history_window < 1:
+        raise SagaDefinitionError("agent history_window must be at least 1")
     return AgentSpec(
         tools=list(tools),
         max_turns=max_turns,
@@ -192,7 +202,15 @@ def agent(
         timeout=timeout,
         approval_timeout=approval_timeout,
         name=name,
+        history_window=history_window,
     )
+
+
+def _window(node: AgentSpec, agent_state: AgentState) -> list[AgentHistoryItem]:
+    """The transcript the LLM sees: the last ``history_window`` items (all without one)."""
+    if node.history_window is None:
+        return list(agent_state.history)
+    return agent_state.history[-node.history_window :]
 
 
 class ToolKind(NodeKind[ToolSpec]):
@@ -283,14 +301,14 @@ class AgentKind(NodeKind[AgentSpec]):
 
     def dispatch_turn(self, ctx: DecisionContext, node: AgentSpec, turn: int) -> None:
         step_name = node.turn_step(turn)
-        agent_state = ctx.s.agents[node.name]
+        state = ctx.s.agents[node.name]
         args = AgentTurn(
             agent=node.name,
             turn=turn,
             max_turns=node.max_turns,
             data=json.loads(ctx.s.data.data or b"{}"),
             tools=[t.info() for t in node.tool_specs],
-            history=[HistoryItem.model_validate(h.model_dump()) for h in agent_state.history],
+            history=[HistoryItem.model_validate(h.model_dump()) for h in _window(node, state)],
         )
         st = ctx.s.steps.get(step_name) or StepState(name=step_name, run=1)
         ctx.dispatch_task(
