@@ -13,9 +13,12 @@ import argparse
 import json
 import logging
 import signal
+import time
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+
+from confluent_kafka import KafkaException
 
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import SagalineError
@@ -119,6 +122,20 @@ def run_orchestrator(orchestrator: Orchestrator, stats_file: str | None = None) 
     return 0
 
 
+def _ensure_topics_waiting(settings: Settings, layout: TopicLayout, *, create: bool) -> None:
+    """``ensure_topics``, waiting with backoff (and saying so) while Kafka is unreachable."""
+    delay = 0.5
+    while True:
+        try:
+            ensure_topics(settings.kafka_bootstrap_servers, settings.topics, layout, create=create)
+            return
+        except KafkaException as exc:
+            where = settings.kafka_bootstrap_servers
+            log.warning("waiting for Kafka at %s (%s); retrying in %.1fs", where, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Build the orchestrator that ``args`` describe and run it until stopped."""
     logging.basicConfig(
@@ -132,12 +149,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         logic = _as_logic(load_object(args.app))
         codec = load_object(args.codec, "--codec") if args.codec else _default_codec()
         layout = TopicLayout(partitions=args.ensure_topics or 1)
-        ensure_topics(
-            settings.kafka_bootstrap_servers,
-            settings.topics,
-            layout,
-            create=args.ensure_topics is not None,
-        )
+        _ensure_topics_waiting(settings, layout, create=args.ensure_topics is not None)
         config = EngineConfig(
             instance_id=args.instance_id,
             group_id=args.group,
