@@ -30,8 +30,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from psycopg import conninfo
 
+from sagaline.consumers.errors import DatabaseUnavailable
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.startup import wait_for_database
 from sagaline.consumers.store import WorkerStore
 from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.chaos.effects import (
@@ -309,3 +311,13 @@ def test_worker_started_while_postgres_is_down_waits_then_works(
             forwarder.close()
     assert any("waiting for PostgreSQL at 127.0.0.1:" in x for x in lines)
     assert code == 0
+
+
+def test_a_database_that_does_not_exist_is_not_waited_for(database_url: str) -> None:
+    """Waiting is for outages; a wrong database name is the user's error, reported at once."""
+    missing = conninfo.make_conninfo(database_url, dbname=f"nope_{uuid.uuid4().hex[:8]}")
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as info:
+        wait_for_database(missing, threading.Event())
+    assert "does not exist" in str(info.value)
+    assert time.monotonic() - started < 30  # no backoff loop
