@@ -121,7 +121,12 @@ def record(definition: type[Saga[StepsData]], saga_id: str) -> list[Input]:
 
 
 def run(*, repeat: int = 3, sagas_5: int = 200) -> dict[str, object]:
-    """Per-input cost at 5 / 50 / 200 steps and for agents of 5 and 1,000 turns."""
+    """Per-input cost at 5 / 50 / 200 steps and for agents of 5, 50 and 1,000 turns.
+
+    The cases take turns, ``repeat`` rounds after a warm-up round, and each
+    keeps its round with the lowest median: a burst of load from another
+    process on this machine lands on one round of one case, not on a whole case.
+    """
     from sagaline.orchestrator.bench.core import measure
 
     cases: list[tuple[str, type[Saga[StepsData]], int]] = [
@@ -129,20 +134,29 @@ def run(*, repeat: int = 3, sagas_5: int = 200) -> dict[str, object]:
         ("steps_50", linear_saga(50), max(1, sagas_5 // 10)),
         ("steps_200", linear_saga(200), max(1, sagas_5 // 40)),
         ("agent_5_turns", agent_saga(5), max(1, sagas_5 // 5)),
+        ("agent_50_turns", agent_saga(50), max(1, sagas_5 // 50)),
         ("agent_1000_turns", agent_saga(1000), 1),
     ]
-    report: dict[str, object] = {"benchmark": "long", "unit": "us per decided input"}
+    recorded = {
+        name: (definition, [record(definition, f"{name}-{i}") for i in range(sagas)])
+        for name, definition, sagas in cases
+    }
     figures: dict[str, dict[str, float]] = {}
-    for name, definition, sagas in cases:
-        recorded = [record(definition, f"{name}-{i}") for i in range(sagas)]
-        figures[name] = measure(definition, recorded, repeat=repeat)
-        report[name] = figures[name]
+    for round_ in range(repeat + 1):
+        for name, (definition, inputs) in recorded.items():
+            got = measure(definition, inputs, repeat=1)
+            if round_ > 0 and (name not in figures or got["p50_us"] < figures[name]["p50_us"]):
+                figures[name] = got
+    report: dict[str, object] = {"benchmark": "long", "unit": "us per decided input"}
+    report.update(figures)
     base = figures["steps_5"]["p50_us"]
     report["ratio_to_steps_5"] = {
         name: round(f["p50_us"] / base, 2) for name, f in figures.items() if name != "steps_5"
     }
-    report["agent_1000_to_agent_5"] = round(
-        figures["agent_1000_turns"]["p50_us"] / figures["agent_5_turns"]["p50_us"], 2
-    )
-    report["goal"] = "within 1.2x of steps_5 at 200 steps and 1,000 agent turns"
+    agents = figures["agent_5_turns"]["p50_us"]
+    report["ratio_to_agent_5_turns"] = {
+        name: round(figures[name]["p50_us"] / agents, 2)
+        for name in ("agent_50_turns", "agent_1000_turns")
+    }
+    report["goal"] = "per input within 1.2x of steps_5 at 200 steps and 1,000 agent turns"
     return report

@@ -1,4 +1,4 @@
-"""``sagaline bench orchestrator|core|workers|e2e|codec|responder``: the benchmarks.
+"""``sagaline bench orchestrator|core|long|workers|e2e|codec|responder``: the benchmarks.
 
 Each prints one JSON document on stdout (``responder`` is the worker stand-in the
 orchestrator benchmark starts as a subprocess). The measuring code lives in
@@ -23,9 +23,17 @@ def register(subparsers: Subparsers) -> None:
     bench = subparsers.add_parser("bench", help="benchmarks (JSON on stdout)")
     parts = bench.add_subparsers(dest="bench_command", metavar="<part>", required=True)
     _orchestrator(parts)
-    core = parts.add_parser("core", help="the pure core: decide, journal and fold per second")
+    core = parts.add_parser(
+        "core", help="the pure core: CPU per decided input (goal 5), decide/journal/fold rates"
+    )
     core.add_argument("--sagas", type=int, default=2_000)
     set_handler(core, _core)
+    long = parts.add_parser(
+        "long", help="the pure core's cost per input at 5/50/200 steps and 1,000 agent turns"
+    )
+    long.add_argument("--sagas", type=int, default=200, help="5-step sagas timed (others scale)")
+    long.add_argument("--repeat", type=int, default=3, help="passes (the best median counts)")
+    set_handler(long, _long)
     codec = parts.add_parser("codec", help="Avro encode/decode throughput of every record")
     codec.add_argument("--seconds", type=float, default=1.5, help="time spent per figure")
     set_handler(codec, _codec)
@@ -114,6 +122,14 @@ def _core(args: argparse.Namespace) -> int:
     from sagaline.orchestrator.bench.core import run
 
     return _print(run(args.sagas))
+
+
+def _long(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.long import run
+
+    if args.sagas < 1 or args.repeat < 1:
+        raise ConfigError("--sagas and --repeat take a number of at least 1")
+    return _print(run(repeat=args.repeat, sagas_5=args.sagas))
 
 
 def _codec(args: argparse.Namespace) -> int:

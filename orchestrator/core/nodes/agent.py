@@ -81,6 +81,7 @@ class ToolSpec(FunctionNode):
         self.args_type: type[BaseModel] = BaseModel
         self.result_type: type[BaseModel] | None = None
         self.compensate_fn: Callable[..., Any] | None = None
+        self._info: tuple[tuple[object, ...], ToolInfo] | None = None
 
     @property
     def compensable(self) -> bool:
@@ -92,12 +93,17 @@ class ToolSpec(FunctionNode):
         return fn
 
     def info(self) -> ToolInfo:
-        return ToolInfo(
-            name=self.name,
-            description=self.description,
-            parameters=self.args_type.model_json_schema(),
-            risky=self.risky,
-        )
+        """What the LLM is told about this tool (built once: the JSON schema is costly)."""
+        key = (self.name, self.description, self.args_type, self.risky)
+        if self._info is None or self._info[0] != key:
+            info = ToolInfo(
+                name=self.name,
+                description=self.description,
+                parameters=self.args_type.model_json_schema(),
+                risky=self.risky,
+            )
+            self._info = (key, info)
+        return self._info[1]
 
 
 def tool(
@@ -308,7 +314,7 @@ class AgentKind(NodeKind[AgentSpec]):
             max_turns=node.max_turns,
             data=json.loads(ctx.s.data.data or b"{}"),
             tools=[t.info() for t in node.tool_specs],
-            history=[HistoryItem.model_validate(h.model_dump()) for h in _window(node, state)],
+            history=[HistoryItem.model_construct(**h.__dict__) for h in _window(node, state)],
         )
         st = ctx.s.steps.get(step_name) or StepState(name=step_name, run=1)
         ctx.dispatch_task(
