@@ -142,13 +142,7 @@ def _count_by_saga(db: Any, table: str, ids: list[str]) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-def check_effects(
-    db: Any, tables: Tables, demo: DemoPlan, states: dict[str, SagaState]
-) -> list[Check]:
-    """Side effects in the business tables happened exactly as often as they should."""
-    ids = [p.saga_id for p in demo.sagas]
-    checks: list[Check] = []
-
+def _check_payments(db: Any, tables: Tables, demo: DemoPlan, ids: list[str]) -> Check:
     paid = {p.saga_id for p in demo.sagas if p.paid}
     payments = _count_by_saga(db, tables.payments, ids)
     dup_keys = _rows(
@@ -162,29 +156,30 @@ def check_effects(
         for s in ids
         if payments.get(s, 0) != (1 if s in paid else 0)
     ]
-    checks.append(
-        Check(
-            "payments_once",
-            not wrong and not dup_keys,
-            "; ".join(wrong + [f"key {k} used {n} times" for k, n in dup_keys])
-            or f"{len(paid)} approved refunds paid exactly once, nothing paid for the others",
-        )
+    return Check(
+        "payments_once",
+        not wrong and not dup_keys,
+        "; ".join(wrong + [f"key {k} used {n} times" for k, n in dup_keys])
+        or f"{len(paid)} approved refunds paid exactly once, nothing paid for the others",
     )
 
+
+def _check_notifications(db: Any, tables: Tables, demo: DemoPlan, ids: list[str]) -> Check:
+    paid = {p.saga_id for p in demo.sagas if p.paid}
     notes = _count_by_saga(db, tables.notifications, ids)
     wrong = [
         f"{s}: {notes.get(s, 0)} notifications"
         for s in ids
         if notes.get(s, 0) != (1 if s in paid else 0)
     ]
-    checks.append(
-        Check(
-            "notifications_once",
-            not wrong,
-            "; ".join(wrong) or f"{len(paid)} customers notified exactly once",
-        )
+    return Check(
+        "notifications_once",
+        not wrong,
+        "; ".join(wrong) or f"{len(paid)} customers notified exactly once",
     )
 
+
+def _check_customers(db: Any, tables: Tables, demo: DemoPlan) -> Check:
     customers = [
         d.customer_id for p in demo.of_kind("refund") if isinstance(d := p.data, RefundRequest)
     ]
@@ -206,15 +201,15 @@ def check_effects(
             wrong.append(
                 f"customer {p.data.customer_id}: {status}, {pending} cents pending (want {want}, 0)"
             )
-    checks.append(
-        Check(
-            "customer_records",
-            not wrong,
-            "; ".join(wrong)
-            or "refunded records updated; rejected and timed-out ones restored by compensation",
-        )
+    return Check(
+        "customer_records",
+        not wrong,
+        "; ".join(wrong)
+        or "refunded records updated; rejected and timed-out ones restored by compensation",
     )
 
+
+def _check_leads(db: Any, tables: Tables, demo: DemoPlan, ids: list[str]) -> Check:
     leads = _count_by_saga(db, tables.leads, ids)
     dup_leads = _rows(
         db,
@@ -228,15 +223,17 @@ def check_effects(
         expected = contacts if p.expect_status == "completed" else 0
         if leads.get(p.saga_id, 0) != expected:
             wrong.append(f"{p.saga_id}: {leads.get(p.saga_id, 0)} leads (want {expected})")
-    checks.append(
-        Check(
-            "leads_once",
-            not wrong and not dup_leads,
-            "; ".join(wrong + [f"{s} {e} stored {n} times" for s, e, n in dup_leads])
-            or "one lead per contact of completed batches; compensated batches left none",
-        )
+    return Check(
+        "leads_once",
+        not wrong and not dup_leads,
+        "; ".join(wrong + [f"{s} {e} stored {n} times" for s, e, n in dup_leads])
+        or "one lead per contact of completed batches; compensated batches left none",
     )
 
+
+def _check_llm_calls(
+    db: Any, tables: Tables, ids: list[str], states: dict[str, SagaState]
+) -> Check:
     calls = _rows(
         db,
         f"SELECT idempotency_key, count(*) FROM {tables.llm_calls}"
@@ -246,28 +243,42 @@ def check_effects(
     repeated = [(k, n) for k, n in calls if n > 1]
     ledger_total = sum(n for _, n in calls)
     recorded_total = sum(s.usage.llm_calls for i, s in states.items() if i in set(ids))
-    checks.append(
-        Check(
-            "llm_calls_not_repeated",
-            not repeated and ledger_total == recorded_total,
-            (
-                f"{ledger_total} LLM calls in the ledger, {len(calls)} distinct turns,"
-                f" {recorded_total} calls in the sagas' recorded usage"
-                + (f"; repeated: {repeated[:5]}" if repeated else "")
-            ),
-        )
+    return Check(
+        "llm_calls_not_repeated",
+        not repeated and ledger_total == recorded_total,
+        (
+            f"{ledger_total} LLM calls in the ledger, {len(calls)} distinct turns,"
+            f" {recorded_total} calls in the sagas' recorded usage"
+            + (f"; repeated: {repeated[:5]}" if repeated else "")
+        ),
     )
 
+
+def _check_reports(db: Any, tables: Tables, demo: DemoPlan, ids: list[str]) -> Check:
     reports = _count_by_saga(db, tables.research_reports, ids)
     wrong = [
         f"{p.saga_id}: {reports.get(p.saga_id, 0)} reports"
         for p in demo.of_kind("research")
         if reports.get(p.saga_id, 0) != 1
     ]
-    checks.append(
-        Check("reports_once", not wrong, "; ".join(wrong) or "one report filed per research saga")
+    return Check(
+        "reports_once", not wrong, "; ".join(wrong) or "one report filed per research saga"
     )
-    return checks
+
+
+def check_effects(
+    db: Any, tables: Tables, demo: DemoPlan, states: dict[str, SagaState]
+) -> list[Check]:
+    """Side effects in the business tables happened exactly as often as they should."""
+    ids = [p.saga_id for p in demo.sagas]
+    return [
+        _check_payments(db, tables, demo, ids),
+        _check_notifications(db, tables, demo, ids),
+        _check_customers(db, tables, demo),
+        _check_leads(db, tables, demo, ids),
+        _check_llm_calls(db, tables, ids, states),
+        _check_reports(db, tables, demo, ids),
+    ]
 
 
 def read_model_statuses(db: Any, schema: str, ids: list[str]) -> dict[str, str]:

@@ -82,11 +82,10 @@ def _refund_actions(n: int) -> list[Action]:
     return actions
 
 
-def plan(run_id: str, *, refunds: int, research: int, enrichments: int) -> DemoPlan:
-    """The sagas of one demo run."""
+def _refunds(run_id: str, count: int) -> tuple[list[PlannedSaga], list[tuple[str, int, int, date]]]:
     sagas: list[PlannedSaga] = []
     orders: list[tuple[str, int, int, date]] = []
-    for i, action in enumerate(_refund_actions(refunds)):
+    for i, action in enumerate(_refund_actions(count)):
         customer = 12345 + i
         order_id = f"ORD-2026-03-15-{run_id}" if i == 0 else f"ORD-{run_id}-{i:02d}"
         cents = 15_000 if i == 0 else 2_000 + 1_000 * i
@@ -108,8 +107,13 @@ def plan(run_id: str, *, refunds: int, research: int, enrichments: int) -> DemoP
                 by=MANAGER if i % 4 != 2 else SECOND_MANAGER,
             )
         )
-    for i in range(research):
-        deep = research >= 2 and i == research - 1
+    return sagas, orders
+
+
+def _research(run_id: str, count: int) -> list[PlannedSaga]:
+    sagas: list[PlannedSaga] = []
+    for i in range(count):
+        deep = count >= 2 and i == count - 1
         sagas.append(
             PlannedSaga(
                 saga_id=f"research-{run_id}-{i:02d}",
@@ -123,7 +127,12 @@ def plan(run_id: str, *, refunds: int, research: int, enrichments: int) -> DemoP
                 by=RESEARCH_LEAD if deep else None,
             )
         )
-    for i in range(enrichments):
+    return sagas
+
+
+def _enrichments(run_id: str, count: int) -> list[PlannedSaga]:
+    sagas: list[PlannedSaga] = []
+    for i in range(count):
         variant = i % 3
         domains = {
             0: ["acme.example", "hooli.example", "globex.example"],
@@ -144,6 +153,14 @@ def plan(run_id: str, *, refunds: int, research: int, enrichments: int) -> DemoP
                 expect_status="compensated" if variant == 2 else "completed",
             )
         )
+    return sagas
+
+
+def plan(run_id: str, *, refunds: int, research: int, enrichments: int) -> DemoPlan:
+    """The sagas of one demo run."""
+    sagas, orders = _refunds(run_id, refunds)
+    sagas += _research(run_id, research)
+    sagas += _enrichments(run_id, enrichments)
     return DemoPlan(run_id, tuple(sagas), tuple(orders))
 
 

@@ -274,61 +274,91 @@ def _mid_flight(states: dict[str, SagaState], demo: DemoPlan) -> bool:
     return waiting >= 1 and (bool(busy) or not demo.of_kind("research"))
 
 
-def run_demo(
-    settings: Settings, options: DemoOptions, progress: Progress = lambda _m: None
-) -> DemoResult:
-    """Run the demo against ``settings`` (Kafka, PostgreSQL); return what happened."""
-    if settings.database_url is None:
-        from sagaline.orchestrator.core.errors import ConfigError
-
-        raise ConfigError("the demo needs PostgreSQL: set DATABASE_URL or run `sagaline dev up`")
-    started = time.monotonic()
-    run_id = uuid.uuid4().hex[:6]
-    prefix = options.prefix or f"sagaline-demo-{run_id}"
-    names = TopicNames(prefix)
-    demo = plan(
-        run_id, refunds=options.refunds, research=options.research, enrichments=options.enrichments
+def _start_sagas(client: SagaClient, demo: DemoPlan, run_id: str, result: DemoResult) -> None:
+    for p in demo.sagas:
+        client.start(
+            p.definition,
+            p.data,
+            saga_id=p.saga_id,
+            check_existing=False,
+            flush=False,
+            requested_by=f"demo-{run_id}",
+        )
+    client.close()
+    counts = {k: len(demo.of_kind(k)) for k in ("refund", "research", "enrichment")}
+    result.events.append(
+        f"started {counts['refund']} refunds, {counts['research']} research agents,"
+        f" {counts['enrichment']} enrichments"
     )
-    result = DemoResult(run_id, prefix, options.app_schema, options.worker_schema)
-    log_dir = options.log_dir / run_id
-    result.log_dir = str(log_dir)
 
-    progress(f"preparing topics {prefix}.*, worker tables and business tables")
-    tables = _prepare(settings, options, names, demo)
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "DATABASE_URL": settings.database_url,
-        "SAGALINE_TOPIC_PREFIX": prefix,
-        APP_SCHEMA_ENV: tables.schema,
-    }
+
+def _kill_mid_flight(
+    cluster: Cluster,
+    watcher: StateWatcher,
+    demo: DemoPlan,
+    tick: Callable[[], None],
+    options: DemoOptions,
+    result: DemoResult,
+    progress: Progress,
+) -> None:
+    """SIGKILL a worker and the orchestrator while sagas wait and agents think; restart both."""
+    ids = [p.saga_id for p in demo.sagas]
+    watcher.wait_until(
+        ids[:1],
+        lambda s: _mid_flight(watcher.states, demo),
+        timeout=options.timeout_s,
+        what="mid-flight",
+        tick=tick,
+    )
+    in_flight = sum(1 for i in ids if (s := watcher.get(i)) is None or not s.is_terminal)
+    killed_worker = cluster.kill("worker-1")
+    killed_orch = cluster.kill("orchestrator")
+    result.events.append(
+        f"SIGKILLed worker-1 (pid {killed_worker}) and the orchestrator"
+        f" (pid {killed_orch}) with {in_flight} sagas in flight"
+    )
+    progress(result.events[-1])
+    time.sleep(1.0)
+    cluster.restart("orchestrator")
+    cluster.restart("worker-1")
+    result.events.append("restarted both")
+    progress("restarted the orchestrator and worker-1")
+
+
+def _decisions_event(demo: DemoPlan) -> str:
+    decided = [p for p in demo.of_kind("refund") if p.action in ("approve", "reject")]
+    return (
+        f"{sum(1 for p in decided if p.action == 'approve')} refunds approved and "
+        f"{sum(1 for p in decided if p.action == 'reject')} rejected by named managers; "
+        f"{sum(1 for p in demo.of_kind('refund') if p.action == 'timeout')}"
+        " approval left to time out"
+    )
+
+
+def _run_processes(
+    settings: Settings,
+    options: DemoOptions,
+    demo: DemoPlan,
+    result: DemoResult,
+    env: dict[str, str],
+    progress: Progress,
+) -> tuple[dict[str, SagaState], dict[str, str]]:
+    """Start the processes, the sagas and the people; return final states and read-model rows."""
+    names = TopicNames(result.prefix)
+    assert settings.database_url is not None
+    log_dir = Path(result.log_dir)
     cluster = Cluster(env=env, log_dir=log_dir)
     watcher = StateWatcher(settings.kafka_bootstrap_servers, names.state)
     client = SagaClient(
         Settings(settings.kafka_bootstrap_servers, settings.database_url, names),
-        client_id=f"demo-{run_id}",
+        client_id=f"demo-{result.run_id}",
     )
     try:
-        for spec in _process_specs(run_id, prefix, options):
+        for spec in _process_specs(result.run_id, result.prefix, options):
             cluster.start(spec)
         progress(f"started {', '.join(cluster.starts())} as separate processes (logs: {log_dir})")
-
-        for p in demo.sagas:
-            client.start(
-                p.definition,
-                p.data,
-                saga_id=p.saga_id,
-                check_existing=False,
-                flush=False,
-                requested_by=f"demo-{run_id}",
-            )
-        client.close()
-        counts = {k: len(demo.of_kind(k)) for k in ("refund", "research", "enrichment")}
-        result.events.append(
-            f"started {counts['refund']} refunds, {counts['research']} research agents,"
-            f" {counts['enrichment']} enrichments"
-        )
+        _start_sagas(client, demo, result.run_id, result)
         progress(result.events[-1])
-
         people = _People(client, demo, result.events)
         ids = [p.saga_id for p in demo.sagas]
 
@@ -337,38 +367,12 @@ def run_demo(
             people.act(watcher.states)
 
         if options.chaos:
-            watcher.wait_until(
-                ids[:1],
-                lambda s: _mid_flight(watcher.states, demo),
-                timeout=options.timeout_s,
-                what="mid-flight",
-                tick=tick,
-            )
-            in_flight = sum(1 for i in ids if (s := watcher.get(i)) is None or not s.is_terminal)
-            killed_worker = cluster.kill("worker-1")
-            killed_orch = cluster.kill("orchestrator")
-            result.events.append(
-                f"SIGKILLed worker-1 (pid {killed_worker}) and the orchestrator"
-                f" (pid {killed_orch}) with {in_flight} sagas in flight"
-            )
-            progress(result.events[-1])
-            time.sleep(1.0)
-            cluster.restart("orchestrator")
-            cluster.restart("worker-1")
-            result.events.append("restarted both")
-            progress("restarted the orchestrator and worker-1")
-
+            _kill_mid_flight(cluster, watcher, demo, tick, options, result, progress)
         progress("playing the managers: approving, rejecting, and leaving one approval to time out")
         watcher.wait_until(
             ids, lambda s: s.is_terminal, timeout=options.timeout_s, what="terminal", tick=tick
         )
-        decided = [p for p in demo.of_kind("refund") if p.action in ("approve", "reject")]
-        result.events.append(
-            f"{sum(1 for p in decided if p.action == 'approve')} refunds approved and "
-            f"{sum(1 for p in decided if p.action == 'reject')} rejected by named managers; "
-            f"{sum(1 for p in demo.of_kind('refund') if p.action == 'timeout')}"
-            " approval left to time out"
-        )
+        result.events.append(_decisions_event(demo))
         progress("every saga is terminal; waiting for the read model (sagaline list)")
         read_model = _wait_read_model(settings.database_url, options.worker_schema, watcher, ids)
         progress("stopping the processes")
@@ -378,12 +382,16 @@ def run_demo(
         watcher.poll(0.5)
         states = dict(watcher.states)
         watcher.close()
+    return states, read_model
 
-    result.outcomes = [outcome_of(p, states.get(p.saga_id)) for p in demo.sagas]
-    result.checks = check_outcomes(demo, states)
-    result.checks.append(check_read_model(read_model, states, ids))
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        result.checks += check_effects(conn, tables, demo, states)
+
+def _audit_and_replay(
+    settings: Settings,
+    options: DemoOptions,
+    names: TopicNames,
+    result: DemoResult,
+    progress: Progress,
+) -> None:
     progress("auditing the journal")
     report = audit(
         settings.kafka_bootstrap_servers,
@@ -416,5 +424,41 @@ def run_demo(
             + "".join(f"; {d.render()}" for d in replayed.divergences[:3]),
         )
     )
+
+
+def run_demo(
+    settings: Settings, options: DemoOptions, progress: Progress = lambda _m: None
+) -> DemoResult:
+    """Run the demo against ``settings`` (Kafka, PostgreSQL); return what happened."""
+    if settings.database_url is None:
+        from sagaline.orchestrator.core.errors import ConfigError
+
+        raise ConfigError("the demo needs PostgreSQL: set DATABASE_URL or run `sagaline dev up`")
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:6]
+    prefix = options.prefix or f"sagaline-demo-{run_id}"
+    names = TopicNames(prefix)
+    demo = plan(
+        run_id, refunds=options.refunds, research=options.research, enrichments=options.enrichments
+    )
+    result = DemoResult(run_id, prefix, options.app_schema, options.worker_schema)
+    result.log_dir = str(options.log_dir / run_id)
+
+    progress(f"preparing topics {prefix}.*, worker tables and business tables")
+    tables = _prepare(settings, options, names, demo)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "SAGALINE_TOPIC_PREFIX": prefix,
+        APP_SCHEMA_ENV: tables.schema,
+    }
+    states, read_model = _run_processes(settings, options, demo, result, env, progress)
+    ids = [p.saga_id for p in demo.sagas]
+    result.outcomes = [outcome_of(p, states.get(p.saga_id)) for p in demo.sagas]
+    result.checks = check_outcomes(demo, states)
+    result.checks.append(check_read_model(read_model, states, ids))
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        result.checks += check_effects(conn, tables, demo, states)
+    _audit_and_replay(settings, options, names, result, progress)
     result.seconds = time.monotonic() - started
     return result
