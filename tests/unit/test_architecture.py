@@ -97,3 +97,19 @@ def test_no_top_level_import_outside_the_namespace() -> None:
                 f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in PRODUCT
             ]
     assert offenders == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_product_function_over_60_lines() -> None:
+    long: list[str] = []
+    for path in _product_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
+    assert long == []
