@@ -18,8 +18,21 @@ from sagaline.orchestrator.console.redact import payload_view
 from sagaline.orchestrator.core.diagram import to_mermaid
 from sagaline.orchestrator.core.fold import fold
 from sagaline.orchestrator.core.registry import SagaRegistry
-from sagaline.orchestrator.core.timeline import SagaTimeline, build_timeline
+from sagaline.orchestrator.core.timeline import (
+    Attempt,
+    SagaTimeline,
+    build_timeline,
+    describe_event,
+)
 from sagaline.orchestrator.runtime.journal_reader import read_journal
+from sagaline.schemas.events import (
+    AgentAnswered,
+    AgentGaveUp,
+    AgentObservation,
+    AgentTurnRecorded,
+    AgentTurnStarted,
+    ToolCallRequested,
+)
 from sagaline.schemas.journal import JournalEntry
 from sagaline.schemas.state import SagaState
 
@@ -46,7 +59,6 @@ class StepView:
     attempt: int
     compensation: str
     last_error: str | None
-    result: Any
 
 
 @dataclass
@@ -127,33 +139,57 @@ def actions_for(state: SagaState) -> dict[str, list[str]]:
     return actions
 
 
-def _steps(state: SagaState) -> list[StepView]:
-    return [
-        StepView(
-            name=name,
-            status=st.status,
-            attempt=st.attempt,
-            compensation=st.compensation_status,
-            last_error=st.last_error,
-            result=payload_view(st.result),
-        )
-        for name, st in state.steps.items()
-    ]
+def _steps(state: SagaState, timeline: SagaTimeline) -> list[StepView]:
+    """Every step that ran, from the timeline, with the state's view where it still has one.
 
-
-def _agent_turns(state: SagaState) -> list[dict[str, Any]]:
-    turns: list[dict[str, Any]] = []
-    for name, agent in state.agents.items():
-        for item in agent.history:
-            turns.append(
-                {
-                    "agent": name,
-                    "turn": item.turn,
-                    "role": item.role,
-                    "tool": item.tool,
-                    "content": item.content,
-                }
+    The state retires finished steps that have nothing to undo (``StateTrimmed``),
+    so the journal's attempts are the complete list.
+    """
+    last: dict[str, Attempt] = {}
+    for attempt in timeline.attempts:
+        last[attempt.step] = attempt
+    undone = {c.step: c.outcome for c in timeline.compensations}
+    views = []
+    for name in [*last, *(n for n in state.steps if n not in last)]:
+        st = state.steps.get(name)
+        tried = last.get(name)
+        views.append(
+            StepView(
+                name=name,
+                status=st.status if st else (tried.outcome if tried else "pending"),
+                attempt=st.attempt if st else (tried.attempt if tried else 0),
+                compensation=st.compensation_status if st else undone.get(name, "none"),
+                last_error=st.last_error if st else (tried.error if tried else None),
             )
+        )
+    return views
+
+
+_AGENT_EVENTS = (
+    AgentTurnStarted,
+    AgentTurnRecorded,
+    ToolCallRequested,
+    AgentObservation,
+    AgentAnswered,
+    AgentGaveUp,
+)
+
+
+def _agent_turns(entries: list[JournalEntry]) -> list[dict[str, Any]]:
+    """Every LLM turn and tool call of the saga's agents, from the journal (complete,
+    unlike the state's transcript, which keeps only the agent's history window)."""
+    turns: list[dict[str, Any]] = []
+    for entry in entries:
+        for event in entry.events:
+            if isinstance(event, _AGENT_EVENTS):
+                turns.append(
+                    {
+                        "at": event.at,
+                        "agent": event.agent,
+                        "turn": getattr(event, "turn", None),
+                        "what": describe_event(event),
+                    }
+                )
     return turns
 
 
@@ -220,14 +256,15 @@ def build_history(entries: list[JournalEntry], registry: SagaRegistry | None) ->
         state = fold(entry.events, state)
     if state is None:
         return None
+    timeline = build_timeline(entries)
     return SagaHistory(
         state=state,
-        timeline=build_timeline(entries),
+        timeline=timeline,
         entries=entries,
         diagram=highlighted_diagram(registry, state),
         diagram_node=diagram_node(state),
-        steps=_steps(state),
+        steps=_steps(state, timeline),
         data=payload_view(state.data),
         actions=actions_for(state),
-        agent_turns=_agent_turns(state),
+        agent_turns=_agent_turns(entries),
     )

@@ -147,6 +147,14 @@ def test_saga_page_state_actions_and_diagram() -> None:
 
     done = build_history(run_refund("s-done", "approved").entries, registry)
     assert done is not None and done.diagram_node == "__end"
+    # the state retires finished steps; the page lists every step from the journal
+    steps = [(v.name, v.status) for v in done.steps]
+    assert steps == [
+        ("check_eligibility", "succeeded"),
+        ("update_record", "succeeded"),
+        ("reverse_payment", "succeeded"),
+        ("notify", "succeeded"),
+    ]
     assert [a.by for a in done.timeline.approvals] == ["manager@example.com"]
     assert highlighted_diagram(None, done.state) is None
     assert highlighted_diagram(SagaRegistry(), done.state) is None
