@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from sagaline.schemas.base import Payload
 
@@ -40,15 +40,19 @@ def redact(value: Any) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced (``postgresql://u:•••@host/db``)."""
+    """``url`` with its password replaced (``postgresql://u:•••@host/db``), in the user
+    part and in the query (``?password=...``, or any secret-named parameter)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:{REDACTED}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(is_secret_name(k) for k, _ in query):
+        shown = [(k, REDACTED if is_secret_name(k) else v) for k, v in query]
+        parts = parts._replace(query="&".join(f"{k}={v}" for k, v in shown))  # for display
+    return urlunsplit(parts)
 
 
 def payload_view(payload: Payload | None) -> Any:

@@ -126,6 +126,8 @@ def test_secrets_are_redacted_at_any_depth() -> None:
     assert "s3cret" not in url and url.startswith("postgresql://app:")
     assert url.endswith("@db.example:5432/main?sslmode=require")
     assert redact_url("postgresql://db/main") == "postgresql://db/main"
+    shown = redact_url("postgresql://db/main?user=app&password=s3cret&sslmode=require")
+    assert "s3cret" not in shown and "sslmode=require" in shown and "user=app" in shown
 
 
 def test_saga_page_state_actions_and_diagram() -> None:
