@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from sagaline.orchestrator.cli import bench_cmds, tool_cmds
+from sagaline.orchestrator.cli import bench_cmds, chaos_cmds, tool_cmds
 
 __all__ = ["run_tool_command", "tool_parser"]
 
@@ -19,6 +19,7 @@ def tool_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagaline")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     tool_cmds.register(subparsers)
+    chaos_cmds.register(subparsers)
     bench_cmds.register(subparsers)
     return parser
 

@@ -62,6 +62,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.demo_cmds",
     "sagaline.orchestrator.cli.bench_cmds",
     "sagaline.orchestrator.cli.tool_cmds",
+    "sagaline.orchestrator.cli.chaos_cmds",
     "sagaline.orchestrator.cli.console_cmds",
 )
 

@@ -1,13 +1,13 @@
-"""``sagaline schemas …``, ``sagaline chaos …`` and ``sagaline sagas tables``: the
+"""``sagaline schemas …`` and ``sagaline sagas tables``: the
 maintainer's tools that used to be ``python -m`` entry points of their packages.
 
 * ``schemas generate [--check] [--dir DIR]``: regenerate the ``.avsc`` files from
   the pydantic records (``--check``: exit 1 when a committed file is stale).
 * ``schemas check-compat [--release VERSION] [--released-dir DIR]``: check that the
   current records read every released version (``--release``: freeze them).
-* ``chaos worker|relay``: a worker with the effects steps, or a relay, until
-  SIGTERM (the chaos tests start them as subprocesses).
 * ``sagas tables [--schema NAME]``: create the reference sagas' tables.
+
+(``sagaline chaos …`` lives in :mod:`sagaline.orchestrator.cli.chaos_cmds`.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ __all__ = ["register"]
 
 def register(subparsers: Subparsers) -> None:
     _schemas(subparsers)
-    _chaos(subparsers)
     sagas = subparsers.add_parser("sagas", help="the reference sagas")
     sagas_cmds = sagas.add_subparsers(dest="sagas_command", metavar="<command>", required=True)
     tables = sagas_cmds.add_parser("tables", help="create the reference sagas' tables")
@@ -49,27 +48,6 @@ def _schemas(subparsers: Subparsers) -> None:
     set_handler(compat, _schemas_compat)
 
 
-def _chaos(subparsers: Subparsers) -> None:
-    chaos = subparsers.add_parser("chaos", help="effects-step processes for chaos runs")
-    roles = chaos.add_subparsers(dest="role", metavar="<role>", required=True)
-    for role, text in (
-        ("worker", "a worker running the effects steps"),
-        ("relay", "an outbox relay"),
-    ):
-        p = roles.add_parser(role, help=text)
-        p.add_argument("--bootstrap", required=True)
-        p.add_argument("--dsn", required=True)
-        p.add_argument("--schema", required=True)
-        p.add_argument("--prefix", required=True)
-        p.add_argument("--table", required=True)
-        p.add_argument("--group", default="sagaline-testkit")
-        p.add_argument("--instance-id")
-        p.add_argument("--session-timeout-ms", type=int, default=6000)
-        p.add_argument("--concurrency", type=int, default=4)
-        p.add_argument("--delivery", default="auto", choices=("auto", "outbox", "kafka"))
-        set_handler(p, _chaos_process)
-
-
 def _schemas_generate(args: argparse.Namespace) -> int:
     from sagaline.schemas.avrogen import generate
 
@@ -80,26 +58,6 @@ def _schemas_compat(args: argparse.Namespace) -> int:
     from sagaline.schemas.compat import check_compat
 
     return check_compat(args.release, args.released_dir)
-
-
-def _chaos_process(args: argparse.Namespace) -> int:
-    from sagaline.orchestrator.chaos.effects import ProcessOptions, serve
-
-    return serve(
-        args.role,
-        ProcessOptions(
-            bootstrap=args.bootstrap,
-            dsn=args.dsn,
-            schema=args.schema,
-            prefix=args.prefix,
-            table=args.table,
-            group=args.group,
-            instance_id=args.instance_id,
-            session_timeout_ms=args.session_timeout_ms,
-            concurrency=args.concurrency,
-            delivery=args.delivery,
-        ),
-    )
 
 
 def _sagas_tables(args: argparse.Namespace) -> int:
