@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sagaline.consumers.wire import Codec
+from sagaline.orchestrator.runtime.metrics import count_dead_letter
 from sagaline.schemas.deadletter import DeadLetter, KafkaHeaders, dead_letter_for
 
 __all__ = ["DeadLetterSender", "describe_original"]
@@ -93,6 +94,8 @@ class DeadLetterSender:
             outcome = self._attempt(topic or self.topic, letter.key, value)
             if outcome is None:
                 log.warning("dead-lettered %s: %s", where, letter.reason)
+                component = "relay" if self.rejected_by == "relay" else "worker"
+                count_dead_letter(component, letter.error_type)
                 return True
             if not outcome.retriable() and outcome.code() != KafkaError._MSG_TIMED_OUT:
                 log.error("dead letter of %s refused (%s): skipping the original", where, outcome)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from sagaline.consumers.crash import crash_point
 from sagaline.consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, is_connection_error
@@ -38,6 +40,8 @@ from sagaline.consumers.errors import WorkerError
 from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
 from sagaline.consumers.wire import SchemasCodec
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.metrics import OUTBOX_BACKLOG, RELAY_DELAY
+from sagaline.orchestrator.runtime.telemetry import carrier_from_context, context_from_carrier
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 
@@ -104,6 +108,7 @@ class Relay:
         self._owned: list[int] = []
         self._last_cleanup = 0.0
         self._last_acquire = 0.0
+        self._last_backlog = 0.0
         self.stats = RelayStats()
         self._letters = DeadLetterSender(self._producer, "", SchemasCodec(), "relay", _never)
 
@@ -193,14 +198,26 @@ class Relay:
         row: OutboxMessage,
         callback: Callable[[KafkaError | None, Message[bytes, bytes]], None],
     ) -> KafkaError | None:
-        """Hand ``row`` to the producer; the client's own refusal, if any (fatal: raised)."""
+        """Hand ``row`` to the producer; the client's own refusal, if any (fatal: raised).
+
+        A PRODUCER span, child of the context the row carries, wraps the hand-over;
+        the published headers carry that span's context instead.
+        """
+        attributes = {**_PUBLISH, "messaging.destination.name": row.topic}
+        with _TRACER.start_as_current_span(
+            f"send {row.topic}",
+            context=context_from_carrier(row.headers),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        ):
+            headers = {**row.headers, **carrier_from_context()}
         while True:
             try:
                 self._producer.produce(
                     row.topic,
                     key=row.key,
                     value=row.value,
-                    headers=[(k, v.encode()) for k, v in row.headers.items()],
+                    headers=[(k, v.encode()) for k, v in headers.items()],
                     on_delivery=callback,
                 )
                 return None
@@ -237,7 +254,8 @@ class Relay:
                 break
             delivered = self._publish(rows)
             crash_point("relay_after_publish")
-            self._store.mark_sent(conn, delivered)
+            for waited in self._store.mark_sent(conn, delivered):
+                RELAY_DELAY.observe(waited)
             self.stats.batches += 1
             self.stats.published += len(delivered)
             total += len(delivered)
@@ -262,6 +280,12 @@ class Relay:
         if time.monotonic() - self._last_cleanup >= self.options.cleanup_interval:
             self.cleanup()
 
+    def _sample_backlog(self) -> None:
+        """Refresh the backlog gauge (at most once a second)."""
+        if time.monotonic() - self._last_backlog >= 1.0:
+            self._last_backlog = time.monotonic()
+            OUTBOX_BACKLOG.set(self._store.unsent_count(self._connect()))
+
     def _wait(self, conn: psycopg.Connection, timeout: float) -> None:
         for _ in conn.notifies(timeout=timeout, stop_after=1):
             self.stats.wakeups += 1
@@ -274,6 +298,7 @@ class Relay:
             try:
                 self.publish_once()
                 self._maybe_cleanup()
+                self._sample_backlog()
                 self._wait(self._connect(), self.options.poll_interval)
                 backoff = 0.2
             except (psycopg.Error, WorkerError) as exc:
@@ -305,6 +330,10 @@ def _deadletter_topic_for(topic: str) -> str:
     """``<prefix>.deadletter`` beside ``<prefix>.<name>`` (sagaline's topic naming)."""
     prefix, dot, _name = topic.rpartition(".")
     return f"{prefix}.deadletter" if dot else "deadletter"
+
+
+_TRACER = trace.get_tracer("sagaline.relay")
+_PUBLISH = {"messaging.system": "kafka", "messaging.operation": "publish"}
 
 
 def _never() -> bool:

@@ -43,6 +43,7 @@ from sagaline.consumers.replies import failure_reply, restamp, success_reply
 from sagaline.consumers.store import InboxClaim, WorkerStore
 from sagaline.consumers.wire import Codec, dump_payload, load_payload
 from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.runtime.metrics import observe_step
 from sagaline.orchestrator.runtime.telemetry import (
     TRACE_HEADERS,
     carrier_from_context,
@@ -57,6 +58,7 @@ __all__ = ["Delivery", "DeliveryMode", "RunnerOptions", "TaskResult", "TaskRunne
 
 log = logging.getLogger("sagaline.worker")
 _TRACER = otel_trace.get_tracer("sagaline.worker")
+_DB = {"db.system": "postgresql", "db.operation": "transaction"}
 
 Task = ExecuteStep | CompensateStep
 DeliveryMode = Literal["auto", "outbox", "kafka"]
@@ -103,6 +105,11 @@ class RunnerOptions:
     default_timeout: timedelta | None = None
     #: Minimum seconds between two heartbeats of one step.
     heartbeat_interval: float = 2.0
+
+    @property
+    def tasks_topic(self) -> str:
+        """The tasks topic beside ``replies_topic`` (``<prefix>.tasks``; a span attribute)."""
+        return self.replies_topic.removesuffix(".replies") + ".tasks"
 
 
 class _RetryLater(Exception):
@@ -266,8 +273,11 @@ class TaskRunner:
         else:
             missing = None
         parent = context_from_carrier(task.envelope.trace)
+        started = time.perf_counter()
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
+            "messaging.operation": "process",
+            "messaging.destination.name": self.options.tasks_topic,
             "sagaline.saga_id": task.envelope.saga_id,
             "sagaline.saga_type": task.envelope.saga_type,
             "sagaline.step": task.step,
@@ -285,6 +295,9 @@ class TaskRunner:
                 result = self._run_kafka(task, handler, missing, trace)
             span.set_attribute("sagaline.outcome", result.outcome)
             span.set_attribute("sagaline.path", result.path)
+            seconds = time.perf_counter() - started
+            saga_type = task.envelope.saga_type
+            observe_step(saga_type, task.step, kind, task.attempt, result.outcome, seconds)
             return result
 
     # -- Kafka-only path -------------------------------------------------------------
@@ -372,7 +385,8 @@ class TaskRunner:
         topic = self.options.replies_topic
         headers = _headers(task, trace)
         claim = _claim(task)
-        with self._pool.connection() as conn:
+        db_span = self._tracer.start_as_current_span("sagaline db transaction", attributes=_DB)
+        with db_span, self._pool.connection() as conn:
             try:
                 with conn.transaction():
                     if not self._store.claim(conn, claim):

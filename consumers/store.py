@@ -184,13 +184,22 @@ class WorkerStore:
             for r in rows
         ]
 
-    def mark_sent(self, conn: psycopg.Connection, ids: list[int]) -> None:
-        """Mark published rows."""
-        if ids:
-            conn.execute(
-                f"UPDATE {self.schema}.outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s)",
-                (ids,),
-            )
+    def mark_sent(self, conn: psycopg.Connection, ids: list[int]) -> list[float]:
+        """Mark published rows; the seconds each row waited since its insert."""
+        if not ids:
+            return []
+        rows = conn.execute(
+            f"UPDATE {self.schema}.outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s)"
+            " RETURNING extract(epoch FROM sent_at - created_at)",
+            (ids,),
+        ).fetchall()
+        return [float(r[0]) for r in rows]
+
+    def unsent_count(self, conn: psycopg.Connection) -> int:
+        """How many rows of every shard wait to be published."""
+        row = conn.execute(f"SELECT count(*) FROM {self.schema}.outbox WHERE sent_at IS NULL")
+        found = row.fetchone()
+        return int(found[0]) if found is not None else 0
 
     def delete_sent(
         self, conn: psycopg.Connection, shards: list[int], older_than_seconds: float

@@ -10,14 +10,33 @@ environment (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``,
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sagaline.orchestrator.core.errors import ConfigError
 
-__all__ = ["DEFAULT_TOPIC_PREFIX", "Settings", "TopicNames", "dev_env_path", "read_env_file"]
+__all__ = [
+    "DEFAULT_TOPIC_PREFIX",
+    "ENV_PREFIX",
+    "EnvSettings",
+    "KafkaValue",
+    "Settings",
+    "TopicNames",
+    "dev_env_path",
+    "read_env_file",
+    "read_kafka_config_file",
+]
 
 DEFAULT_TOPIC_PREFIX = "sagaline"
+#: the one prefix of sagaline's environment variables (see :class:`EnvSettings`)
+ENV_PREFIX = "SAGALINE_"
+#: a librdkafka setting's value
+KafkaValue = str | int | float | bool
 
 
 def dev_env_path() -> Path:
@@ -83,6 +102,9 @@ class Settings:
     kafka_bootstrap_servers: str
     database_url: str | None = None
     topics: TopicNames = field(default_factory=TopicNames)
+    #: librdkafka settings passed through to every client (``SAGALINE_KAFKA_CONFIG``,
+    #: ``SAGALINE_KAFKA_CONFIG_FILE``; the command line adds ``--kafka-config``)
+    kafka_config: Mapping[str, KafkaValue] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(
@@ -94,12 +116,15 @@ class Settings:
         require_database: bool = False,
     ) -> Settings:
         """Resolve settings from arguments, the environment and the dev file."""
-        file_values = read_env_file(dev_env_path())
+        env = EnvSettings.load()
+        values = {
+            "KAFKA_BOOTSTRAP_SERVERS": env.kafka_bootstrap_servers,
+            "DATABASE_URL": env.database_url,
+            "SAGALINE_TOPIC_PREFIX": env.topic_prefix,
+        }
 
         def pick(arg: str | None, key: str) -> str | None:
-            if arg:
-                return arg
-            return os.environ.get(key) or file_values.get(key) or None
+            return arg or values.get(key) or None
 
         bootstrap = pick(kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
@@ -110,4 +135,76 @@ class Settings:
         if require_database and not dsn:
             raise ConfigError("DATABASE_URL is not set; export it or run `sagaline dev up` first")
         prefix = pick(topic_prefix, "SAGALINE_TOPIC_PREFIX") or DEFAULT_TOPIC_PREFIX
-        return cls(kafka_bootstrap_servers=bootstrap, database_url=dsn, topics=TopicNames(prefix))
+        return cls(
+            kafka_bootstrap_servers=bootstrap,
+            database_url=dsn,
+            topics=TopicNames(prefix),
+            kafka_config=env.librdkafka_config(),
+        )
+
+
+def read_kafka_config_file(path: Path) -> dict[str, KafkaValue]:
+    """librdkafka settings from a ``key=value`` file (``#`` comments, blank lines ignored)."""
+    if not path.is_file():
+        raise ConfigError(f"the Kafka config file {path} does not exist")
+    return dict(read_env_file(path))
+
+
+class EnvSettings(BaseSettings):
+    """Every setting sagaline reads from the environment, validated in one place.
+
+    Variables carry the prefix ``SAGALINE_`` (``SAGALINE_METRICS_PORT``, ...);
+    ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` are also read without it, and
+    the OpenTelemetry variables keep their standard names.  The file written by
+    ``sagaline dev up`` is read last (the environment wins).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SAGALINE_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SAGALINE_DATABASE_URL", "DATABASE_URL")
+    )
+    topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
+    #: librdkafka settings for every client, a JSON object: ``{"linger.ms": 5}``
+    kafka_config: dict[str, KafkaValue] = {}
+    #: a file of librdkafka ``key=value`` lines (``kafka_config`` wins over it)
+    kafka_config_file: Path | None = None
+    #: port of the Prometheus ``/metrics`` endpoint of a long-running process (0 = off)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ca: str | None = None
+    kafka_user: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_credentials: str | None = None
+    kafka_log_level: int = Field(default=0, ge=0, le=7)
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> EnvSettings:
+        """The environment, then the dev file; an invalid value is one ``ConfigError`` line."""
+        try:
+            return cls(_env_file=dev_env_path(), **overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            name = ENV_PREFIX + where.upper() if where.islower() else where
+            raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
+
+    def librdkafka_config(self) -> dict[str, KafkaValue]:
+        """The passed-through librdkafka settings: the file's, then ``kafka_config``'s."""
+        from_file = read_kafka_config_file(self.kafka_config_file) if self.kafka_config_file else {}
+        return {**from_file, **self.kafka_config}

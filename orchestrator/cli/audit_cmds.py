@@ -28,7 +28,9 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from sagaline.consumers.db import DEFAULT_SCHEMA
+import psycopg
+
+from sagaline.consumers.db import DEFAULT_SCHEMA, validate_schema
 from sagaline.consumers.projections import (
     DEFAULT_PROJECTION,
     JournalProjection,
@@ -47,12 +49,14 @@ from sagaline.orchestrator.cli.command import (
     emit,
     set_handler,
 )
+from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
 from sagaline.orchestrator.cli.progress_view import RecordProgress
 from sagaline.orchestrator.client import KafkaUnavailable, SagaNotFound
 from sagaline.orchestrator.config import Settings, dev_env_path, read_env_file
 from sagaline.orchestrator.core.errors import ConfigError, OrchestratorError
 from sagaline.orchestrator.core.timeline import render_timeline
 from sagaline.orchestrator.replay import DEFAULT_DEFINITIONS, load_definitions, replay
+from sagaline.orchestrator.runtime.metrics import LagMonitor
 
 __all__ = ["EXIT_FAILED", "UnknownSagaId", "parse_since", "register"]
 
@@ -201,7 +205,25 @@ def _register_projection(subparsers: Subparsers) -> None:
     _kafka_args(run)
     _database_args(run)
     add_json_flag(run)
-    set_handler(run, _projection_run)
+    add_process_options(run)
+    set_handler(run, with_process_services("projection", _projection_run, _projection_lag))
+
+
+def _projection_lag(args: argparse.Namespace, settings: Settings) -> LagMonitor:
+    """The projection's lag: its offsets are stored in PostgreSQL, not in Kafka."""
+    url, topic = _database_url(args), settings.topics.journal
+    schema = validate_schema(args.db_schema)
+
+    def stored() -> dict[tuple[str, int], int]:
+        with psycopg.connect(url or "", autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT partition, next_offset FROM {schema}.projection_offsets"
+                " WHERE projection = %s AND topic = %s",
+                (args.name, topic),
+            ).fetchall()
+        return {(topic, int(p)): int(o) for p, o in rows}
+
+    return LagMonitor(settings.kafka_bootstrap_servers, args.name, (topic,), committed=stored)
 
 
 def _extend_status(subparsers: Subparsers) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from sagaline.orchestrator.cli.command import EXIT_OK, Subparsers, set_handler
+from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
 from sagaline.orchestrator.cli.loading import load_registry
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.console import ROLES, ConsoleOptions, add_user, load_users, serve
@@ -48,7 +49,8 @@ def register(subparsers: Subparsers) -> None:
         default=Path(".sagaline"),
         help="where a generated session secret is kept (default .sagaline)",
     )
-    set_handler(ui, _serve)
+    add_process_options(ui)
+    set_handler(ui, with_process_services("console", _serve))
     commands = ui.add_subparsers(dest="ui_command", metavar="<command>")
     add = commands.add_parser("add-user", help="add or replace a user in the users file")
     add.add_argument("--users", dest="add_users", type=Path, required=True, help="users file")

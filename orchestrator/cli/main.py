@@ -64,6 +64,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.tool_cmds",
     "sagaline.orchestrator.cli.chaos_cmds",
     "sagaline.orchestrator.cli.console_cmds",
+    "sagaline.orchestrator.cli.config_cmds",
 )
 
 _CODES: tuple[tuple[type[BaseException], int], ...] = (

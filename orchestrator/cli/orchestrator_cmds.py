@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 
 from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
 from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.runtime.metrics import LagMonitor
 from sagaline.orchestrator.runtime.process import add_run_arguments, run_from_args
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
@@ -41,7 +43,13 @@ def register(subparsers: Subparsers) -> None:
     orch_cmds = orch.add_subparsers(dest="orchestrator_command", metavar="<command>", required=True)
     run = orch_cmds.add_parser("run", help="run one orchestrator process until SIGTERM")
     add_run_arguments(run)
-    set_handler(run, run_from_args)
+    add_process_options(run)
+    set_handler(run, with_process_services("orchestrator", run_from_args, _lag))
+
+
+def _lag(args: argparse.Namespace, settings: Settings) -> LagMonitor:
+    topics = (settings.topics.commands, settings.topics.replies)
+    return LagMonitor(settings.kafka_bootstrap_servers, args.group, topics)
 
 
 def _topics_ensure(args: argparse.Namespace) -> int:

@@ -22,11 +22,13 @@ from sagaline.consumers.relay import Relay, RelayOptions
 from sagaline.consumers.startup import wait_for_database, wait_for_kafka
 from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
+from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import ConfigError
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga
 from sagaline.orchestrator.runtime.loader import load_object
+from sagaline.orchestrator.runtime.metrics import LagMonitor
 
 __all__ = ["load_resolver", "register"]
 
@@ -67,7 +69,8 @@ def register(subparsers: Subparsers) -> None:
     run.add_argument("--default-timeout-s", type=float, help="step timeout when none is declared")
     run.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     _connection_args(run)
-    set_handler(run, _run_worker)
+    add_process_options(run)
+    set_handler(run, with_process_services("worker", _run_worker, _worker_lag))
 
     mig = worker_cmds.add_parser("migrate", help="apply the worker-table migrations and exit")
     _connection_args(mig)
@@ -85,7 +88,12 @@ def register(subparsers: Subparsers) -> None:
     rrun.add_argument("--poll-interval", type=float, default=1.0, help="safety-net poll (seconds)")
     rrun.add_argument("--retention-s", type=float, default=3600.0, help="keep sent rows this long")
     _connection_args(rrun)
-    set_handler(rrun, _run_relay)
+    add_process_options(rrun)
+    set_handler(rrun, with_process_services("relay", _run_relay))
+
+
+def _worker_lag(args: argparse.Namespace, settings: Settings) -> LagMonitor:
+    return LagMonitor(settings.kafka_bootstrap_servers, args.group, (settings.topics.tasks,))
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:

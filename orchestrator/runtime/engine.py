@@ -35,6 +35,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Tracer
 
 from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.runtime import metrics
 from sagaline.orchestrator.runtime.batch import (
     Batch,
     EngineConfig,
@@ -342,7 +343,7 @@ class Orchestrator:
             deciding_done = time.perf_counter()
             committed = self._producer.finish(batch.produces) if early else self._transact(batch)
             self.stats.decide_seconds += deciding_done - started
-            self.stats.commit_seconds += time.perf_counter() - deciding_done
+            self.stats.commit_seconds += metrics.observe_commit(time.perf_counter() - deciding_done)
             span.set_attribute("sagaline.committed", committed)
         keys: list[tuple[str, str | int, str | int]] = [
             (m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages
@@ -521,7 +522,7 @@ class Orchestrator:
         self._produce_dead_letter(batch, letter)
 
     def _produce_dead_letter(self, batch: Batch, letter: DeadLetter) -> None:
-        batch.dead_letters += 1
+        batch.dead_letters += metrics.count_dead_letter("orchestrator", letter.error_type)
         batch.produces.append(
             Produce(self.names.deadletter, letter.key or b"", self.codec.encode(letter))
         )
@@ -538,6 +539,7 @@ class Orchestrator:
         )
 
     def _apply(self, batch: Batch, now: float) -> None:
+        metrics.observe_batch(batch.overlay, batch.partition_of, self._owned, batch.decisions)
         fired = {(t.saga_id, t.timer_id, t.due) for t in batch.fired}
         for saga_id, state in batch.overlay.items():
             p = batch.partition_of[saga_id]

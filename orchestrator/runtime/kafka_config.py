@@ -26,6 +26,7 @@ __all__ = [
     "group_consumer_config",
     "input_consumer_config",
     "reader_config",
+    "set_passthrough",
     "transactional_producer_config",
 ]
 
@@ -46,10 +47,25 @@ def _log_level() -> int:
     return max(0, min(7, int(raw))) if raw.strip().isdigit() else 0
 
 
+#: librdkafka settings this process passes through to every client (``--kafka-config``)
+_PASSTHROUGH: dict[str, ConfigValue] = {}
+
+
+def set_passthrough(config: Mapping[str, ConfigValue]) -> None:
+    """Add ``config`` to every Kafka client this process builds from now on.
+
+    These are the operator's settings (``--kafka-config``, ``SAGALINE_KAFKA_CONFIG``),
+    so they win over sagaline's own and over a builder's ``extra``.
+    """
+    _PASSTHROUGH.clear()
+    _PASSTHROUGH.update(config)
+
+
 def _merge(base: KafkaConfig, extra: Mapping[str, ConfigValue] | None) -> KafkaConfig:
     merged: KafkaConfig = {"log_level": _log_level(), **base}
     if extra:
         merged.update(extra)
+    merged.update(_PASSTHROUGH)
     return merged
 
 
@@ -200,4 +216,5 @@ def admin_config(
         "bootstrap.servers": bootstrap_servers,
     }
     config.update(extra or {})
+    config.update({k: v for k, v in _PASSTHROUGH.items() if not callable(v)})
     return config

@@ -25,8 +25,10 @@ from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, TopicConfigError
 from sagaline.orchestrator.runtime.loader import load_object as load
+from sagaline.orchestrator.runtime.metrics import APPROVALS_OPEN
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.base import Record
 
 __all__ = [
     "EXIT_CONFIG",
@@ -136,6 +138,12 @@ def _ensure_topics_waiting(settings: Settings, layout: TopicLayout, *, create: b
             delay = min(delay * 2, 10.0)
 
 
+def _active_states(orchestrator: Orchestrator) -> list[Record]:
+    """The active sagas' states (for the open-approvals gauge, read at scrape time)."""
+    owned = list(orchestrator._owned.values())
+    return [state for part in owned for state in list(part.active.values())]
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Build the orchestrator that ``args`` describe and run it until stopped."""
     logging.basicConfig(
@@ -163,6 +171,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             static_membership=not args.dynamic_membership,
         )
         orchestrator = Orchestrator(settings, logic, config, codec=codec)  # type: ignore[arg-type]
+        APPROVALS_OPEN.track(lambda: _active_states(orchestrator))
     except SagalineError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG

@@ -23,6 +23,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from sagaline.orchestrator.runtime import metrics
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.schemas.base import Record
@@ -156,6 +157,7 @@ def _take(
     return 1
 
 
+@metrics.restore_timer()
 def restore_partitions(
     reader: Consumer,
     topic: str,

@@ -5,10 +5,16 @@ Live inputs carry the producer's trace context in the ``traceparent`` /
 to every input's context; a decision span is parented on its input's context;
 outgoing tasks and commands carry the decision span's context.  Restore and
 replay read stored contexts but never parent new spans on them.
+
+:func:`configure_tracing` installs the SDK with an OTLP/HTTP exporter in a
+long-running process when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set (ADR 0015).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import context as otel_context
@@ -23,6 +29,7 @@ __all__ = [
     "ProducerHeaders",
     "carrier_from_context",
     "carrier_from_headers",
+    "configure_tracing",
     "context_from_carrier",
     "context_from_headers",
     "get_tracer",
@@ -30,7 +37,11 @@ __all__ = [
     "link_for",
 ]
 
+log = logging.getLogger("sagaline.telemetry")
+
 TRACE_HEADERS = ("traceparent", "tracestate")
+#: either variable turns on the OTLP exporter
+OTLP_ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 KafkaHeaders = Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | str | None]] | None
@@ -85,3 +96,29 @@ def carrier_from_context(ctx: Context | None = None) -> dict[str, str]:
 def headers_from_carrier(carrier: Mapping[str, str]) -> ProducerHeaders:
     """Kafka headers for a W3C carrier."""
     return [(k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS]
+
+
+def configure_tracing(service_name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Export this process's spans over OTLP/HTTP when an endpoint is configured.
+
+    Installs a global SDK ``TracerProvider`` (``service.name`` = ``service_name``
+    unless ``OTEL_SERVICE_NAME`` says otherwise) with a batch processor and the
+    OTLP/HTTP protobuf exporter, which reads the standard ``OTEL_EXPORTER_OTLP_*``
+    variables.  Spans still queued are flushed at exit.  ``False`` (nothing
+    installed) when no endpoint is set.
+    """
+    env = os.environ if environ is None else environ
+    endpoint = next((env[k] for k in OTLP_ENDPOINT_ENV if env.get(k)), None)
+    if endpoint is None:
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    name = env.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    log.info("tracing: exporting spans of %s over OTLP/HTTP to %s", name, endpoint)
+    return True
