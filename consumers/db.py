@@ -1,15 +1,28 @@
-"""Connecting to PostgreSQL with clear errors, and validated schema names."""
+"""Connecting to PostgreSQL with clear errors, and validated, quoted schema names.
+
+A schema name comes from configuration: it is first validated (a plain lower-case
+identifier, else one clear error) and then only ever reaches SQL quoted by
+``psycopg.sql.Identifier`` (:func:`quote_schema`), never as raw text.
+"""
 
 from __future__ import annotations
 
 import re
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
 
 from sagaline.consumers.errors import DatabaseUnavailable, WorkerError
 
-__all__ = ["DEFAULT_SCHEMA", "connect", "describe_dsn", "is_connection_error", "validate_schema"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "connect",
+    "describe_dsn",
+    "is_connection_error",
+    "quote_ident",
+    "quote_schema",
+    "validate_schema",
+]
 
 DEFAULT_SCHEMA = "sagaline"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -22,6 +35,16 @@ def validate_schema(name: str) -> str:
             f"invalid PostgreSQL schema name {name!r}: use lower-case letters, digits and '_'"
         )
     return name
+
+
+def quote_ident(*names: str) -> str:
+    """``names`` as one (dotted) SQL identifier, quoted by ``psycopg.sql.Identifier``."""
+    return sql.Identifier(*names).as_string(None)
+
+
+def quote_schema(name: str) -> str:
+    """A configured schema name, validated and then quoted for SQL text."""
+    return quote_ident(validate_schema(name))
 
 
 def describe_dsn(dsn: str) -> str:

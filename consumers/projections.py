@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from sagaline.consumers.db import DEFAULT_SCHEMA, connect, validate_schema
+from sagaline.consumers.db import DEFAULT_SCHEMA, connect, quote_schema, validate_schema
 from sagaline.consumers.errors import WorkerError
 from sagaline.consumers.migrations import migrate
 from sagaline.orchestrator.core.fold import fold
@@ -210,7 +210,7 @@ def _load(
     conn: psycopg.Connection, schema: str, saga_ids: Sequence[str], codec: RecordCodec
 ) -> dict[str, _Saga]:
     rows = conn.execute(
-        f"SELECT saga_id, last_seq, error, snapshot FROM {schema}.saga_status"
+        f"SELECT saga_id, last_seq, error, snapshot FROM {quote_schema(schema)}.saga_status"
         " WHERE saga_id = ANY(%s) FOR UPDATE",
         (list(saga_ids),),
     ).fetchall()
@@ -241,7 +241,7 @@ def _check_offsets(
     expected: dict[int, int | None],
 ) -> None:
     rows = conn.execute(
-        f"SELECT partition, next_offset FROM {schema}.projection_offsets"
+        f"SELECT partition, next_offset FROM {quote_schema(schema)}.projection_offsets"
         " WHERE projection = %s AND topic = %s AND partition = ANY(%s) FOR UPDATE",
         (projection, topic, sorted(expected)),
     ).fetchall()
@@ -298,21 +298,23 @@ def apply_batch(
         rows = [_status_params(s, codec) for s in sagas.values() if s.dirty and s.state]
         if rows:
             cur.executemany(
-                f"INSERT INTO {schema}.saga_status ({_STATUS_COLUMNS}, snapshot)"
+                f"INSERT INTO {quote_schema(schema)}.saga_status ({_STATUS_COLUMNS}, snapshot)"
                 f" VALUES ({', '.join(['%s'] * (len(_COLUMNS) + 1))})"
                 f" ON CONFLICT (saga_id) DO UPDATE SET {_UPSERT_SET}",
                 rows,
             )
         if timeline:
             cur.executemany(
-                f"INSERT INTO {schema}.saga_timeline (saga_id, seq, at, input_type, input, events)"
+                f"INSERT INTO {quote_schema(schema)}.saga_timeline"
+                " (saga_id, seq, at, input_type, input, events)"
                 " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
                 timeline,
             )
         if next_offsets:
             cur.executemany(
-                f"INSERT INTO {schema}.projection_offsets (projection, topic, partition,"
-                " next_offset) VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition)"
+                f"INSERT INTO {quote_schema(schema)}.projection_offsets"
+                " (projection, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (projection, topic, partition)"
                 " DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
                 [(projection, topic, p, o) for p, o in sorted(next_offsets.items())],
             )
@@ -408,7 +410,7 @@ class JournalProjection:
         assert self._conn is not None
         with self._conn.transaction():
             rows = self._conn.execute(
-                f"SELECT partition, next_offset FROM {self.schema}.projection_offsets"
+                f"SELECT partition, next_offset FROM {quote_schema(self.schema)}.projection_offsets"
                 " WHERE projection = %s AND topic = %s AND partition = ANY(%s)",
                 (self.projection, self.topic, sorted(partitions)),
             ).fetchall()
@@ -513,7 +515,7 @@ def _missing_table(exc: psycopg.Error) -> bool:
 def _query(database_url: str, sql: str, params: Sequence[Any], schema: str) -> list[Any]:
     try:
         with connect(database_url, autocommit=True) as conn:
-            return conn.execute(sql.replace("{schema}", validate_schema(schema)), params).fetchall()
+            return conn.execute(sql.replace("{schema}", quote_schema(schema)), params).fetchall()
     except psycopg.Error as exc:
         if _missing_table(exc):
             raise ProjectionError(

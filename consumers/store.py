@@ -18,7 +18,7 @@ from typing import Literal
 
 import psycopg
 
-from sagaline.consumers.db import DEFAULT_SCHEMA, validate_schema
+from sagaline.consumers.db import DEFAULT_SCHEMA, quote_ident, validate_schema
 
 __all__ = [
     "OUTBOX_SHARDS",
@@ -80,6 +80,8 @@ class WorkerStore:
 
     def __init__(self, schema: str = DEFAULT_SCHEMA) -> None:
         self.schema = validate_schema(schema)
+        # the schema reaches SQL only quoted by psycopg.sql.Identifier
+        self._q = quote_ident(self.schema)
         self.channel = f"{self.schema}_outbox"
 
     # -- inbox -----------------------------------------------------------------
@@ -91,7 +93,7 @@ class WorkerStore:
         key, so two attempts of one step never run their effects concurrently.
         """
         row = conn.execute(
-            f"INSERT INTO {self.schema}.inbox"
+            f"INSERT INTO {self._q}.inbox"
             " (idempotency_key, saga_id, saga_type, kind, step, attempt, task_id)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1",
@@ -110,7 +112,7 @@ class WorkerStore:
     def recorded(self, conn: psycopg.Connection, idempotency_key: str) -> RecordedReply | None:
         """The reply recorded for ``idempotency_key`` (None if absent or not completed)."""
         row = conn.execute(
-            f"SELECT outcome, reply_topic, reply, task_id, attempt FROM {self.schema}.inbox"
+            f"SELECT outcome, reply_topic, reply, task_id, attempt FROM {self._q}.inbox"
             " WHERE idempotency_key = %s",
             (idempotency_key,),
         ).fetchone()
@@ -135,7 +137,7 @@ class WorkerStore:
     ) -> None:
         """Record the final reply of a claimed step execution."""
         conn.execute(
-            f"UPDATE {self.schema}.inbox SET outcome = %s, reply_topic = %s, reply = %s,"
+            f"UPDATE {self._q}.inbox SET outcome = %s, reply_topic = %s, reply = %s,"
             " completed_at = now() WHERE idempotency_key = %s",
             (outcome, topic, reply, idempotency_key),
         )
@@ -155,7 +157,7 @@ class WorkerStore:
         """Add a message to the outbox; relays are notified when the transaction commits."""
         shard = shard_of(key)
         row = conn.execute(
-            f"INSERT INTO {self.schema}.outbox (shard, topic, key, value, headers)"
+            f"INSERT INTO {self._q}.outbox (shard, topic, key, value, headers)"
             " VALUES (%s, %s, %s, %s, %s) RETURNING id",
             (shard, topic, key, value, json.dumps(dict(headers or {}))),
         ).fetchone()
@@ -169,7 +171,7 @@ class WorkerStore:
     ) -> list[OutboxMessage]:
         """Unsent rows of ``shards`` in id order (visible = committed)."""
         rows = conn.execute(
-            f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox"
+            f"SELECT id, topic, key, value, headers FROM {self._q}.outbox"
             " WHERE sent_at IS NULL AND shard = ANY(%s) ORDER BY id LIMIT %s",
             (shards, limit),
         ).fetchall()
@@ -189,7 +191,7 @@ class WorkerStore:
         if not ids:
             return []
         rows = conn.execute(
-            f"UPDATE {self.schema}.outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s)"
+            f"UPDATE {self._q}.outbox SET sent_at = clock_timestamp() WHERE id = ANY(%s)"
             " RETURNING extract(epoch FROM sent_at - created_at)",
             (ids,),
         ).fetchall()
@@ -197,7 +199,7 @@ class WorkerStore:
 
     def unsent_count(self, conn: psycopg.Connection) -> int:
         """How many rows of every shard wait to be published."""
-        row = conn.execute(f"SELECT count(*) FROM {self.schema}.outbox WHERE sent_at IS NULL")
+        row = conn.execute(f"SELECT count(*) FROM {self._q}.outbox WHERE sent_at IS NULL")
         found = row.fetchone()
         return int(found[0]) if found is not None else 0
 
@@ -206,7 +208,7 @@ class WorkerStore:
     ) -> int:
         """Delete rows of ``shards`` sent more than ``older_than_seconds`` ago."""
         cur = conn.execute(
-            f"DELETE FROM {self.schema}.outbox WHERE sent_at IS NOT NULL AND shard = ANY(%s)"
+            f"DELETE FROM {self._q}.outbox WHERE sent_at IS NOT NULL AND shard = ANY(%s)"
             " AND sent_at < clock_timestamp() - make_interval(secs => %s)",
             (shards, older_than_seconds),
         )

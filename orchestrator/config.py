@@ -5,15 +5,29 @@ environment (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``,
 ``SAGALINE_TOPIC_PREFIX``), then the file written by ``sagaline dev up``
 (``.sagaline/dev.env`` under the current directory, or the path in
 ``SAGALINE_DEV_ENV``).
+
+Kafka security comes the same way (see docs/security.md):
+
+- ``SAGALINE_KAFKA_SECURITY_PROTOCOL``: ``SASL_SSL`` (what ``sagaline dev up`` writes) or
+  ``PLAINTEXT`` (the default when nothing says otherwise, e.g. ``dev up --insecure``);
+- ``SAGALINE_KAFKA_CA``: the CA certificate (PEM) that signed the brokers' certificates;
+- ``SAGALINE_KAFKA_USER``: this process's principal (default ``admin``);
+- ``SAGALINE_KAFKA_PASSWORD``: its password, or else its entry in the JSON file named by
+  ``SAGALINE_KAFKA_CREDENTIALS`` (``{"user": "password", ...}``, owner-only).
+
+PostgreSQL's password never sits in ``DATABASE_URL``: ``dev up`` writes a libpq
+password file and names it in the URL (``?passfile=...``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,15 +35,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sagaline.orchestrator.core.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_KAFKA_USER",
     "DEFAULT_TOPIC_PREFIX",
     "ENV_PREFIX",
+    "KAFKA_SECURITY_KEYS",
     "EnvSettings",
+    "KafkaSecurity",
     "KafkaValue",
     "Settings",
     "TopicNames",
     "dev_env_path",
+    "kafka_security_from_env",
     "read_env_file",
     "read_kafka_config_file",
+    "redact_url",
 ]
 
 DEFAULT_TOPIC_PREFIX = "sagaline"
@@ -37,6 +56,15 @@ DEFAULT_TOPIC_PREFIX = "sagaline"
 ENV_PREFIX = "SAGALINE_"
 #: a librdkafka setting's value
 KafkaValue = str | int | float | bool
+DEFAULT_KAFKA_USER = "admin"
+#: the variables that carry Kafka security (environment or dev file)
+KAFKA_SECURITY_KEYS = (
+    "SAGALINE_KAFKA_SECURITY_PROTOCOL",
+    "SAGALINE_KAFKA_CA",
+    "SAGALINE_KAFKA_USER",
+    "SAGALINE_KAFKA_PASSWORD",
+    "SAGALINE_KAFKA_CREDENTIALS",
+)
 
 
 def dev_env_path() -> Path:
@@ -95,6 +123,95 @@ class TopicNames:
         return (self.commands, self.replies, self.tasks, self.state, self.journal, self.deadletter)
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print or log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How one process authenticates to Kafka: SASL/SCRAM-SHA-512 over TLS, or nothing."""
+
+    protocol: str = "PLAINTEXT"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_location: str | None = None
+
+    @property
+    def secured(self) -> bool:
+        return self.protocol.upper() != "PLAINTEXT"
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka keys (empty for PLAINTEXT)."""
+        if not self.secured:
+            return {}
+        config = {
+            "security.protocol": self.protocol.upper(),
+            "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": self.username or DEFAULT_KAFKA_USER,
+            "sasl.password": self.password or "",
+        }
+        if self.ca_location:
+            config["ssl.ca.location"] = self.ca_location
+        return config
+
+    def as_user(self, username: str, password: str) -> KafkaSecurity:
+        """The same transport with another principal."""
+        return KafkaSecurity(self.protocol, username, password, self.ca_location)
+
+
+def kafka_security_from_env(
+    env: dict[str, str] | None = None, *, user: str | None = None
+) -> KafkaSecurity:
+    """Resolve Kafka security from ``env`` (default: the process environment), then the
+    dev file; ``user`` overrides ``SAGALINE_KAFKA_USER``."""
+    file_values = read_env_file(dev_env_path())
+    source = os.environ if env is None else env
+
+    def pick(key: str) -> str | None:
+        return source.get(key) or file_values.get(key) or None
+
+    protocol = (pick("SAGALINE_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper()
+    if protocol not in ("PLAINTEXT", "SASL_SSL", "SASL_PLAINTEXT"):
+        raise ConfigError(
+            f"SAGALINE_KAFKA_SECURITY_PROTOCOL={protocol} is not one of PLAINTEXT, SASL_SSL"
+        )
+    if protocol == "PLAINTEXT":
+        return KafkaSecurity()
+    username = user or pick("SAGALINE_KAFKA_USER") or DEFAULT_KAFKA_USER
+    password = None if user else pick("SAGALINE_KAFKA_PASSWORD")
+    if password is None:
+        password = _password_from_file(pick("SAGALINE_KAFKA_CREDENTIALS"), username)
+    return KafkaSecurity(protocol, username, password, pick("SAGALINE_KAFKA_CA"))
+
+
+def _password_from_file(path: str | None, username: str) -> str:
+    if not path:
+        raise ConfigError(
+            f"no Kafka password for {username}: set SAGALINE_KAFKA_PASSWORD "
+            "or SAGALINE_KAFKA_CREDENTIALS (or run `sagaline dev up`)"
+        )
+    try:
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the Kafka credentials file {path}: {exc.__class__.__name__}"
+        ) from None
+    password = loaded.get(username) if isinstance(loaded, dict) else None
+    if not isinstance(password, str) or not password:
+        raise ConfigError(f"the Kafka credentials file {path} has no entry for {username}")
+    return password
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where Kafka and PostgreSQL are, and which topics to use."""
@@ -102,9 +219,14 @@ class Settings:
     kafka_bootstrap_servers: str
     database_url: str | None = None
     topics: TopicNames = field(default_factory=TopicNames)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: librdkafka settings passed through to every client (``SAGALINE_KAFKA_CONFIG``,
     #: ``SAGALINE_KAFKA_CONFIG_FILE``; the command line adds ``--kafka-config``)
     kafka_config: Mapping[str, KafkaValue] = field(default_factory=dict, repr=False)
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """The security keys every Kafka client of this process adds."""
+        return self.kafka_security.client_config()
 
     @classmethod
     def from_env(
@@ -139,6 +261,7 @@ class Settings:
             kafka_bootstrap_servers=bootstrap,
             database_url=dsn,
             topics=TopicNames(prefix),
+            kafka_security=kafka_security_from_env(),
             kafka_config=env.librdkafka_config(),
         )
 

@@ -9,7 +9,9 @@ the demo calls it, and ``sagaline sagas tables`` does it from a shell before
 ``sagaline worker run --app sagaline.sagas:REGISTRY``.
 
 This module takes any DB-API-like connection (``conn.execute(sql, params)``),
-so the saga modules do not import a database driver.
+so the saga modules do not import a database driver; the schema name, which comes
+from configuration, is validated and then quoted by ``psycopg.sql.Identifier``
+(:func:`quote_ident`) wherever it reaches SQL text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from sagaline.orchestrator.core.errors import ConfigError
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "app_schema",
     "create_tables",
     "ensure_tables",
+    "quote_ident",
     "schema_sql",
 ]
 
@@ -48,6 +53,11 @@ def app_schema(explicit: str | None = None) -> str:
     return name
 
 
+def quote_ident(*names: str) -> str:
+    """``names`` as one dotted SQL identifier, quoted by ``psycopg.sql.Identifier``."""
+    return sql.Identifier(*names).as_string(None)
+
+
 @dataclass(frozen=True)
 class Tables:
     """Qualified names of the reference sagas' tables in one schema."""
@@ -61,41 +71,41 @@ class Tables:
 
     @property
     def orders(self) -> str:
-        return f"{self.schema}.orders"
+        return quote_ident(self.schema, "orders")
 
     @property
     def customers(self) -> str:
-        return f"{self.schema}.customers"
+        return quote_ident(self.schema, "customers")
 
     @property
     def payments(self) -> str:
-        return f"{self.schema}.payments"
+        return quote_ident(self.schema, "payments")
 
     @property
     def notifications(self) -> str:
-        return f"{self.schema}.notifications"
+        return quote_ident(self.schema, "notifications")
 
     @property
     def leads(self) -> str:
-        return f"{self.schema}.leads"
+        return quote_ident(self.schema, "leads")
 
     @property
     def lead_batches(self) -> str:
-        return f"{self.schema}.lead_batches"
+        return quote_ident(self.schema, "lead_batches")
 
     @property
     def llm_calls(self) -> str:
-        return f"{self.schema}.llm_calls"
+        return quote_ident(self.schema, "llm_calls")
 
     @property
     def research_reports(self) -> str:
-        return f"{self.schema}.research_reports"
+        return quote_ident(self.schema, "research_reports")
 
 
 def schema_sql(schema: str) -> str:
     """The DDL of the reference sagas' tables in ``schema``."""
     text = Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
-    return text.replace("{schema}", app_schema(schema))
+    return text.replace("{schema}", quote_ident(app_schema(schema)))
 
 
 def ensure_tables(conn: Any, schema: str | None = None) -> str:

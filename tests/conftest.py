@@ -15,6 +15,12 @@ Once resolved, both values are exported to ``os.environ`` before the first test,
 that code under test (``Settings.from_env()``), tests reading the variables directly
 and subprocesses all see the same servers.
 
+Security is on (``SAGALINE_TEST_SECURITY=0`` turns it off): the local servers, including
+the chaos tests' private ones, use SASL/SCRAM-SHA-512 over TLS with the StandardAuthorizer
+and scram-sha-256 passwords, and ``SAGALINE_KAFKA_*`` are exported too, so every client
+built by ``sagaline.orchestrator.runtime.kafka_config`` authenticates (as ``admin``
+unless a test picks a role principal; ``session_credentials`` holds the passwords).
+
 Fixtures for everyone:
 
 - ``kafka_bootstrap`` (session, str) and ``database_url`` (session, str);
@@ -52,6 +58,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
+from sagaline.orchestrator.devenv.credentials import StackCredentials
 from sagaline.orchestrator.devenv.errors import DevEnvError
 from sagaline.orchestrator.devenv.kafka import LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
@@ -110,6 +117,7 @@ def _export_session_infra(pytestconfig: pytest.Config) -> None:
     infra = pytestconfig.stash[_INFRA]
     if infra.kafka_prepared:
         os.environ.setdefault(KAFKA_ENV, infra.kafka_bootstrap())
+        _export_security(infra)
     if infra.postgres_prepared:
         os.environ.setdefault(POSTGRES_ENV, infra.database_url())
 
@@ -119,7 +127,20 @@ def kafka_bootstrap(pytestconfig: pytest.Config) -> str:
     """Bootstrap servers of the session's Kafka (env, Docker or local process)."""
     value = pytestconfig.stash[_INFRA].kafka_bootstrap()
     os.environ.setdefault(KAFKA_ENV, value)
+    _export_security(pytestconfig.stash[_INFRA])
     return value
+
+
+def _export_security(infra: SessionInfra) -> None:
+    for key, value in infra.security_env().items():
+        os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def session_credentials(pytestconfig: pytest.Config) -> StackCredentials | None:
+    """The secured session's passwords and certificates (None when security is off)."""
+    infra = pytestconfig.stash[_INFRA]
+    return infra.credentials() if infra.secured else None
 
 
 @pytest.fixture(scope="session")
@@ -244,10 +265,11 @@ def _private_dir(kind: str) -> Path:
 
 
 @pytest.fixture
-def private_kafka() -> Iterator[LocalKafka]:
+def private_kafka(session_credentials: StackCredentials | None) -> Iterator[LocalKafka]:
     """A single-broker Kafka of this test's own; SIGKILL and restart it at will."""
     base = _private_dir("kafka")
-    kafka = LocalKafka(base, quick_jit=True)
+    _export_private_security(session_credentials)
+    kafka = LocalKafka(base, quick_jit=True, credentials=session_credentials)
     try:
         kafka.start()
         yield kafka
@@ -257,10 +279,11 @@ def private_kafka() -> Iterator[LocalKafka]:
 
 
 @pytest.fixture
-def private_kafka_cluster() -> Iterator[LocalKafka]:
+def private_kafka_cluster(session_credentials: StackCredentials | None) -> Iterator[LocalKafka]:
     """A 3-broker Kafka (RF 3, min.insync.replicas 2) of this test's own."""
     base = _private_dir("kafka3")
-    kafka = LocalKafka(base, brokers=3, quick_jit=True)
+    _export_private_security(session_credentials)
+    kafka = LocalKafka(base, brokers=3, quick_jit=True, credentials=session_credentials)
     try:
         kafka.start()
         yield kafka
@@ -269,11 +292,23 @@ def private_kafka_cluster() -> Iterator[LocalKafka]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _export_private_security(credentials: StackCredentials | None) -> None:
+    """Private servers share the session's credentials: clients need the same variables."""
+    if credentials is None:
+        return
+    os.environ.setdefault("SAGALINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    os.environ.setdefault("SAGALINE_KAFKA_CA", str(credentials.ca_file))
+    os.environ.setdefault("SAGALINE_KAFKA_CREDENTIALS", str(credentials.kafka_users_file))
+    os.environ.setdefault("SAGALINE_KAFKA_USER", "admin")
+
+
 @pytest.fixture
-def private_postgres() -> Iterator[LocalPostgres]:
+def private_postgres(session_credentials: StackCredentials | None) -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this test's own; SIGKILL and restart it at will."""
     base = _private_dir("postgres")
-    postgres = LocalPostgres(base, settings=local_postgres_settings())
+    postgres = LocalPostgres(
+        base, settings=local_postgres_settings(), credentials=session_credentials
+    )
     try:
         postgres.start()
         yield postgres

@@ -14,7 +14,14 @@ from importlib import resources
 
 import psycopg
 
-from sagaline.consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, validate_schema
+from sagaline.consumers.db import (
+    DEFAULT_SCHEMA,
+    connect,
+    describe_dsn,
+    quote_ident,
+    quote_schema,
+    validate_schema,
+)
 from sagaline.consumers.errors import DatabaseUnavailable, MigrationError, SchemaTooNew
 
 __all__ = [
@@ -39,7 +46,7 @@ class Migration:
     sql: str
 
     def render(self, schema: str) -> str:
-        return self.sql.replace("{schema}", validate_schema(schema))
+        return self.sql.replace("{schema}", quote_schema(schema))
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ LATEST_VERSION: int = MIGRATIONS[-1].version
 
 
 def _version_table(schema: str) -> str:
-    return f"{schema}.schema_version"
+    return quote_ident(schema, "schema_version")
 
 
 def current_version(conn: psycopg.Connection, schema: str = DEFAULT_SCHEMA) -> int:
@@ -106,7 +113,7 @@ def _migrate(conn: psycopg.Connection, schema: str, where: str) -> MigrationResu
                 "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
                 (_LOCK_NAMESPACE, schema),
             )
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_schema(schema)}")
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_version_table(schema)} ("
                 " version integer PRIMARY KEY,"

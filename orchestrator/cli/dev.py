@@ -38,6 +38,12 @@ def register(subparsers: Subparsers) -> None:
     up.add_argument(
         "--brokers", type=int, choices=(1, 3), help="Kafka nodes: 1 (default) or 3 (RF 3)"
     )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="PLAINTEXT Kafka with no authorizer and trust PostgreSQL (default: SASL/SCRAM "
+        "over TLS with ACLs, scram-sha-256; see docs/security.md)",
+    )
     add_json_flag(up)
     set_handler(up, _up)
 
@@ -76,7 +82,10 @@ def _port(text: str) -> int:
 def _up(args: argparse.Namespace) -> int:
     with TaskProgress():
         status = DevStack().up(
-            kafka_port=args.kafka_port, postgres_port=args.postgres_port, brokers=args.brokers
+            kafka_port=args.kafka_port,
+            postgres_port=args.postgres_port,
+            brokers=args.brokers,
+            insecure=args.insecure,
         )
     emit(args, status.as_dict(), _describe(status, headline="dev environment is up"))
     return EXIT_OK
@@ -148,7 +157,8 @@ def _component_line(component: ComponentStatus) -> str:
     state = "running" if component.running else "stopped"
     version = f" {component.version}" if component.version else ""
     pids = ",".join(str(p) for p in component.pids) or "-"
+    security = f" [{component.security}]" if component.security else ""
     return (
-        f"  {component.name}{version}: {state} at {component.address} "
+        f"  {component.name}{version}: {state} at {component.address}{security} "
         f"(pid {pids}; data {component.data_dir}; log {component.log_file})"
     )

@@ -7,6 +7,10 @@ Each node is a combined broker + controller with its own directory::
     <base>/node-<id>/data/               log.dirs
     <base>/node-<id>/logs/               server.log, stdout.log
 
+With ``credentials`` (what ``sagaline dev up`` and the test session use) the nodes
+listen with SASL/SCRAM-SHA-512 over TLS and run KRaft's StandardAuthorizer (see
+``kafka_security``); without, PLAINTEXT with no authorizer (``dev up --insecure``).
+
 One node: replication factor 1 everywhere (transactions work on one broker).
 Three nodes: replication factor 3, ``min.insync.replicas=2``, so one node can be
 SIGKILLed and restarted by index while the cluster keeps serving transactions.
@@ -27,11 +31,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sagaline.orchestrator.config import KafkaSecurity
+from sagaline.orchestrator.devenv.credentials import StackCredentials, write_private
 from sagaline.orchestrator.devenv.errors import DevEnvError, StartupError
 from sagaline.orchestrator.devenv.kafka_dist import (
     KafkaDistribution,
     ensure_kafka_distribution,
     java_executable,
+)
+from sagaline.orchestrator.devenv.kafka_security import (
+    admin_security,
+    ensure_scram_users,
+    format_scram_args,
+    listener_properties,
 )
 from sagaline.orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
 from sagaline.orchestrator.devenv.processes import (
@@ -117,6 +129,7 @@ class LocalKafka:
         heap: str = DEFAULT_HEAP,
         distribution: KafkaDistribution | None = None,
         quick_jit: bool = False,
+        credentials: StackCredentials | None = None,
     ) -> None:
         """``quick_jit`` runs the JVMs with the C1 compiler only: about 40 % less CPU to
         start (3 nodes ready in half the time on 2 cores) at some cost in peak throughput;
@@ -126,6 +139,7 @@ class LocalKafka:
         self.base_dir = base_dir.resolve()
         self.heap = heap
         self.quick_jit = quick_jit
+        self.credentials = credentials
         self._distribution = distribution
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._pids: dict[int, int] = {}
@@ -179,6 +193,7 @@ class LocalKafka:
     def _save(self) -> None:
         payload = {
             "cluster_id": self.cluster_id,
+            "secured": self.credentials is not None,
             "nodes": [
                 {
                     "node_id": n.node_id,
@@ -195,6 +210,13 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(f"{LOOPBACK}:{n.broker_port}" for n in self.nodes)
+
+    @property
+    def security(self) -> KafkaSecurity:
+        """How the admin principal connects (PLAINTEXT when not secured)."""
+        if self.credentials is None:
+            return KafkaSecurity()
+        return admin_security(self.credentials)
 
     @property
     def version(self) -> str:
@@ -262,13 +284,20 @@ class LocalKafka:
             "log.retention.hours": "168",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.credentials is not None:
+            settings.update(
+                listener_properties(
+                    self.credentials, node.broker_port, node.controller_port, LOOPBACK
+                )
+            )
         header = "# Written by sagaline (orchestrator/devenv/kafka.py); rewritten on every start.\n"
         return header + "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def _write_files(self, node: KafkaNode) -> None:
         (node.directory / "logs").mkdir(parents=True, exist_ok=True)
         node.data_dir.mkdir(parents=True, exist_ok=True)
-        node.properties_file.write_text(self._properties(node), encoding="utf-8")
+        # owner-only: a secured node's file holds the admin password
+        write_private(node.properties_file, self._properties(node))
         (node.directory / "log4j2.xml").write_text(
             _LOG4J2.replace("{logs}", str(node.directory / "logs")), encoding="utf-8"
         )
@@ -303,6 +332,7 @@ class LocalKafka:
             f"--cluster-id={self.cluster_id}",  # an id may start with "-"
             "-c",
             str(node.properties_file),
+            *(format_scram_args(self.credentials) if self.credentials else []),
         )
         result = subprocess.run(
             [command[0], "-XX:TieredStopAtLevel=1", *command[1:]],
@@ -324,6 +354,7 @@ class LocalKafka:
         """
         started = time.monotonic()
         _ = self.distribution
+        self._check_security_mode()
         for index, node in enumerate(self.nodes):
             if self.pid(index) is None:
                 ensure_port_free(node.broker_port)
@@ -338,9 +369,25 @@ class LocalKafka:
         if pending:
             report("kafka", f"started {len(pending)} node(s); waiting for {self.bootstrap_servers}")
         self.wait_ready(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        if self.credentials is not None:
+            ensure_scram_users(self.bootstrap_servers, self.credentials)
         seconds = time.monotonic() - started
         report("kafka", f"ready at {self.bootstrap_servers} in {seconds:.1f} s", done=True)
         return seconds
+
+    def _check_security_mode(self) -> None:
+        """A cluster formatted without SCRAM users cannot become secured (and back)."""
+        path = self.base_dir / _CLUSTER_FILE
+        formatted = any((n.data_dir / "meta.properties").is_file() for n in self.nodes)
+        if not (formatted and path.is_file()):
+            return
+        was = bool(json.loads(path.read_text(encoding="utf-8")).get("secured", False))
+        if was != (self.credentials is not None):
+            before, now = ("secured", "insecure") if was else ("insecure", "secured")
+            raise DevEnvError(
+                f"the Kafka in {self.base_dir} was created {before} and cannot start {now}; "
+                "run `sagaline dev down --purge` first (its data is lost)"
+            )
 
     def wait_ready(self, timeout: float = 120.0) -> float:
         """Wait until all nodes are registered and a transactional producer initialises."""
@@ -349,6 +396,7 @@ class LocalKafka:
             expected_brokers=len(self.nodes),
             timeout=timeout,
             liveness=self._liveness,
+            extra=self.security.client_config(),
         )
 
     def _liveness(self) -> str | None:

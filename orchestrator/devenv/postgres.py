@@ -7,8 +7,11 @@ Layout under ``base_dir`` (which must be reachable by the server's OS user)::
     <base>/cluster.json   port and database name, so the same directory restarts the same server
 
 As root the files belong to the ``postgres`` OS user and the programs run through
-``runuser`` (``initdb`` refuses to run as root). Authentication is ``trust`` on
-loopback only; the server listens on 127.0.0.1 and its own socket directory.
+``runuser`` (``initdb`` refuses to run as root). The server listens on 127.0.0.1 and
+its own socket directory only. With ``credentials`` (``sagaline dev up``, the test
+session) every login needs the ``postgres`` password (scram-sha-256); the URL names
+the owner-only libpq password file (``?passfile=``) instead of holding the password.
+Without, authentication is ``trust`` (``dev up --insecure``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from sagaline.orchestrator.devenv.credentials import (
+    POSTGRES_USER,
+    StackCredentials,
+    write_private,
+)
 from sagaline.orchestrator.devenv.errors import DevEnvError, StartupError
 from sagaline.orchestrator.devenv.ports import LOOPBACK, ensure_port_free, free_port
 from sagaline.orchestrator.devenv.postgres_dist import (
@@ -72,8 +80,10 @@ class LocalPostgres:
         database: str = DEFAULT_DATABASE,
         settings: Mapping[str, str] | None = None,
         binaries: PostgresBinaries | None = None,
+        credentials: StackCredentials | None = None,
     ) -> None:
         self.base_dir = base_dir.resolve()
+        self.credentials = credentials
         self._binaries = binaries
         self._owner: RunAs | None = None
         self.settings = dict(settings or {})
@@ -101,7 +111,10 @@ class LocalPostgres:
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
-        return f"postgresql://postgres@{LOOPBACK}:{self.port}/{database}"
+        url = f"postgresql://{POSTGRES_USER}@{LOOPBACK}:{self.port}/{database}"
+        if self.credentials is not None:
+            url += f"?passfile={self.credentials.pgpass_file}"
+        return url
 
     @property
     def binaries(self) -> PostgresBinaries:
@@ -127,7 +140,11 @@ class LocalPostgres:
         return int(raw["port"]), str(raw["database"])
 
     def _save(self) -> None:
-        payload = {"port": self.port, "database": self.database}
+        payload = {
+            "port": self.port,
+            "database": self.database,
+            "secured": self.credentials is not None,
+        }
         (self.base_dir / _CLUSTER_FILE).write_text(json.dumps(payload), encoding="utf-8")
 
     def pid(self) -> int | None:
@@ -155,6 +172,8 @@ class LocalPostgres:
             self._prepare_dirs()
             if not (self.data_dir / "PG_VERSION").is_file():
                 self._initdb()
+            else:
+                self._check_security_mode()
             self._write_config()
             self._save()
             report("postgresql", f"starting the server on port {self.port}")
@@ -227,20 +246,42 @@ class LocalPostgres:
                 os.chown(path, owner.uid, owner.gid)
             path.chmod(mode)
 
+    def _check_security_mode(self) -> None:
+        path = self.base_dir / _CLUSTER_FILE
+        if not path.is_file():
+            return
+        was = bool(json.loads(path.read_text(encoding="utf-8")).get("secured", False))
+        if was != (self.credentials is not None):
+            before, now = ("secured", "insecure") if was else ("insecure", "secured")
+            raise DevEnvError(
+                f"the PostgreSQL in {self.base_dir} was created {before} and cannot start "
+                f"{now}; run `sagaline dev down --purge` first (its data is lost)"
+            )
+
     def _initdb(self) -> None:
         argv = [
             self.binaries.tool("initdb"),
             "-D",
             str(self.data_dir),
             "-U",
-            "postgres",
-            "--auth=trust",
+            POSTGRES_USER,
             "--encoding=UTF8",
             "--locale=C",
             "--no-sync",
             "--no-instructions",
         ]
-        self._run(argv, "initdb")
+        if self.credentials is None:
+            self._run([*argv, "--auth=trust"], "initdb")
+            return
+        # the password reaches initdb through a file only the server's OS user can read
+        pwfile = self.run_dir / ".initdb-password"
+        write_private(pwfile, self.credentials.postgres_password + "\n")
+        if not self.owner.is_current:
+            os.chown(pwfile, self.owner.uid, self.owner.gid)
+        try:
+            self._run([*argv, "--auth=scram-sha-256", f"--pwfile={pwfile}"], "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
 
     def _write_config(self) -> None:
         settings = {

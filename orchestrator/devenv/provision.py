@@ -6,7 +6,11 @@ Resolution order, per service:
 2. otherwise, when a Docker engine answers (and ``SAGALINE_TEST_DOCKER`` is not ``0``):
    testcontainers (``apache/kafka``, ``postgres``);
 3. otherwise: private local processes (:class:`LocalKafka`, :class:`LocalPostgres`) on
-   free ports in a temporary directory.
+   free ports in a temporary directory, secured like ``sagaline dev up`` (SASL/SCRAM over
+   TLS with the StandardAuthorizer, scram-sha-256 passwords) unless
+   ``SAGALINE_TEST_SECURITY=0``; :meth:`SessionInfra.security_env` then holds the
+   variables that let every client of the session (and its subprocesses) authenticate,
+   as the ``admin`` principal unless a test chooses another.
 
 Whatever is started here is stopped by :meth:`SessionInfra.close`. Services are started
 in background threads as soon as :meth:`SessionInfra.prepare` learns they are needed, so
@@ -25,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from sagaline.orchestrator.devenv.credentials import ADMIN, StackCredentials
 from sagaline.orchestrator.devenv.docker import docker_available
 from sagaline.orchestrator.devenv.kafka import LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
@@ -41,6 +46,7 @@ __all__ = [
 KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 POSTGRES_ENV = "DATABASE_URL"
 DOCKER_SWITCH_ENV = "SAGALINE_TEST_DOCKER"
+SECURITY_SWITCH_ENV = "SAGALINE_TEST_SECURITY"
 
 
 class Source(enum.Enum):
@@ -92,6 +98,8 @@ class SessionInfra:
         self._kafka: Future[str] | None = None
         self._postgres: Future[str] | None = None
         self._stoppers: list[Callable[[], None]] = []
+        self._credentials: StackCredentials | None = None
+        self._kafka_secured = False
         self.sources: dict[str, Source] = {}
 
     # -- resolution --------------------------------------------------------------
@@ -105,14 +113,40 @@ class SessionInfra:
 
     def _workdir(self, name: str) -> Path:
         with self._lock:
-            if self._root is None:
-                # Directly under the temp dir: the postgres OS user must be able to reach it.
-                self._root = Path(tempfile.mkdtemp(prefix="sagaline-test-"))
-                self._root.chmod(0o755)
-                self._stoppers.append(
-                    functools.partial(shutil.rmtree, self._root, ignore_errors=True)
-                )
-        return self._root / name
+            return self._root_dir() / name
+
+    @property
+    def secured(self) -> bool:
+        """True when the servers this object starts are secured."""
+        return self._env.get(SECURITY_SWITCH_ENV, "1") != "0"
+
+    def credentials(self) -> StackCredentials:
+        """The session's passwords and certificates (created on first use)."""
+        with self._lock:
+            if self._credentials is None:
+                directory = self._root_dir() / "secrets"
+                self._credentials = StackCredentials.ensure(directory)
+            return self._credentials
+
+    def _root_dir(self) -> Path:
+        if self._root is None:
+            # Directly under the temp dir: the postgres OS user must be able to reach it.
+            self._root = Path(tempfile.mkdtemp(prefix="sagaline-test-"))
+            self._root.chmod(0o755)
+            self._stoppers.append(functools.partial(shutil.rmtree, self._root, ignore_errors=True))
+        return self._root
+
+    def security_env(self) -> dict[str, str]:
+        """The variables of a secured session Kafka (empty when it is not secured)."""
+        self.kafka_bootstrap()
+        if not self._kafka_secured or self._credentials is None:
+            return {}
+        return {
+            "SAGALINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "SAGALINE_KAFKA_CA": str(self._credentials.ca_file),
+            "SAGALINE_KAFKA_CREDENTIALS": str(self._credentials.kafka_users_file),
+            "SAGALINE_KAFKA_USER": ADMIN,
+        }
 
     def prepare(self, *, kafka: bool, postgres: bool) -> None:
         """Start resolving the services the session needs, in the background."""
@@ -157,7 +191,9 @@ class SessionInfra:
             self._register(container)
             container.start()
             return container.bootstrap_servers
-        local = LocalKafka(self._workdir("kafka"), quick_jit=True)
+        creds = self.credentials() if self.secured else None
+        local = LocalKafka(self._workdir("kafka"), quick_jit=True, credentials=creds)
+        self._kafka_secured = creds is not None
         self._stoppers.append(local.kill_all)
         local.start()
         return local.bootstrap_servers
@@ -175,7 +211,11 @@ class SessionInfra:
             self._register(container)
             container.start()
             return container.url
-        local = LocalPostgres(self._workdir("postgres"), settings=local_postgres_settings())
+        local = LocalPostgres(
+            self._workdir("postgres"),
+            settings=local_postgres_settings(),
+            credentials=self.credentials() if self.secured else None,
+        )
         self._stoppers.append(lambda: local.stop("immediate"))
         local.start()
         return local.url

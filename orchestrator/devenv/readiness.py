@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -30,16 +30,18 @@ def wait_for_kafka(
     expected_brokers: int = 1,
     timeout: float = 120.0,
     liveness: LivenessCheck = _never_dead,
+    extra: Mapping[str, str] | None = None,
 ) -> float:
     """Block until ``expected_brokers`` are registered and a transactional producer initialises.
 
+    ``extra`` (security keys) overrides what the process environment would add.
     Returns the seconds it took. Raises :class:`StartupError` on timeout or when
     ``liveness`` reports that the broker process died.
     """
     started = time.monotonic()
     deadline = started + timeout
     quiet: dict[str, Any] = {
-        **admin_config(bootstrap_servers, extra={"log_level": 0}),
+        **admin_config(bootstrap_servers, extra={**(extra or {}), "log_level": 0}),
         "error_cb": _ignore,
     }
     admin = AdminClient(dict(quiet))
@@ -60,7 +62,7 @@ def wait_for_kafka(
                 bootstrap_servers,
                 f"sagaline-devenv-ready-{uuid.uuid4().hex[:12]}",
                 transaction_timeout_ms=10_000,
-                extra={"log_level": 0, "error_cb": _ignore},
+                extra={**(extra or {}), "log_level": 0, "error_cb": _ignore},
             )
         )
         try:

@@ -8,6 +8,11 @@ number.  sagaline uses librdkafka's default, ``consistent_random``
 (CRC32 of the key), set explicitly here; a producer on another client
 library must choose the partition itself with
 ``sagaline.orchestrator.runtime.partitioner.partition_for``.
+
+Every builder adds the process's Kafka security (``security.protocol``, ``sasl.*``,
+``ssl.ca.location``) resolved like :class:`~sagaline.orchestrator.config.Settings`
+(environment, then the dev file; see docs/security.md); keys in ``extra`` win, so a
+caller may authenticate as another principal.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from sagaline.orchestrator.config import kafka_security_from_env
 
 __all__ = [
     "LOG_LEVEL_ENV",
@@ -26,6 +33,7 @@ __all__ = [
     "group_consumer_config",
     "input_consumer_config",
     "reader_config",
+    "security_config",
     "set_passthrough",
     "transactional_producer_config",
 ]
@@ -47,6 +55,15 @@ def _log_level() -> int:
     return max(0, min(7, int(raw))) if raw.strip().isdigit() else 0
 
 
+def security_config() -> dict[str, str]:
+    """This process's Kafka security keys (empty when the cluster is PLAINTEXT)."""
+    return kafka_security_from_env().client_config()
+
+
+def _security_unless_given(extra: Mapping[str, object] | None) -> dict[str, str]:
+    return {} if extra and "security.protocol" in extra else security_config()
+
+
 #: librdkafka settings this process passes through to every client (``--kafka-config``)
 _PASSTHROUGH: dict[str, ConfigValue] = {}
 
@@ -62,7 +79,7 @@ def set_passthrough(config: Mapping[str, ConfigValue]) -> None:
 
 
 def _merge(base: KafkaConfig, extra: Mapping[str, ConfigValue] | None) -> KafkaConfig:
-    merged: KafkaConfig = {"log_level": _log_level(), **base}
+    merged: KafkaConfig = {"log_level": _log_level(), **base, **_security_unless_given(extra)}
     if extra:
         merged.update(extra)
     merged.update(_PASSTHROUGH)
@@ -214,6 +231,7 @@ def admin_config(
     config: dict[str, str | int | float | bool] = {
         "log_level": _log_level(),
         "bootstrap.servers": bootstrap_servers,
+        **_security_unless_given(extra),
     }
     config.update(extra or {})
     config.update({k: v for k, v in _PASSTHROUGH.items() if not callable(v)})

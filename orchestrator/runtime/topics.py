@@ -4,6 +4,10 @@ commands, replies and state must have the same partition count (a saga's
 inputs and its state snapshot share the partition number); the state topic
 is compacted with segment settings that keep restore short; the journal is
 kept forever.
+
+On a secured cluster, creating (``create=True``) also grants the role principals their
+least-privilege ACLs (:mod:`sagaline.orchestrator.runtime.acls`); that takes the admin
+principal, as ``sagaline topics ensure`` runs by default.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.acls import ensure_acls
 from sagaline.orchestrator.runtime.errors import TopicConfigError
-from sagaline.orchestrator.runtime.kafka_config import admin_config
+from sagaline.orchestrator.runtime.kafka_config import admin_config, security_config
 
 __all__ = [
     "TopicLayout",
@@ -187,6 +192,8 @@ def ensure_topics(
         if len(copartitioned) <= 1:
             _create(admin, [s for s in specs if s.name not in existing], timeout)
             _wait_for_metadata(admin, [s.name for s in specs], timeout)
+        if security_config():
+            ensure_acls(admin, names, timeout=timeout)
     verify_topics(admin, specs, names, timeout)
     return specs
 

@@ -32,7 +32,7 @@ from test_orchestrator_runtime import (
 )
 
 from sagaline.orchestrator.config import TopicNames
-from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.layout import PartitionCountChanged
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -156,7 +156,7 @@ def test_partition_count_change_while_running_stops_the_orchestrator(
     kafka_bootstrap: str, prefix: str
 ) -> None:
     orch = make_orchestrator(kafka_bootstrap, prefix, "a", partition_check_s=0.5)
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(admin_config(kafka_bootstrap))
     with Running(orch, raise_errors=False) as run:
         deadline = threading.Event()
         deadline.wait(2.0)  # let it start and join the group
@@ -186,7 +186,7 @@ def test_restart_on_a_grown_layout_holding_sagas_is_refused(
     finally:
         responder.stop()
     names = TopicNames(prefix)
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(admin_config(kafka_bootstrap))
     grown = [
         NewPartitions(t, PARTITIONS + 1)
         for t in (names.commands, names.replies, names.state, names.journal)
@@ -211,7 +211,7 @@ def test_an_input_whose_dead_letter_is_refused_too_is_skipped_and_the_partition_
     codec = JsonCodec()
     prefix = fresh_prefix("skip")
     names = TopicNames(prefix)
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(admin_config(kafka_bootstrap))
     tiny = NewTopic(names.deadletter, 1, 1, config={"max.message.bytes": "300"})
     admin.create_topics([tiny])[names.deadletter].result(30)
     ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=PARTITIONS))

@@ -17,7 +17,7 @@ from orchestrator_support import Responder, delete_prefix_topics, fresh_prefix, 
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import TopicConfigError
-from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.ports import Outcome, Outgoing
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -220,7 +220,7 @@ def test_refuses_topics_that_are_not_copartitioned(bootstrap: str) -> None:
 
     p = fresh_prefix("copart")
     names = TopicNames(p)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     futures = admin.create_topics(
         [
             NewTopic(names.commands, num_partitions=2, replication_factor=1),
@@ -276,7 +276,7 @@ def test_abortable_error_aborts_rewinds_and_discards_the_batch(bootstrap: str, p
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     refusing = f"{prefix}.refusing"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     admin.create_topics([NewTopic(refusing, 1, 1, config={"max.message.bytes": "2000"})])[
         refusing
     ].result(30)
@@ -315,7 +315,7 @@ def test_an_input_whose_output_is_always_refused_is_dead_lettered(
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     refusing = f"{prefix}.refusing"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     new = NewTopic(refusing, 1, 1, config={"max.message.bytes": "2000"})
     admin.create_topics([new])[refusing].result(30)
     codec = JsonCodec()
@@ -374,7 +374,7 @@ def test_a_timer_whose_decision_never_commits_does_not_block_the_partition(
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     refusing = f"{prefix}.refusing"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     new = NewTopic(refusing, 1, 1, config={"max.message.bytes": "2000"})
     admin.create_topics([new])[refusing].result(30)
     codec = JsonCodec()

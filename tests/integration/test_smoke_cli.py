@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sagaline.orchestrator.cli import main
-from sagaline.orchestrator.config import read_env_file
+from sagaline.orchestrator.config import KAFKA_SECURITY_KEYS, read_env_file
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +21,8 @@ def dev_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     # The commands must find the servers through dev.env, not the session's settings.
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    for key in KAFKA_SECURITY_KEYS:
+        monkeypatch.delenv(key, raising=False)
     yield path
     main(["dev", "down", "--purge"])
 
@@ -51,10 +53,17 @@ def test_up_is_idempotent_smoke_passes_and_down_stops_everything(
     assert first["all_running"] is True
     kafka, postgres = first["kafka"], first["postgres"]
     assert isinstance(kafka, dict) and isinstance(postgres, dict)
+    secrets = dev_env.parent / "secrets"
     assert settings == {
         "KAFKA_BOOTSTRAP_SERVERS": kafka["address"],
         "DATABASE_URL": postgres["address"],
+        "SAGALINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SAGALINE_KAFKA_CA": str(secrets / "ca.pem"),
+        "SAGALINE_KAFKA_CREDENTIALS": str(secrets / "kafka-users.json"),
+        "SAGALINE_KAFKA_USER": "admin",
     }
+    assert kafka["security"] == "SASL_SSL/SCRAM-SHA-512"
+    assert postgres["security"] == "scram-sha-256"
     # The second `up` found the same processes instead of starting new ones.
     assert second["kafka"] == kafka and second["postgres"] == postgres
     assert smoke["ok"] is True

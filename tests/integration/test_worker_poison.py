@@ -47,7 +47,7 @@ from sagaline.orchestrator.chaos.effects import (
     read_records,
 )
 from sagaline.orchestrator.config import TopicNames
-from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.kafka_config import client_producer_config, reader_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.schemas.deadletter import MAX_ORIGINAL_VALUE_BYTES, DeadLetter
 from sagaline.schemas.replies import REPLY_TYPES, StepSucceeded
@@ -126,11 +126,9 @@ def test_oversized_tasks_are_dead_lettered_and_the_partition_keeps_flowing(
     compressible = b"sagaline" * 655_360  # 5 MB, tiny once compressed
     partition = partition_for("huge", 3)
     big = Producer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "compression.type": "zstd",
-            "message.max.bytes": 8_000_000,
-        }
+        client_producer_config(
+            kafka_bootstrap, extra={"compression.type": "zstd", "message.max.bytes": 8_000_000}
+        )
     )
     for value in (plain, compressible):
         big.produce(topics.tasks, key=b"huge", value=value, partition=partition)

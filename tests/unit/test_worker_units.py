@@ -175,7 +175,7 @@ def test_crash_point_kills_only_at_its_point_after_the_skips() -> None:
 
 def test_migrations_and_shards() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
-    assert "sagaline_x.inbox" in MIGRATIONS[0].render("sagaline_x")
+    assert '"sagaline_x".inbox' in MIGRATIONS[0].render("sagaline_x")
     with pytest.raises(WorkerError):
         MIGRATIONS[0].render("x; DROP TABLE y")
     assert all(0 <= shard_of(f"saga-{i}".encode()) < OUTBOX_SHARDS for i in range(100))
