@@ -19,6 +19,8 @@ should read a projection).
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +40,7 @@ from sagaline.orchestrator.client.errors import (
 )
 from sagaline.orchestrator.client.reading import StateReader
 from sagaline.orchestrator.client.verdicts import Verdict, await_verdict
+from sagaline.orchestrator.client.watch import SnapshotWatch
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.decider import derive_message_id
 from sagaline.orchestrator.core.saga import Node, Saga
@@ -77,6 +80,7 @@ class SagaHandle:
     saga_id: str
     saga_type: str
     receipt: Receipt | None = None
+    sent_ms: int | None = None
 
     def status(self) -> SagaState | None:
         """The latest snapshot (``None`` until the orchestrator has decided the start)."""
@@ -88,7 +92,7 @@ class SagaHandle:
         Raises :class:`SagaRejected` (with the dead letter's reason) when the
         orchestrator refused the start, :class:`WaitTimeout` after ``timeout``.
         """
-        since = self.receipt.timestamp_ms if self.receipt else None
+        since = self.receipt.timestamp_ms if self.receipt else self.sent_ms
         return self.client.wait(self.saga_id, timeout=timeout, since_ms=since)
 
 
@@ -142,6 +146,8 @@ class SagaClient:
             bootstrap, self.names.commands, timeout=timeout, debug=debug
         )
         self._reader = StateReader(bootstrap, self.names, self.codec, client_id, debug=debug)
+        self._watch: SnapshotWatch | None = None
+        self._watch_lock = threading.Lock()
         self._tracer = tracer or get_tracer()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -151,8 +157,15 @@ class SagaClient:
         return self._commands.flush()
 
     def close(self) -> None:
-        """Confirm what is queued (raises :class:`DeliveryFailed` for what was not)."""
-        self._commands.close()
+        """Confirm what is queued (raises :class:`DeliveryFailed` for what was not); stop
+        the reader that waits share."""
+        try:
+            self._commands.close()
+        finally:
+            with self._watch_lock:
+                watch, self._watch = self._watch, None
+            if watch is not None:
+                watch.close()
 
     def __enter__(self) -> SagaClient:
         return self
@@ -267,8 +280,9 @@ class SagaClient:
             requested_by=requested_by or self.client_id,
             deadline_at=deadline_at,
         )
+        sent_ms = int(time.time() * 1000)
         receipt = self._send(command, sid, flush=flush)
-        return SagaHandle(self, sid, saga_type, receipt)
+        return SagaHandle(self, sid, saga_type, receipt, sent_ms)
 
     def confirm_start(
         self, handle: SagaHandle, data: BaseModel | Payload, timeout: float = 30.0
@@ -280,7 +294,7 @@ class SagaClient:
         """
         payload = data if isinstance(data, Payload) else to_payload(data)
         digest = payload_sha256(payload)
-        since = handle.receipt.timestamp_ms if handle.receipt else None
+        since = handle.receipt.timestamp_ms if handle.receipt else handle.sent_ms
         state = self._follow(handle.saga_id, timeout, lambda s: True, since)
         if state.input_sha256 != digest:
             raise SagaAlreadyStarted(handle.saga_id, state.input_sha256, digest)
@@ -296,6 +310,7 @@ class SagaClient:
         note: str | None = None,
         approved: bool | None = None,
         saga_type: str = "",
+        seen_sha256: str | None = None,
     ) -> Receipt:
         """Deliver signal ``name`` to a waiting saga (``by`` names who sent it)."""
         command = SignalSaga(
@@ -305,14 +320,26 @@ class SagaClient:
             approved=approved,
             note=note,
             payload=to_payload(payload) if payload is not None else None,
+            seen_sha256=seen_sha256,
         )
         return self._sent(command, saga_id)
 
     def approve(
-        self, saga_id: str, wait: str | Node, *, by: str, note: str | None = None
+        self,
+        saga_id: str,
+        wait: str | Node,
+        *,
+        by: str,
+        note: str | None = None,
+        seen_sha256: str | None = None,
     ) -> Receipt:
-        """Approve the saga's open approval ``wait``."""
-        return self.signal(saga_id, wait, by=by, note=note, approved=True)
+        """Approve the saga's open approval ``wait``.
+
+        ``seen_sha256``: the SHA-256 of the data the approver was shown (the
+        open wait's ``shown_sha256``); a bound approval needs it and is
+        refused when the data changed since.
+        """
+        return self.signal(saga_id, wait, by=by, note=note, approved=True, seen_sha256=seen_sha256)
 
     def reject(
         self, saga_id: str, wait: str | Node, *, by: str, note: str | None = None
@@ -382,5 +409,16 @@ class SagaClient:
         return self._follow(saga_id, timeout, lambda s: s.is_terminal, since_ms)
 
     def _follow(self, saga_id: str, timeout: float, done: Any, since_ms: int | None) -> SagaState:
+        """Wait through the client's one shared reader (started by the first wait)."""
         partition = self.partition_of(saga_id)
-        return self._reader.follow(saga_id, partition, timeout, done, since_ms=since_ms)
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = SnapshotWatch(
+                    self.settings.kafka_bootstrap_servers,
+                    self.names,
+                    self.codec,
+                    self.client_id,
+                    debug=self.debug,
+                )
+            watch = self._watch
+        return watch.wait(saga_id, partition, done, timeout, since_ms)

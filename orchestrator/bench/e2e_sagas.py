@@ -1,0 +1,86 @@
+"""The end-to-end benchmark's sagas: five steps that do nothing, on each path.
+
+``Kafka5`` replies through the worker's Kafka transaction (``uses_db=False``),
+``Outbox5`` through the PostgreSQL inbox/outbox and the relay (no business
+write, so the figure is the path's own cost).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from sagaline.orchestrator.core.context import StepContext
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.saga import Saga, step
+
+__all__ = ["E2E_REGISTRY", "E2EFive", "Kafka5", "Outbox5", "registry"]
+
+_TIMEOUT = timedelta(seconds=30)
+
+
+class E2EFive(BaseModel):
+    """Saga data (unused by the steps)."""
+
+    n: int = 0
+
+
+class Kafka5(Saga[E2EFive]):
+    """Five no-op steps replying through the worker's Kafka transaction."""
+
+    type_name = "bench.e2e.kafka5"
+
+    @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
+    def s1(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
+    def s2(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
+    def s3(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
+    def s4(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
+    def s5(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+
+class Outbox5(Saga[E2EFive]):
+    """Five no-op steps replying through the PostgreSQL outbox and the relay."""
+
+    type_name = "bench.e2e.outbox5"
+
+    @step(compensate=None, timeout=_TIMEOUT)
+    def s1(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, timeout=_TIMEOUT)
+    def s2(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, timeout=_TIMEOUT)
+    def s3(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, timeout=_TIMEOUT)
+    def s4(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+    @step(compensate=None, timeout=_TIMEOUT)
+    def s5(self, ctx: StepContext, data: E2EFive) -> None:
+        return None
+
+
+E2E_REGISTRY = SagaRegistry([Kafka5, Outbox5])
+
+
+def registry() -> SagaRegistry:
+    """The registry of the benchmark's orchestrator and worker (``--app``)."""
+    return E2E_REGISTRY
