@@ -38,9 +38,16 @@ def register(subparsers: Subparsers) -> None:
     codec.add_argument("--seconds", type=float, default=1.5, help="time spent per figure")
     set_handler(codec, _codec)
     _workers(parts)
-    e2e = parts.add_parser("e2e", help="one-step sagas through the real orchestrator and worker")
-    e2e.add_argument("--sagas", type=int, default=50, help="sagas per delivery path")
-    e2e.add_argument("--partitions", type=int, default=3)
+    e2e = parts.add_parser(
+        "e2e", help="5-step sagas through real orchestrator, worker and relay processes"
+    )
+    e2e.add_argument("--sagas", type=int, default=100, help="sequential sagas per path")
+    e2e.add_argument("--throughput", type=int, default=2000, help="sagas at once (0: skip)")
+    e2e.add_argument("--partitions", type=int, default=4)
+    e2e.add_argument("--concurrency", type=int, default=64, help="the worker's --concurrency")
+    e2e.add_argument("--paths", default="kafka,outbox", help="kafka and/or outbox")
+    e2e.add_argument("--wait-sagas", type=int, default=50, help="SagaHandle.wait() timed (0: skip)")
+    e2e.add_argument("--wait-many", type=int, default=1000, help="sagas one client waits on")
     set_handler(e2e, _e2e)
     responder = parts.add_parser(
         "responder", help="answer every task with a success, exactly once (until SIGTERM)"
@@ -164,11 +171,26 @@ def _bench_workers(args: argparse.Namespace) -> int:
 
 
 def _e2e(args: argparse.Namespace) -> int:
-    from sagaline.orchestrator.bench.workers_e2e import run_e2e
+    from sagaline.orchestrator.bench.e2e import PATHS, run_e2e
 
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or not set(paths) <= set(PATHS):
+        raise ConfigError(f"--paths takes {' and/or '.join(PATHS)}, got {args.paths!r}")
+    if args.sagas < 1 or args.partitions < 1 or args.concurrency < 1 or args.throughput < 0:
+        raise ConfigError("--sagas, --partitions and --concurrency take a number of at least 1")
     bootstrap, dsn = _kafka_and_database()
     return _print(
-        run_e2e(bootstrap=bootstrap, dsn=dsn, sagas=args.sagas, partitions=args.partitions)
+        run_e2e(
+            bootstrap=bootstrap,
+            dsn=dsn,
+            sagas=args.sagas,
+            throughput=args.throughput,
+            partitions=args.partitions,
+            concurrency=args.concurrency,
+            paths=paths,
+            wait_sagas=args.wait_sagas,
+            wait_many=args.wait_many,
+        )
     )
 
 
