@@ -49,6 +49,9 @@ class SignalSaga(Record):
 
     ``name`` is the wait's name; ``approved`` is set for approvals
     (True = approve, False = reject) and ``by`` names the person or system.
+    ``seen_sha256`` is the SHA-256 of the data shown to the approver (the
+    wait's ``shown_sha256``); an approval bound to it is refused when the
+    saga's shown data has changed since.
     """
 
     envelope: Envelope
@@ -57,6 +60,7 @@ class SignalSaga(Record):
     approved: bool | None = None
     note: str | None = None
     payload: Payload | None = None
+    seen_sha256: str | None = None
 
 
 class CancelSaga(Record):

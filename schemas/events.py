@@ -32,6 +32,7 @@ __all__ = [
     "HeartbeatRecorded",
     "IgnoreReason",
     "InputIgnored",
+    "ModelFallback",
     "NodeEntered",
     "SagaEvent",
     "SagaFinished",
@@ -191,6 +192,9 @@ class WaitOpened(Record):
     timeout_at: datetime | None = None
     agent: str | None = None
     tool_step: str | None = None
+    shown: Payload | None = None
+    shown_sha256: str | None = None
+    bound: bool = False
 
 
 class SignalAccepted(Record):
@@ -204,6 +208,7 @@ class SignalAccepted(Record):
     note: str | None = None
     payload: Payload | None = None
     data: Payload
+    seen_sha256: str | None = None
 
 
 class SignalRejected(Record):
@@ -378,6 +383,25 @@ class AgentTurnStarted(Record):
     agent: str
     turn: int
     step: str
+    model: str | None = None
+
+
+class ModelFallback(Record):
+    """An agent's LLM turn falls back to the next model of its list.
+
+    ``previous_model`` failed ``attempt - 1`` (``reason``); attempt ``attempt``
+    of ``step`` asks ``model``.
+    """
+
+    event: Literal["ModelFallback"] = "ModelFallback"
+    at: datetime
+    agent: str
+    turn: int
+    step: str
+    attempt: int
+    model: str
+    previous_model: str
+    reason: str
 
 
 class AgentTurnRecorded(Record):
@@ -392,6 +416,9 @@ class AgentTurnRecorded(Record):
     arguments_json: str | None = None
     answer: str | None = None
     thought: str | None = None
+    model: str | None = None
+    attempt: int | None = None
+    usage: Usage | None = None
 
 
 class ToolCallRequested(Record):
@@ -495,6 +522,7 @@ SagaEvent = (
     | ChildSagaRequested
     | AgentTurnStarted
     | AgentTurnRecorded
+    | ModelFallback
     | ToolCallRequested
     | AgentObservation
     | AgentAnswered
@@ -539,4 +567,5 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     AgentGaveUp,
     SagaFinished,
     StateTrimmed,
+    ModelFallback,
 )

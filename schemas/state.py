@@ -120,6 +120,9 @@ class WaitState(Record):
     timeout_at: datetime | None = None
     agent: str | None = None
     tool_step: str | None = None
+    shown: Payload | None = None
+    shown_sha256: str | None = None
+    bound: bool = False
 
 
 class AgentHistoryItem(Record):

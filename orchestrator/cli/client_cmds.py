@@ -99,6 +99,12 @@ def register(subparsers: Subparsers) -> None:
         p.add_argument("wait_name", metavar="wait", help="the approval's name")
         p.add_argument("--by", required=True, help="the approver's identity")
         p.add_argument("--note")
+        if approved:
+            p.add_argument(
+                "--seen",
+                dest="seen_sha256",
+                help="SHA-256 of the data you were shown (sagaline approval SAGA WAIT prints it)",
+            )
         p.set_defaults(approved=approved)
         set_handler(p, _approval)
 
@@ -192,7 +198,13 @@ def _signal(args: argparse.Namespace) -> int:
 def _approval(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.approved:
-            receipt = client.approve(args.saga_id, args.wait_name, by=args.by, note=args.note)
+            receipt = client.approve(
+                args.saga_id,
+                args.wait_name,
+                by=args.by,
+                note=args.note,
+                seen_sha256=args.seen_sha256,
+            )
         else:
             receipt = client.reject(args.saga_id, args.wait_name, by=args.by, note=args.note)
         verb = "approval" if args.approved else "rejection"

@@ -65,6 +65,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.chaos_cmds",
     "sagaline.orchestrator.cli.console_cmds",
     "sagaline.orchestrator.cli.config_cmds",
+    "sagaline.orchestrator.cli.approval_cmds",
 )
 
 _CODES: tuple[tuple[type[BaseException], int], ...] = (

@@ -59,6 +59,7 @@ from sagaline.schemas.events import (
     WaitTimedOut,
 )
 from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.payload import payload_sha256
 
 __all__ = [
     "CHECKS",
@@ -201,6 +202,7 @@ class _SagaAudit:
         self.tool_waits: dict[str, str] = {}  # wait name -> guarded tool step
         self.tool_pending: set[str] = set()
         self.tool_refused: set[str] = set()
+        self.bound_views: dict[str, str] = {}  # bound approval -> sha256 of the shown view
 
     def fail(self, check: str, message: str) -> None:
         self.findings.append(Finding(check, self.saga_id, self.seq, message))
@@ -247,6 +249,8 @@ class _SagaAudit:
     def wait_opened(self, e: WaitOpened) -> None:
         if e.kind == "approval":
             self.open_approvals.add(e.name)
+        if e.bound:
+            self.bound_opened(e)
         elif e.kind == "tool_approval" and e.tool_step is not None:
             self.tool_waits[e.name] = e.tool_step
             self.tool_pending.add(e.tool_step)
@@ -361,8 +365,28 @@ class _SagaAudit:
                 f"saga completed although {sorted(self.compensated)} were compensated",
             )
 
+    def bound_opened(self, e: WaitOpened) -> None:
+        if e.shown_sha256 is None:
+            self.fail("approval", f"bound approval {e.name} opened without the hash of its view")
+            return
+        if e.shown is not None and payload_sha256(e.shown) != e.shown_sha256:
+            self.fail("approval", f"approval {e.name}: the view shown does not match its hash")
+        self.bound_views[e.name] = e.shown_sha256
+
+    def bound_granted(self, e: SignalAccepted) -> None:
+        shown = self.bound_views.pop(e.name, None)
+        if shown is None or not e.approved:
+            return
+        if e.seen_sha256 != shown:
+            seen = (e.seen_sha256 or "nothing")[:12]
+            self.fail(
+                "approval",
+                f"approval {e.name} granted on {seen}, not on the view shown ({shown[:12]})",
+            )
+
     def signal_accepted(self, e: SignalAccepted, resolved: set[str]) -> None:
         resolved.add(e.name)
+        self.bound_granted(e)
         if e.name in self.open_approvals:
             self.open_approvals.discard(e.name)
             if e.approved is None:

@@ -26,6 +26,7 @@ from sagaline.schemas.events import (
     CompensationStarted,
     HeartbeatRecorded,
     InputIgnored,
+    ModelFallback,
     NodeEntered,
     SagaEvent,
     SagaFinished,
@@ -306,6 +307,9 @@ def _wait_opened(s: SagaState, e: WaitOpened) -> Updates:
         timeout_at=e.timeout_at,
         agent=e.agent,
         tool_step=e.tool_step,
+        shown=e.shown,
+        shown_sha256=e.shown_sha256,
+        bound=e.bound,
     )
     timers = list(s.timers)
     if e.timeout_at is not None:
@@ -589,5 +593,6 @@ _HANDLERS: dict[type[Any], Callable[[SagaState, Any], Updates]] = {
     SagaFinished: _finished,
     StateTrimmed: _trimmed,
     SignalRejected: _no_change,
+    ModelFallback: _no_change,
     ChildSagaRequested: _no_change,
 }

@@ -59,11 +59,31 @@ FLOAT_FIELDS: frozenset[tuple[str, str]] = frozenset(
     {("StepHeartbeat", "progress"), ("HeartbeatRecorded", "progress")}
 )
 _EXCLUDE_HASH: set[str] = {"hash"}
+#: optional fields added to records after journals were first written: left out
+#: of the canonical JSON while they hold their default, so every chain written
+#: before them still verifies (``tests/unit/test_journal_canonical.py``)
+LATE_FIELDS: dict[str, dict[str, Any]] = {
+    "SignalSaga": {"seen_sha256": None},
+    "WaitOpened": {"shown": None, "shown_sha256": None, "bound": False},
+    "SignalAccepted": {"seen_sha256": None},
+    "AgentTurnStarted": {"model": None},
+    "AgentTurnRecorded": {"model": None, "attempt": None, "usage": None},
+}
+
+
+def _drop_late(record: dict[str, Any], type_name: str | None) -> None:
+    for name, default in LATE_FIELDS.get(type_name or "", {}).items():
+        if name in record and record[name] == default:
+            del record[name]
 
 
 def canonical_json(entry: JournalEntry) -> bytes:
     """The canonical bytes of ``entry`` without its ``hash`` field."""
     body = entry.model_dump(mode="python", exclude=_EXCLUDE_HASH)
+    if body["input"] is not None:
+        _drop_late(body["input"], entry.input_type)
+    for event in body["events"]:
+        _drop_late(event, event["event"])
     if isinstance(entry.input, StepHeartbeat):
         body["input"]["progress"] = _python_float(body["input"]["progress"])
     for event in body["events"]:

@@ -311,6 +311,7 @@ class SagaTestKit(Generic[DataT]):
         approved: bool | None = None,
         note: str | None = None,
         payload: BaseModel | None = None,
+        seen_sha256: str | None = None,
     ) -> Decision:
         """Send signal ``name``."""
         return self.deliver(
@@ -321,12 +322,27 @@ class SagaTestKit(Generic[DataT]):
                 approved=approved,
                 note=note,
                 payload=to_payload(payload) if payload is not None else None,
+                seen_sha256=seen_sha256,
             )
         )
 
-    def approve(self, name: Ref, *, by: str = "tester", note: str | None = None) -> Decision:
-        """Approve the wait ``name``."""
-        return self.signal(name, by=by, approved=True, note=note)
+    def shown_sha256(self, name: Ref) -> str | None:
+        """The SHA-256 of what the open wait ``name`` shows its approver (bound approvals)."""
+        wait = next((w for w in self._state().waits if w.name == ref_name(name)), None)
+        return wait.shown_sha256 if wait is not None else None
+
+    def approve(
+        self,
+        name: Ref,
+        *,
+        by: str = "tester",
+        note: str | None = None,
+        seen_sha256: str | None = None,
+    ) -> Decision:
+        """Approve the wait ``name``; a bound approval is approved on what it shows now
+        unless ``seen_sha256`` names another view."""
+        seen = seen_sha256 if seen_sha256 is not None else self.shown_sha256(name)
+        return self.signal(name, by=by, approved=True, note=note, seen_sha256=seen)
 
     def reject(self, name: Ref, *, by: str = "tester", note: str | None = None) -> Decision:
         """Reject the wait ``name``."""

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from sagaline.orchestrator.bench.core import _one_saga
 from sagaline.orchestrator.core.journal import (
     FLOAT_FIELDS,
+    LATE_FIELDS,
     canonical_json,
     entry_hash,
     make_journal_entry,
@@ -50,8 +51,20 @@ def _legacy_plain(value: Any) -> Any:
     return value
 
 
+def _without_late_fields(body: dict[str, Any], entry: JournalEntry) -> dict[str, Any]:
+    """The fields the original walk saw: those added later are left out at their defaults."""
+    records = [(body["input"], entry.input_type)] if body["input"] is not None else []
+    records += [(event, event["event"]) for event in body["events"]]
+    for record, type_name in records:
+        for name, default in LATE_FIELDS.get(type_name or "", {}).items():
+            if record.get(name, default) == default:
+                record.pop(name, None)
+    return body
+
+
 def _legacy_canonical(entry: JournalEntry) -> bytes:
-    body = _legacy_plain(entry.model_dump(mode="python", exclude={"hash"}))
+    dumped = entry.model_dump(mode="python", exclude={"hash"})
+    body = _legacy_plain(_without_late_fields(dumped, entry))
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -18,12 +18,18 @@ from sagaline.orchestrator.core.nodes.base import (
     ref_name,
     register,
 )
-from sagaline.orchestrator.core.payloads import PayloadDecodeError, from_payload, to_payload
+from sagaline.orchestrator.core.payloads import (
+    PayloadDecodeError,
+    from_payload,
+    input_sha256,
+    to_payload,
+)
 from sagaline.schemas.events import SignalAccepted, SignalRejected, WaitOpened
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
     from sagaline.orchestrator.core.saga import Saga
+    from sagaline.schemas.base import Payload
     from sagaline.schemas.commands import SignalSaga
     from sagaline.schemas.state import WaitState
 
@@ -40,6 +46,8 @@ __all__ = [
 D = TypeVar("D")
 #: A condition hook: ``when(self, data) -> bool``.
 WhenFn = Callable[[Any, Any], bool]
+#: What an approver is shown: ``shows(self, data) -> Model``.
+ShowsFn = TypeVar("ShowsFn", bound=Callable[[Any, Any], BaseModel])
 
 
 class SignalInfo(BaseModel):
@@ -66,9 +74,12 @@ class WaitSpec(Node):
         on_timeout: str | Node,
         payload: type[BaseModel] | None,
         name: str | None,
+        bound: bool = False,
     ) -> None:
         super().__init__(name)
         self.signal_kind = signal_kind
+        self.bound = bound
+        self.shows_fn: Callable[..., Any] | None = None
         self.timeout = timeout
         self.on_approve = ref_name(on_approve)
         self.on_reject = ref_name(on_reject)
@@ -94,6 +105,16 @@ class WaitSpec(Node):
         self.on_signal_fn = fn
         return fn
 
+    def shows(self, fn: ShowsFn) -> ShowsFn:
+        """Register ``fn(self, data) -> Model``: what the approver is shown.
+
+        The approval is then bound to it: an approve must carry the SHA-256
+        of that view (``seen_sha256``) and is refused once the view changed.
+        """
+        self.shows_fn = fn
+        self.bound = True
+        return fn
+
     def references(self) -> list[str]:
         return [a for a in (self.on_approve, self.on_reject, self.on_timeout) if a not in ACTIONS]
 
@@ -105,12 +126,15 @@ def approval(
     on_reject: str | Node = "compensate",
     on_timeout: str | Node = "compensate",
     name: str | None = None,
+    bound: bool = False,
 ) -> WaitSpec:
     """A wait for a person's approve/reject, with a timeout.
 
     Use as an attribute (``manager_ok = approval(timeout=timedelta(days=7))``)
     or decorate ``fn(self, data) -> bool`` to wait only when it returns True.
     Each outcome is ``"continue"``, ``"compensate"``, ``"fail"`` or a node.
+    ``bound=True`` (or a ``@<approval>.shows`` view) binds an approve to the
+    SHA-256 of the data the approver was shown.
     """
     return WaitSpec(
         signal_kind="approval",
@@ -120,6 +144,7 @@ def approval(
         on_timeout=on_timeout,
         payload=None,
         name=name,
+        bound=bound,
     )
 
 
@@ -155,6 +180,33 @@ def reject_signal(ctx: DecisionContext, sig: SignalSaga, reason: str) -> None:
     )
 
 
+def shown_view(ctx: DecisionContext, node: WaitSpec) -> Payload:
+    """What the approver of ``node`` is shown now: its ``shows`` view, or the saga data."""
+    if node.shows_fn is None:
+        return ctx.s.data
+    return to_payload(node.shows_fn(ctx.saga, ctx.data()))
+
+
+def stale_approval(ctx: DecisionContext, node: WaitSpec, sig: SignalSaga) -> str | None:
+    """Why an approve cannot be granted on what its approver saw (``None``: it can)."""
+    if node.signal_kind != "approval" or sig.approved is not True:
+        return None
+    if sig.seen_sha256 is None:
+        if not node.bound:
+            return None
+        return (
+            f"approval {node.name} is bound to what the approver saw: approve with the "
+            "SHA-256 of the data shown (sagaline approval shows it)"
+        )
+    current = input_sha256(shown_view(ctx, node))
+    if sig.seen_sha256 == current:
+        return None
+    return (
+        f"the data of approval {node.name} changed since the approver saw it "
+        f"(seen {sig.seen_sha256[:12]}, now {current[:12]}): look again and approve"
+    )
+
+
 def duration_text(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -176,6 +228,10 @@ class WaitKind(NodeKind[WaitSpec]):
             check_arity(node.when_fn, "self, data", f"{where} condition")
         if node.on_signal_fn is not None:
             check_arity(node.on_signal_fn, "self, data, signal", f"{where} on_signal hook")
+        if node.bound and node.signal_kind != "approval":
+            raise SagaDefinitionError(f"{where}: only an approval can be bound to what was shown")
+        if node.shows_fn is not None:
+            check_arity(node.shows_fn, "self, data", f"{where} shows hook")
 
     def drive(self, ctx: DecisionContext, node: WaitSpec) -> bool:
         if any(w.name == node.name for w in ctx.s.waits):
@@ -184,12 +240,16 @@ class WaitKind(NodeKind[WaitSpec]):
             ctx.enter(ctx.defn.next_node(node.name), previous=node.name, via="not needed")
             return True
         assert node.timeout is not None
+        shown = shown_view(ctx, node) if node.bound else None
         ctx.emit(
             WaitOpened(
                 at=ctx.now,
                 name=node.name,
                 kind=node.signal_kind,
                 timeout_at=ctx.now + node.timeout,
+                shown=shown if node.shows_fn is not None else None,
+                shown_sha256=input_sha256(shown) if shown is not None else None,
+                bound=node.bound,
             )
         )
         return False
@@ -197,7 +257,15 @@ class WaitKind(NodeKind[WaitSpec]):
     def on_signal(
         self, ctx: DecisionContext, node: WaitSpec, wait: WaitState, sig: SignalSaga
     ) -> None:
-        """Accept ``sig`` for the open wait: fold it in, then take the outcome's action."""
+        """Accept ``sig`` for the open wait: fold it in, then take the outcome's action.
+
+        An approve bound to a view that is no longer the current one is
+        refused (``SignalRejected``): the wait stays open for a new look.
+        """
+        stale = stale_approval(ctx, node, sig)
+        if stale is not None:
+            reject_signal(ctx, sig, stale)
+            return
         data = ctx.data()
         if node.on_signal_fn is not None:
             info: BaseModel = SignalInfo(
@@ -222,6 +290,7 @@ class WaitKind(NodeKind[WaitSpec]):
                 note=sig.note,
                 payload=sig.payload,
                 data=to_payload(data),
+                seen_sha256=sig.seen_sha256 if sig.approved else None,
             )
         )
         if sig.approved is False:
