@@ -57,7 +57,7 @@ def _argv(kind: Kind, spec: FleetSpec, instance: str) -> list[str]:
             "--session-timeout-ms",
             "6000",
             "--log-level",
-            "WARNING",
+            "INFO",
             *conn,
         ]
     if kind == "worker":

@@ -1,6 +1,6 @@
 """``sagaline chaos storm``: N ``chaos.storm`` sagas through a fleet under faults.
 
-A calm phase first (half of the sagas, no faults) measures the fleet's
+A calm phase first (half of the sagas, at most ``calm_max``; no faults) measures the fleet's
 throughput; then the storm phase starts the rest at once and, until every one
 of them is terminal (and every scheduled fault has been applied), SIGKILLs an
 orchestrator, a worker and a relay on their own periods (each restarted at
@@ -73,6 +73,7 @@ class StormConfig:
     partitions: int = 6
     fail_ratio: float = 0.2
     calm_ratio: float = 0.5
+    calm_max: int = 1000
     orchestrator_every: float = 7.0
     worker_every: float = 5.0
     relay_every: float = 9.0
@@ -214,12 +215,21 @@ def _start(client: SagaClient, ids: list[str], fails: dict[str, bool]) -> None:
     client.flush()
 
 
-def _phase(tracker: _Tracker, ids: list[str], timeout: float, tick: Any = None) -> float:
-    """Seconds until every saga of ``ids`` is terminal (``tick`` called meanwhile)."""
-    started = time.monotonic()
+def _phase(
+    tracker: _Tracker, ids: list[str], timeout: float, tick: Any = None, name: str = ""
+) -> float:
+    """Seconds until every saga of ``ids`` is terminal (``tick`` called meanwhile);
+    progress is logged every 30 s (a long storm says how far it got)."""
+    started = last = time.monotonic()
     while not tracker.done(ids):
-        if time.monotonic() - started > timeout:
+        now = time.monotonic()
+        if now - started > timeout:
             break
+        if now - last >= 30.0:
+            last = now
+            done = sum(1 for i in ids if i in tracker.finished)
+            what = f"{name} phase: {done} of {len(ids)} sagas terminal"
+            log.warning("%s after %.0f s", what, now - started)
         tracker.step(0.3)
         if tick is not None:
             tick()
@@ -331,7 +341,7 @@ class _Run:
         thread = threading.Thread(target=faults.run, name="storm-faults", daemon=True)
         thread.start()
         try:
-            seconds = _phase(tracker, self.stormy, self.config.timeout, tick)
+            seconds = _phase(tracker, self.stormy, self.config.timeout, tick, "storm")
             deadline = time.monotonic() + 600.0
             while not faults.mandatory_done() and time.monotonic() < deadline:
                 tracker.step(0.3)
@@ -345,12 +355,12 @@ class _Run:
     def phases(self, fleet: Fleet, tracker: _Tracker, client: SagaClient) -> None:
         ids = list(self.fails)
         warm, rest = ids[:6], ids[6:]
-        calm_n = max(1, int(len(rest) * self.config.calm_ratio))
+        calm_n = max(1, min(self.config.calm_max, int(len(rest) * self.config.calm_ratio)))
         calm, self.stormy = rest[:calm_n], rest[calm_n:]
         _start(client, warm, self.fails)
         _phase(tracker, warm, self.config.timeout)
         _start(client, calm, self.fails)
-        calm_s = _phase(tracker, calm, self.config.timeout)
+        calm_s = _phase(tracker, calm, self.config.timeout, name="calm")
         bootstrap = self.brokers.bootstrap_servers
         flood = Flood(bootstrap, self.topics, self.config.partitions, self.codec, self.config.seed)
         faults = _Faults(self.config, fleet, self.brokers, self.database, self.rng)
