@@ -37,7 +37,12 @@ class HistoryItem(BaseModel):
 
 
 class AgentTurn(BaseModel):
-    """The input of an agent's LLM handler for one turn."""
+    """The input of an agent's LLM handler for one turn.
+
+    ``model`` is the model this attempt must ask (the agent's ``models`` list,
+    falling back to the next one after a retryable error or a timeout);
+    ``None`` when the agent declares no models.
+    """
 
     agent: str
     turn: int
@@ -45,6 +50,9 @@ class AgentTurn(BaseModel):
     data: dict[str, Any]
     tools: list[ToolInfo]
     history: list[HistoryItem] = Field(default_factory=list)
+    model: str | None = None
+    models: list[str] = Field(default_factory=list)
+    attempt: int = 1
 
     def data_as(self, model_type: type[ModelT]) -> ModelT:
         """The saga data as its pydantic model."""

@@ -34,7 +34,7 @@ from sagaline.orchestrator.core.nodes.base import (
 from sagaline.orchestrator.core.nodes.step import model_or_none
 from sagaline.orchestrator.core.payloads import to_payload
 from sagaline.orchestrator.core.policies import NO_RETRY, Retry
-from sagaline.schemas.events import AgentGaveUp, AgentObservation, AgentTurnStarted
+from sagaline.schemas.events import AgentGaveUp, AgentObservation, AgentTurnStarted, ModelFallback
 from sagaline.schemas.state import AgentHistoryItem, AgentState, StepState
 
 if TYPE_CHECKING:
@@ -146,8 +146,10 @@ class AgentSpec(Node):
         approval_timeout: timedelta,
         name: str | None,
         history_window: int | None = None,
+        models: list[str] | None = None,
     ) -> None:
         super().__init__(name)
+        self.models = list(models or [])
         self.tool_specs = list(tools)
         self.max_turns = max_turns
         self.history_window = history_window
@@ -172,6 +174,12 @@ class AgentSpec(Node):
         self.on_answer_fn = fn
         return fn
 
+    def model_for(self, attempt: int) -> str | None:
+        """The model attempt ``attempt`` of a turn asks: the next one after each failure."""
+        if not self.models:
+            return None
+        return self.models[min(attempt, len(self.models)) - 1]
+
     def turn_step(self, turn: int) -> str:
         """The task step name of LLM turn ``turn`` (``"investigate#3"``)."""
         return f"{self.name}#{turn}"
@@ -190,21 +198,37 @@ def agent(
     approval_timeout: timedelta = timedelta(days=1),
     name: str | None = None,
     history_window: int | None = None,
+    models: list[str] | None = None,
 ) -> AgentSpec:
     """Declare an agent loop over ``tools``; register its LLM with ``@<agent>.llm``.
 
     ``history_window``: the transcript keeps (and the LLM sees) only its last
     *n* items, so a long agent's snapshot and turns stay the same size; the
     journal keeps every item.  ``None`` (the default) keeps the whole transcript.
+    ``models``: the models (or providers) to ask, in order; a turn's attempt
+    that fails retryably or times out is retried on the next one
+    (``ModelFallback`` in the journal), and each recorded turn names the
+    model that answered.  The retry policy then defaults to one attempt per model.
     """
     if max_turns < 1:
         raise SagaDefinitionError("agent max_turns must be at least 1")
     if history_window is not None and history_window < 1:
         raise SagaDefinitionError("agent history_window must be at least 1")
+    models = list(models or [])
+    if any(not m or not isinstance(m, str) for m in models) or len(set(models)) != len(models):
+        raise SagaDefinitionError("agent models must be distinct, non-empty names")
+    if retry is None:
+        retry = Retry(max_attempts=max(len(models), 3))
+    elif retry.max_attempts is not None and retry.max_attempts < len(models):
+        raise SagaDefinitionError(
+            f"agent retry allows {retry.max_attempts} attempts but lists {len(models)} "
+            "models: the last models would never be asked"
+        )
     return AgentSpec(
         tools=list(tools),
         max_turns=max_turns,
-        retry=retry or Retry(),
+        models=models,
+        retry=retry,
         timeout=timeout,
         approval_timeout=approval_timeout,
         name=name,
@@ -281,7 +305,11 @@ class AgentKind(NodeKind[AgentSpec]):
                 return False
             turn = agent_state.turn + 1
             step_name = node.turn_step(turn)
-            ctx.emit(AgentTurnStarted(at=ctx.now, agent=node.name, turn=turn, step=step_name))
+            ctx.emit(
+                AgentTurnStarted(
+                    at=ctx.now, agent=node.name, turn=turn, step=step_name, model=node.model_for(1)
+                )
+            )
             self.dispatch_turn(ctx, node, turn)
             return False
         if agent_state.phase == "thinking":
@@ -308,6 +336,22 @@ class AgentKind(NodeKind[AgentSpec]):
     def dispatch_turn(self, ctx: DecisionContext, node: AgentSpec, turn: int) -> None:
         step_name = node.turn_step(turn)
         state = ctx.s.agents[node.name]
+        st = ctx.s.steps.get(step_name) or StepState(name=step_name, run=1)
+        attempt = st.attempt + 1
+        model, previous = node.model_for(attempt), node.model_for(attempt - 1)
+        if attempt > 1 and model is not None and previous is not None and model != previous:
+            ctx.emit(
+                ModelFallback(
+                    at=ctx.now,
+                    agent=node.name,
+                    turn=turn,
+                    step=step_name,
+                    attempt=attempt,
+                    model=model,
+                    previous_model=previous,
+                    reason=st.last_error or "the previous attempt failed",
+                )
+            )
         args = AgentTurn(
             agent=node.name,
             turn=turn,
@@ -315,8 +359,10 @@ class AgentKind(NodeKind[AgentSpec]):
             data=json.loads(ctx.s.data.data or b"{}"),
             tools=[t.info() for t in node.tool_specs],
             history=[HistoryItem.model_construct(**h.__dict__) for h in _window(node, state)],
+            model=model,
+            models=list(node.models),
+            attempt=attempt,
         )
-        st = ctx.s.steps.get(step_name) or StepState(name=step_name, run=1)
         ctx.dispatch_task(
             st,
             args=to_payload(args),

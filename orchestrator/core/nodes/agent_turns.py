@@ -7,13 +7,14 @@ kept apart so each module stays small.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from sagaline.orchestrator.core.agents import AgentDecision
 from sagaline.orchestrator.core.nodes.base import parse_task_step
 from sagaline.orchestrator.core.payloads import PayloadDecodeError, from_payload, to_payload
+from sagaline.schemas.base import Usage
 from sagaline.schemas.events import (
     AgentAnswered,
     AgentObservation,
@@ -52,7 +53,7 @@ def on_turn_succeeded(
     if ctx.compensating or st.status == "abandoned":
         return
     if tool_name is None:
-        on_decision(ctx, node, turn, reply.result)
+        on_decision(ctx, node, turn, reply.result, reply)
         return
     content = reply.result.data.decode() if reply.result and reply.result.data else "ok"
     ctx.emit(
@@ -62,17 +63,32 @@ def on_turn_succeeded(
     )
 
 
-def on_decision(ctx: DecisionContext, node: AgentSpec, turn: int, result: Payload | None) -> None:
+def _answered_by(node: AgentSpec, reply: StepSucceeded | None) -> dict[str, Any]:
+    """Which model answered the turn, on which attempt, with what usage (for the record)."""
+    if reply is None or not node.models:
+        return {}
+    usage = reply.usage if reply.usage != Usage() else None
+    return {"model": node.model_for(reply.attempt), "attempt": reply.attempt, "usage": usage}
+
+
+def on_decision(
+    ctx: DecisionContext,
+    node: AgentSpec,
+    turn: int,
+    result: Payload | None,
+    reply: StepSucceeded | None = None,
+) -> None:
     """Record the LLM's decision of ``turn``: an answer, a valid tool call, or an invalid one."""
+    by = _answered_by(node, reply)
     try:
         if result is None:
             raise PayloadDecodeError("the LLM step returned no decision")
         decision = from_payload(result, AgentDecision)
     except PayloadDecodeError as exc:
-        _invalid(ctx, node, turn, None, None, f"invalid decision: {exc}")
+        _invalid(ctx, node, turn, None, None, f"invalid decision: {exc}", by)
         return
     if decision.answer is not None:
-        _answer(ctx, node, turn, decision, decision.answer)
+        _answer(ctx, node, turn, decision, decision.answer, by)
         return
     tool_name = decision.tool or ""
     arguments = json.dumps(decision.arguments, sort_keys=True)
@@ -80,12 +96,12 @@ def on_decision(ctx: DecisionContext, node: AgentSpec, turn: int, result: Payloa
     if spec is None:
         known = ", ".join(node.tools)
         error = f"unknown tool {tool_name!r}; tools: {known}"
-        _invalid(ctx, node, turn, tool_name, arguments, error)
+        _invalid(ctx, node, turn, tool_name, arguments, error, by)
         return
     try:
         args = spec.args_type.model_validate(decision.arguments)
     except ValidationError as exc:
-        _invalid(ctx, node, turn, tool_name, arguments, f"invalid arguments: {exc}")
+        _invalid(ctx, node, turn, tool_name, arguments, f"invalid arguments: {exc}", by)
         return
     ctx.emit(
         AgentTurnRecorded(
@@ -96,13 +112,19 @@ def on_decision(ctx: DecisionContext, node: AgentSpec, turn: int, result: Payloa
             tool=tool_name,
             arguments_json=arguments,
             thought=decision.thought,
+            **by,
         )
     )
     _request_tool(ctx, node, turn, tool_name, to_payload(args), spec.risky)
 
 
 def _answer(
-    ctx: DecisionContext, node: AgentSpec, turn: int, decision: AgentDecision, answer: str
+    ctx: DecisionContext,
+    node: AgentSpec,
+    turn: int,
+    decision: AgentDecision,
+    answer: str,
+    by: dict[str, Any],
 ) -> None:
     ctx.emit(
         AgentTurnRecorded(
@@ -112,6 +134,7 @@ def _answer(
             outcome="answer",
             answer=answer,
             thought=decision.thought,
+            **by,
         )
     )
     data = ctx.data()
@@ -157,6 +180,7 @@ def _invalid(
     tool: str | None,
     arguments: str | None,
     error: str,
+    by: dict[str, Any],
 ) -> None:
     ctx.emit(
         AgentTurnRecorded(
@@ -166,6 +190,7 @@ def _invalid(
             outcome="invalid",
             tool=tool,
             arguments_json=arguments,
+            **by,
         )
     )
     ctx.emit(
