@@ -7,6 +7,7 @@ write, so the figure is the path's own cost).
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -21,9 +22,10 @@ _TIMEOUT = timedelta(seconds=30)
 
 
 class E2EFive(BaseModel):
-    """Saga data (unused by the steps)."""
+    """Saga data: ``sleep_s`` is how long step 3 takes (the recovery bench)."""
 
     n: int = 0
+    sleep_s: float = 0.0
 
 
 class Kafka5(Saga[E2EFive]):
@@ -41,7 +43,7 @@ class Kafka5(Saga[E2EFive]):
 
     @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
     def s3(self, ctx: StepContext, data: E2EFive) -> None:
-        return None
+        time.sleep(data.sleep_s)
 
     @step(compensate=None, uses_db=False, timeout=_TIMEOUT)
     def s4(self, ctx: StepContext, data: E2EFive) -> None:
@@ -67,7 +69,7 @@ class Outbox5(Saga[E2EFive]):
 
     @step(compensate=None, timeout=_TIMEOUT)
     def s3(self, ctx: StepContext, data: E2EFive) -> None:
-        return None
+        time.sleep(data.sleep_s)
 
     @step(compensate=None, timeout=_TIMEOUT)
     def s4(self, ctx: StepContext, data: E2EFive) -> None:

@@ -1,4 +1,4 @@
-"""``sagaline bench orchestrator|core|long|workers|e2e|codec|responder``: the benchmarks.
+"""``sagaline bench orchestrator|core|long|workers|e2e|recovery|codec|responder``: benchmarks.
 
 Each prints one JSON document on stdout (``responder`` is the worker stand-in the
 orchestrator benchmark starts as a subprocess). The measuring code lives in
@@ -49,6 +49,13 @@ def register(subparsers: Subparsers) -> None:
     e2e.add_argument("--wait-sagas", type=int, default=50, help="SagaHandle.wait() timed (0: skip)")
     e2e.add_argument("--wait-many", type=int, default=1000, help="sagas one client waits on")
     set_handler(e2e, _e2e)
+    recovery = parts.add_parser(
+        "recovery", help="SIGKILL a worker, the orchestrator or the relay; time to move again"
+    )
+    recovery.add_argument("--sagas", type=int, default=200, help="sagas in flight at the kill")
+    recovery.add_argument("--victims", default="worker,orchestrator,relay")
+    recovery.add_argument("--partitions", type=int, default=4)
+    set_handler(recovery, _recovery)
     responder = parts.add_parser(
         "responder", help="answer every task with a success, exactly once (until SIGTERM)"
     )
@@ -190,6 +197,26 @@ def _e2e(args: argparse.Namespace) -> int:
             paths=paths,
             wait_sagas=args.wait_sagas,
             wait_many=args.wait_many,
+        )
+    )
+
+
+def _recovery(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.recovery import SCENARIOS, run_recovery
+
+    victims = [v.strip() for v in args.victims.split(",") if v.strip()]
+    if not victims or not set(victims) <= set(SCENARIOS):
+        raise ConfigError(f"--victims takes {', '.join(SCENARIOS)}, got {args.victims!r}")
+    if args.sagas < 1 or args.partitions < 1:
+        raise ConfigError("--sagas and --partitions take a number of at least 1")
+    bootstrap, dsn = _kafka_and_database()
+    return _print(
+        run_recovery(
+            bootstrap=bootstrap,
+            dsn=dsn,
+            sagas=args.sagas,
+            victims=victims,
+            partitions=args.partitions,
         )
     )
 

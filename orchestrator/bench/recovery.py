@@ -1,0 +1,151 @@
+"""``sagaline bench recovery``: SIGKILL a worker, the orchestrator or the relay mid-run.
+
+Each scenario runs on a fresh :class:`~sagaline.orchestrator.bench.e2e_stack.Stack`
+(real ``orchestrator run``, ``worker run --instance-id``, ``relay run``
+processes), starts ``--sagas`` five-step sagas at once, SIGKILLs one process
+while they are in flight and starts its replacement at once (same command,
+so the same instance id: the worker and orchestrator rejoin as static group
+members and fence their predecessor's transaction).  Reported, from the
+replacement's start (goal 6: within 1 s):
+
+* ``restart_to_first_progress_s``: the first record the replacement's work
+  made visible (a reply for the worker and the relay, a snapshot for the
+  orchestrator);
+* ``restart_to_all_in_flight_moving_s``: until every saga in flight at the
+  kill moved again, minus the work it still had to do (a step 3 that was
+  running when the worker died runs again for ``--sleep-s``): the time
+  recovery itself cost;
+* ``restart_to_all_terminal_s``.
+
+``worker``: step 3 sleeps ``--sleep-s`` (2 s, as in issue 11) on the outbox path
+and the kill lands while the sagas sleep there.  ``orchestrator``: Kafka path,
+no sleep, killed while the sagas are mid-way.  ``relay``: outbox path, no sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sagaline.orchestrator.bench.e2e import goal
+from sagaline.orchestrator.bench.e2e_sagas import E2EFive, Kafka5, Outbox5
+from sagaline.orchestrator.bench.e2e_stack import Seen, Stack
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.core.saga import Saga
+
+__all__ = ["SCENARIOS", "run_recovery"]
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    victim: str
+    kind: type[Saga[E2EFive]]
+    sleep_s: float
+    #: kill once this many tasks of a saga are visible (3: sleeping in step 3)
+    kill_at_tasks: int
+    #: what shows the replacement's progress
+    progress: str
+
+
+SCENARIOS = {
+    "worker": _Scenario("worker", Outbox5, 2.0, 3, "replies"),
+    "orchestrator": _Scenario("orchestrator", Kafka5, 0.0, 2, "states"),
+    "relay": _Scenario("relay", Outbox5, 0.0, 2, "replies"),
+}
+
+
+def _times(seen: Seen, progress: str) -> list[float]:
+    if progress == "states":
+        return list(seen.states)
+    return [visible for visible, _created in seen.replies]
+
+
+def _wait_for(stack: Stack, ids: list[str], tasks: int, share: float, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with stack.tail.lock:
+            reached = sum(1 for i in ids if len(stack.tail.seen.get(i, Seen()).tasks) >= tasks)
+        if reached >= share * len(ids):
+            return
+        time.sleep(0.005)
+
+
+def _scenario(stack: Stack, scenario: _Scenario, n: int) -> dict[str, Any]:
+    client = SagaClient(stack.settings, client_id="bench-recovery")
+    data = E2EFive(sleep_s=scenario.sleep_s)
+    ids = [f"rec-{scenario.victim}-{uuid.uuid4().hex[:6]}-{i}" for i in range(n)]
+    for saga_id in ids:
+        client.start(scenario.kind, data, saga_id=saga_id, check_existing=False, flush=False)
+    client.close()
+    _wait_for(stack, ids, scenario.kill_at_tasks, 0.9 if scenario.sleep_s else 0.3, 120)
+    victim = stack.procs[scenario.victim]
+    victim.kill()
+    killed = time.time()
+    with stack.tail.lock:
+        in_flight = {
+            i: len(stack.tail.seen[i].tasks)
+            for i in ids
+            if i in stack.tail.seen and stack.tail.seen[i].terminal is None
+        }
+    victim.start()
+    restarted = time.time()
+    done = stack.tail.wait_terminal(ids, 300)
+    delays: list[float] = []
+    with stack.tail.lock:
+        for saga_id, tasks_at_kill in in_flight.items():
+            after = [t for t in _times(stack.tail.seen[saga_id], scenario.progress) if t > killed]
+            first = min(after, default=done)
+            # a step 3 killed mid-sleep runs again in full: that is work, not recovery
+            rerun = scenario.sleep_s if tasks_at_kill == 3 else 0.0
+            delays.append(max(0.0, first - restarted - rerun))
+    return {
+        "sagas": n,
+        "in_flight_at_kill": len(in_flight),
+        "step3_sleep_s": scenario.sleep_s,
+        "kill_to_restart_s": round(restarted - killed, 3),
+        "restart_to_first_progress_s": round(min(delays), 3) if delays else None,
+        "restart_to_all_in_flight_moving_s": round(max(delays), 3) if delays else None,
+        "restart_to_all_terminal_s": round(done - restarted, 3),
+    }
+
+
+def run_recovery(
+    *,
+    bootstrap: str,
+    dsn: str,
+    sagas: int,
+    victims: list[str],
+    partitions: int = 4,
+    concurrency: int = 256,
+) -> dict[str, Any]:
+    """Run the kill scenarios of ``victims``; returns the JSON-able report."""
+    report: dict[str, Any] = {
+        "benchmark": "sagaline recovery (SIGKILL of real processes, replacement started at once)",
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "partitions": partitions,
+        "worker_concurrency": concurrency,
+    }
+    goals: dict[str, Any] = {}
+    for victim in victims:
+        stack = Stack(bootstrap, dsn, partitions=partitions, concurrency=concurrency)
+        try:
+            stack.start()
+            warm = SagaClient(stack.settings, client_id="bench-recovery-warm")
+            ids = [f"warm-{uuid.uuid4().hex[:6]}-{k.type_name}" for k in (Kafka5, Outbox5)]
+            for saga_id, kind in zip(ids, (Kafka5, Outbox5), strict=True):
+                warm.start(kind, E2EFive(), saga_id=saga_id, check_existing=False)
+            warm.close()
+            stack.tail.wait_terminal(ids, 120)
+            result = _scenario(stack, SCENARIOS[victim], sagas)
+        finally:
+            stack.close()
+        report[victim] = result
+        goals[f"goal6_{victim}_restart_to_all_in_flight_moving_s"] = goal(
+            result["restart_to_all_in_flight_moving_s"], 1.0
+        )
+    report["goals"] = goals
+    return report
