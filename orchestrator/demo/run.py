@@ -43,6 +43,7 @@ from sagaline.orchestrator.demo.checks import (
     outcome_of,
     read_model_statuses,
 )
+from sagaline.orchestrator.demo.console import demo_console
 from sagaline.orchestrator.demo.plan import DemoPlan, plan, seed
 from sagaline.orchestrator.demo.procs import Cluster, ProcessSpec, sagaline_command
 from sagaline.orchestrator.demo.report import outcome_table, render_checks
@@ -76,6 +77,10 @@ class DemoOptions:
     #: Topic prefix; default ``sagaline-demo-<run id>`` (fresh topics per run).
     prefix: str | None = None
     log_dir: Path = Path(".sagaline/demo")
+    #: Serve the web console (``sagaline ui``) beside the demo's processes.
+    console: bool = True
+    #: Where the console's users file and the demo user's password live.
+    state_dir: Path = Path(".sagaline")
 
 
 @dataclass
@@ -94,6 +99,8 @@ class DemoResult:
     process_starts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     log_dir: str = ""
+    console_url: str = ""
+    console_again: str = ""
 
     @property
     def ok(self) -> bool:
@@ -114,6 +121,7 @@ class DemoResult:
             "events": self.events,
             "process_starts": self.process_starts,
             "log_dir": self.log_dir,
+            "console_url": self.console_url,
         }
 
     def summary(self) -> dict[str, dict[str, int]]:
@@ -141,6 +149,8 @@ class DemoResult:
             f"  {sagaline} replay --prefix {self.prefix} --app sagaline.sagas:REGISTRY --strict"
         )
         lines.append(f"  {sagaline} list --db-schema {self.worker_schema} --type refund_demo")
+        if self.console_again:
+            lines.append(f"  the web console on these sagas: {self.console_again}")
         lines.append(f"  process logs: {self.log_dir}")
         lines.append("")
         lines.append(
@@ -356,7 +366,15 @@ def _run_processes(
     try:
         for spec in _process_specs(result.run_id, result.prefix, options):
             cluster.start(spec)
+        if options.console:
+            console = demo_console(options.state_dir, result.prefix, options.worker_schema)
+            cluster.start(console.spec)
+            result.console_url, result.console_again = console.url, console.again
         progress(f"started {', '.join(cluster.starts())} as separate processes (logs: {log_dir})")
+        if options.console:
+            console.wait_until_serving(tick=cluster.check_alive)
+            result.events.append(f"web console answered at {console.url}")
+            progress(console.describe())
         _start_sagas(client, demo, result.run_id, result)
         progress(result.events[-1])
         people = _People(client, demo, result.events)

@@ -118,6 +118,14 @@ def test_demo_survives_crashes_with_clean_audit(
     assert result["process_starts"]["worker-1"] == 2
     assert any("SIGKILL" in e for e in result["events"])
 
+    # The web console ran beside the demo and answered; its password never reached the output.
+    assert result["process_starts"]["console"] == 1
+    assert f"web console answered at {result['console_url']}" in result["events"]
+    password = (tmp_path / ".sagaline" / "console-demo-password").read_text().strip()
+    assert len(password) >= 12
+    assert password not in json.dumps(result) and password not in stderr
+    assert (tmp_path / ".sagaline" / "console-demo-password").stat().st_mode & 0o077 == 0
+
     checks = {c["name"]: c for c in result["checks"]}
     for name in (
         "outcomes",

@@ -104,11 +104,11 @@ def test_tutorial_runs_as_written(
         start_new_session=True,
     )
     try:
-        output, _ = proc.communicate(timeout=240)
+        output, _ = proc.communicate(timeout=420)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
-        pytest.fail(f"the tutorial did not finish in 240 s:\n{output}")
+        pytest.fail(f"the tutorial did not finish in 420 s:\n{output}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -121,6 +121,7 @@ def test_tutorial_runs_as_written(
     assert "a rejection takes the credit back: ok" in output
     assert "no answer in two days takes the credit back too: ok" in output
     assert "tables ready" in output
+    assert "console is up at http://127.0.0.1:8765/" in output
     assert "welcome-ada  [welcome v1]  waiting" in output
     assert "waiting for: manager (approval; deadline " in output
     assert any(line.split() == ["grant_credit", "compensated"] for line in output.splitlines())
