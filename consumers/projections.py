@@ -188,7 +188,7 @@ def _status_params(saga: _Saga, codec: RecordCodec) -> tuple[Any, ...]:
         s.updated_at,
         s.finished_at,
         saga.last_seq,
-        sum(st.attempt for st in s.steps.values()),
+        s.attempts_retired + sum(st.attempt for st in s.steps.values()),
         s.retries_used,
         s.usage.llm_calls,
         s.usage.tokens_in,

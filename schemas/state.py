@@ -161,6 +161,8 @@ class SagaState(Record):
     steps: dict[str, StepState] = {}
     #: finished steps that left ``steps`` (never to run again, nothing to undo)
     steps_retired: int = 0
+    #: the attempts those steps took, together
+    attempts_retired: int = 0
     #: the latest of them, oldest first (at most ``RECENT_STEPS`` of them)
     recent_steps: list[StepSummary] = []
     waits: list[WaitState] = []

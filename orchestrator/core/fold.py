@@ -545,6 +545,9 @@ def _trimmed(s: SagaState, e: StateTrimmed) -> Updates:
         up["steps"] = steps
         up["recent_steps"] = recent[-RECENT_STEPS:]
         up["steps_retired"] = s.steps_retired + len(s.steps) - len(steps)
+        up["attempts_retired"] = s.attempts_retired + sum(
+            r.attempt for r in recent[len(s.recent_steps) :]
+        )
     if e.agent_history:
         agents = dict(s.agents)
         for name, keep in e.agent_history.items():

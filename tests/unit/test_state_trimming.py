@@ -65,6 +65,7 @@ def test_a_long_linear_saga_keeps_a_small_snapshot() -> None:
     assert state is not None
     assert state.steps_retired + len(state.steps) == 60
     assert [s.name for s in state.recent_steps][-1] == "s58"
+    assert state.attempts_retired == state.steps_retired  # one attempt each
     assert max(sizes[15:-1]) - min(sizes[15:-1]) <= 4  # flat, not growing per step
     _clean(kit, saga)
 
@@ -73,10 +74,13 @@ def test_status_still_shows_the_finished_steps() -> None:
     saga = linear_saga(12)
     kit = SagaTestKit(saga, saga_id="long-2")
     kit.start(StepsData())
+    kit.fail("s0", "flaky")  # retried: s0 takes two attempts
+    kit.advance(seconds=20)
     for node in saga.sequence:
         kit.succeed(node.name)
     state = kit.state
     assert state is not None
+    assert state.attempts_retired == state.steps_retired + 1  # the projection's total
     doc = summary(state)
     shown = list(doc["steps"])
     assert shown == [f"s{i}" for i in range(12 - RECENT_STEPS - 1, 12)]
