@@ -41,7 +41,11 @@ from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
 from sagaline.consumers.wire import SchemasCodec
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 from sagaline.orchestrator.runtime.metrics import OUTBOX_BACKLOG, RELAY_DELAY
-from sagaline.orchestrator.runtime.telemetry import carrier_from_context, context_from_carrier
+from sagaline.orchestrator.runtime.telemetry import (
+    ProducerHeaders,
+    carrier_from_context,
+    context_from_carrier,
+)
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 
@@ -210,24 +214,25 @@ class Relay:
             kind=SpanKind.PRODUCER,
             attributes=attributes,
         ):
-            headers = {**row.headers, **carrier_from_context()}
-        while True:
-            try:
-                self._producer.produce(
-                    row.topic,
-                    key=row.key,
-                    value=row.value,
-                    headers=[(k, v.encode()) for k, v in headers.items()],
-                    on_delivery=callback,
-                )
-                return None
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.fatal():
-                    raise
-                return err
+            carried = {**row.headers, **carrier_from_context()}
+            headers: ProducerHeaders = [(k, v.encode()) for k, v in carried.items()]
+            while True:
+                try:
+                    self._producer.produce(
+                        row.topic,
+                        key=row.key,
+                        value=row.value,
+                        headers=headers,
+                        on_delivery=callback,
+                    )
+                    return None
+                except BufferError:
+                    self._producer.poll(0.05)
+                except KafkaException as exc:
+                    err: KafkaError = exc.args[0]
+                    if err.fatal():
+                        raise
+                    return err
 
     def _dead_letter(self, row: OutboxMessage, err: KafkaError) -> bool:
         """Write the bounded dead letter of a row Kafka refuses for good."""

@@ -35,7 +35,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Tracer
 
 from sagaline.orchestrator.config import Settings
-from sagaline.orchestrator.runtime import metrics
+from sagaline.orchestrator.runtime import metrics, telemetry
 from sagaline.orchestrator.runtime.batch import (
     Batch,
     EngineConfig,
@@ -403,7 +403,7 @@ class Orchestrator:
         with self.tracer.start_as_current_span(
             f"sagaline decide {type(record).__name__}",
             context=parent,
-            attributes={"sagaline.saga_id": saga_id, "messaging.kafka.partition": partition},
+            **telemetry.decision_span(self._input_types, saga_id, partition, record),
         ):
             outcome = self.logic.decide(state, record)
             carrier = carrier_from_context()

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Tracer
+from opentelemetry.trace import Link, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "configure_tracing",
     "context_from_carrier",
     "context_from_headers",
+    "decision_span",
     "get_tracer",
     "headers_from_carrier",
     "link_for",
@@ -96,6 +98,34 @@ def carrier_from_context(ctx: Context | None = None) -> dict[str, str]:
 def headers_from_carrier(carrier: Mapping[str, str]) -> ProducerHeaders:
     """Kafka headers for a W3C carrier."""
     return [(k, v.encode("ascii")) for k, v in carrier.items() if k in TRACE_HEADERS]
+
+
+def decision_span(
+    inputs: Mapping[str, tuple[type, ...]], saga_id: str, partition: int, record: object
+) -> dict[str, Any]:
+    """The kind and attributes of the span that decides ``record``.
+
+    Deciding a command or a reply is the ``process`` step of a Kafka message
+    (OpenTelemetry's messaging conventions): a CONSUMER span, child of the
+    producer's context, naming the topic and partition.  ``inputs`` maps each
+    input topic to its record types; anything else (a timer) is INTERNAL.
+    """
+    attributes: dict[str, str | int] = {
+        "sagaline.saga_id": saga_id,
+        "messaging.kafka.partition": partition,
+    }
+    topic = next((t for t, types in inputs.items() if isinstance(record, types)), None)
+    if topic is None:
+        return {"kind": SpanKind.INTERNAL, "attributes": attributes}
+    attributes.update(
+        {
+            "messaging.system": "kafka",
+            "messaging.operation": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+        }
+    )
+    return {"kind": SpanKind.CONSUMER, "attributes": attributes}
 
 
 def configure_tracing(service_name: str, environ: Mapping[str, str] | None = None) -> bool:

@@ -182,10 +182,10 @@ def test_one_refund_is_one_trace_across_orchestrator_worker_and_relay(
             break
         time.sleep(0.2)
     print(f"\none demo refund saga, trace {trace_id.hex()}:\n{render_tree(spans)}")
-    _check_chain(spans, f"{prefix}.replies", f"{prefix}.tasks")
+    _check_chain(spans, f"{prefix}.replies", f"{prefix}.tasks", f"{prefix}.commands")
 
 
-def _check_chain(spans: list[Received], replies: str, tasks: str) -> None:
+def _check_chain(spans: list[Received], replies: str, tasks: str, commands: str) -> None:
     by_id = {s.span.span_id: s for s in spans}
 
     def parent(s: Received) -> Received | None:
@@ -223,11 +223,18 @@ def _check_chain(spans: list[Received], replies: str, tasks: str) -> None:
         decision = parent(step)
         assert decision is not None and decision.service == "sagaline-orchestrator"
         assert decision.name.startswith("sagaline decide")
+        # deciding a command or a reply is the messaging "process" span of that message
+        assert decision.span.kind == Span.SPAN_KIND_CONSUMER
+        assert decision.attribute("messaging.operation") == "process"
+        assert decision.attribute("messaging.destination.name") in (commands, replies)
         # the worker's database transaction is a child of its step
         assert any(c.name == "sagaline db transaction" and parent(c) is step for c in spans), (
             step.name
         )
         # and the orchestrator decides the reply as a child of the relay's publication
-        assert any(c.service == "sagaline-orchestrator" and parent(c) is send for c in spans), (
-            f"no decision under {send.name}"
-        )
+        assert any(
+            c.service == "sagaline-orchestrator"
+            and parent(c) is send
+            and c.attribute("messaging.destination.name") == replies
+            for c in spans
+        ), f"no decision under {send.name}"
