@@ -19,7 +19,7 @@ from typing import Literal
 
 from sagaline.orchestrator.chaos.storm_saga import DSN_ENV, SCHEMA_ENV
 
-__all__ = ["Fleet", "FleetProcess", "FleetSpec", "Kind"]
+__all__ = ["Fleet", "FleetProcess", "FleetSpec", "Kind", "snapshot_code"]
 
 Kind = Literal["orchestrator", "worker", "relay"]
 _APP = "sagaline.orchestrator.chaos.storm_saga:registry"
@@ -37,6 +37,10 @@ class FleetSpec:
     orchestrators: int = 3
     workers: int = 3
     relays: int = 2
+    #: a directory holding a ``sagaline`` package to run instead of the installed
+    #: one (a copy of the code taken at start: edits made during a long storm
+    #: never reach restarted processes)
+    code: Path | None = None
 
 
 def _argv(kind: Kind, spec: FleetSpec, instance: str) -> list[str]:
@@ -101,6 +105,8 @@ class FleetProcess:
         env = dict(os.environ)
         env[SCHEMA_ENV] = self.spec.schema
         env[DSN_ENV] = self.spec.dsn
+        if self.spec.code is not None:
+            env["PYTHONPATH"] = str(self.spec.code)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 _argv(self.kind, self.spec, self.instance),
@@ -140,6 +146,25 @@ class FleetProcess:
             self.proc.kill()
             self.proc.wait(10)
             return None
+
+
+def snapshot_code(target: Path) -> Path:
+    """Copy the running ``sagaline`` package (its Python sources and data files, not
+    the repository around it) to ``target/sagaline``; ``target``."""
+    import shutil
+
+    import sagaline
+
+    source = Path(sagaline.__file__).resolve().parent
+    package = target / "sagaline"
+    package.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*_cache")
+    for sub in ("orchestrator", "schemas", "consumers", "sagas"):
+        shutil.copytree(source / sub, package / sub, ignore=ignore, dirs_exist_ok=True)
+    for item in source.iterdir():
+        if item.is_file() and item.suffix in (".py", ".typed"):
+            shutil.copy2(item, package / item.name)
+    return target
 
 
 class Fleet:

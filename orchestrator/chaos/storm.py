@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from sagaline.orchestrator.chaos.fleet import Fleet, FleetSpec
+from sagaline.orchestrator.chaos.fleet import Fleet, FleetSpec, snapshot_code
 from sagaline.orchestrator.chaos.flood import Flood
 from sagaline.orchestrator.chaos.invariants import ZERO, Expected, check_invariants
 from sagaline.orchestrator.chaos.reading import StateTail, read_topic
@@ -85,6 +85,11 @@ class StormConfig:
     sized_rounds: int = 2
     timeout: float = 3600.0
     seed: int = 0
+    #: run the fleet from a copy of the code taken at start (see ``FleetSpec.code``)
+    snapshot: bool = False
+    #: stop the faults after this many seconds even if sagas are left (``None``:
+    #: fault until every saga of the storm phase is terminal)
+    storm_seconds: float | None = None
 
 
 @dataclass
@@ -341,7 +346,8 @@ class _Run:
         thread = threading.Thread(target=faults.run, name="storm-faults", daemon=True)
         thread.start()
         try:
-            seconds = _phase(tracker, self.stormy, self.config.timeout, tick, "storm")
+            window = min(self.config.timeout, self.config.storm_seconds or self.config.timeout)
+            seconds = _phase(tracker, self.stormy, window, tick, "storm")
             deadline = time.monotonic() + 600.0
             while not faults.mandatory_done() and time.monotonic() < deadline:
                 tracker.step(0.3)
@@ -350,6 +356,9 @@ class _Run:
             faults.stop.set()
             thread.join(300)
         self.result["flood_rounds"] = rounds[0]
+        self.during = sum(1 for i in self.stormy if i in tracker.finished)
+        # the faults have stopped: the rest must finish now (how long it takes is reported)
+        self.recovery = _phase(tracker, self.stormy, self.config.timeout, name="recovery")
         return seconds
 
     def phases(self, fleet: Fleet, tracker: _Tracker, client: SagaClient) -> None:
@@ -370,14 +379,16 @@ class _Run:
         self.bad_inputs = flood.inputs
         self.result["settle_lag"] = _settle(bootstrap, self.topics, self.prefix)
         calm_tp = len(calm) / calm_s if calm_s else 0.0
-        storm_tp = len(self.stormy) / storm_s if storm_s else 0.0
+        storm_tp = self.during / storm_s if storm_s else 0.0
         self.result["faults"] = {**faults.applied, "kills_by_kind": fleet.kills()}
         self.result["fault_errors"] = faults.errors
         self.result["throughput"] = {
             "calm": {"sagas": len(calm), "seconds": round(calm_s, 1), "per_s": round(calm_tp, 2)},
             "storm": {
                 "sagas": len(self.stormy),
+                "finished_during_faults": self.during,
                 "seconds": round(storm_s, 1),
+                "recovery_seconds_after_faults": round(self.recovery, 1),
                 "per_s": round(storm_tp, 2),
             },
             "storm_fraction_of_calm": round(storm_tp / calm_tp, 3) if calm_tp else None,
@@ -401,6 +412,7 @@ class _Run:
             self.config.orchestrators,
             self.config.workers,
             self.config.relays,
+            snapshot_code(self.work_dir / "code") if self.config.snapshot else None,
         )
         fleet = Fleet(spec)
         fleet.start()

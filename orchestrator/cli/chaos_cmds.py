@@ -36,8 +36,16 @@ def register(subparsers: Subparsers) -> None:
     chaos.add_argument("--partitions", type=int, default=6)
     chaos.add_argument("--seed", type=int, default=0, help="0: a random seed")
     chaos.add_argument("--timeout", type=float, default=3600.0, help="seconds per phase")
+    chaos.add_argument(
+        "--storm-seconds", type=float, help="stop the faults after this long (default: when done)"
+    )
     chaos.add_argument("--work-dir", type=Path, help="where servers and logs live (default: temp)")
     chaos.add_argument("--keep", action="store_true", help="keep the work directory")
+    chaos.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="run the fleet from the installed code, not from a copy taken at start",
+    )
     set_handler(chaos, _storm)
     roles = chaos.add_subparsers(dest="role", metavar="<role>")
     for role, text in (
@@ -104,6 +112,8 @@ def _storm(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         seed=args.seed,
         timeout=args.timeout,
+        snapshot=not args.no_snapshot,
+        storm_seconds=args.storm_seconds,
     )
     try:
         kafka.start()
