@@ -241,6 +241,27 @@ def _phase(
     return time.monotonic() - started
 
 
+def _wait_for_leaders(bootstrap: str, topics: TopicNames, partitions: int) -> None:
+    """Until every topic has all its partitions with a leader (metadata propagated)."""
+    from confluent_kafka.admin import AdminClient
+
+    from sagaline.orchestrator.runtime.kafka_config import admin_config
+
+    admin = AdminClient(admin_config(bootstrap))
+    deadline = time.monotonic() + 120.0
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(timeout=10).topics
+        if all(
+            t in meta
+            and len(meta[t].partitions) == partitions
+            and all(p.leader >= 0 for p in meta[t].partitions.values())
+            for t in topics.all()
+        ):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"topics under {topics.prefix} have no leaders after 120 s")
+
+
 def _setup(brokers: Brokers, database: Database, config: StormConfig, prefix: str) -> str:
     from sagaline.consumers.migrations import migrate
 
@@ -250,6 +271,7 @@ def _setup(brokers: Brokers, database: Database, config: StormConfig, prefix: st
         topics,
         TopicLayout(partitions=config.partitions, replication=3),
     )
+    _wait_for_leaders(brokers.bootstrap_servers, topics, config.partitions)
     schema = prefix.replace("-", "_")
     with psycopg.connect(database.url, autocommit=True) as conn:
         create_storm_tables(conn, schema)
