@@ -253,7 +253,7 @@ def _wait_for_leaders(bootstrap: str, topics: TopicNames, partitions: int) -> No
         meta = admin.list_topics(timeout=10).topics
         if all(
             t in meta
-            and len(meta[t].partitions) == partitions
+            and len(meta[t].partitions) == (1 if t == topics.deadletter else partitions)
             and all(p.leader >= 0 for p in meta[t].partitions.values())
             for t in topics.all()
         ):
