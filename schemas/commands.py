@@ -10,6 +10,8 @@ __all__ = [
     "COMMAND_TYPES",
     "CancelSaga",
     "Command",
+    "CopiedInput",
+    "ForkOrigin",
     "ParentRef",
     "PauseSaga",
     "ResumeSaga",
@@ -42,6 +44,7 @@ class StartSaga(Record):
     requested_by: str | None = None
     deadline_at: datetime | None = None
     parent: ParentRef | None = None
+    fork: ForkOrigin | None = None
 
 
 class SignalSaga(Record):
@@ -104,6 +107,39 @@ class SkipStep(Record):
     by: str
     reason: str | None = None
     result: Payload | None = None
+
+
+class CopiedInput(Record):
+    """One input of a forked saga's history as it was recorded: its record type's
+    name and its JSON (kept as text, so a fork never nests the input records)."""
+
+    input_type: str
+    record_json: str
+
+    @classmethod
+    def of(cls, record: Record) -> CopiedInput:
+        return cls(input_type=type(record).__name__, record_json=record.model_dump_json())
+
+
+class ForkOrigin(Record):
+    """Set on the start of a fork: the saga it copies and where it continues.
+
+    ``inputs`` are the source's recorded inputs after its start, up to and
+    including the one (journal ``source_seq``) that dispatched ``from_step``;
+    the fork decides them again under its own definition, reusing their
+    results, and continues from ``from_step`` with the current code.
+    ``started_at`` is when the source started.
+    """
+
+    saga_id: str
+    from_step: str
+    source_seq: int
+    source_version: int
+    started_at: datetime
+    inputs: list[CopiedInput] = []
+
+
+StartSaga.model_rebuild()
 
 
 Command = StartSaga | SignalSaga | CancelSaga | PauseSaga | ResumeSaga | RetryStep | SkipStep

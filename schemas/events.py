@@ -36,6 +36,7 @@ __all__ = [
     "NodeEntered",
     "SagaEvent",
     "SagaFinished",
+    "SagaForked",
     "SagaPaused",
     "SagaResumed",
     "SagaStarted",
@@ -375,6 +376,20 @@ class ChildSagaRequested(Record):
     child_version: int
 
 
+class SagaForked(Record):
+    """This saga is a fork of ``source_saga_id``: its first decision re-decided
+    ``copied`` recorded inputs of the source (through journal ``source_seq``,
+    where ``from_step`` was dispatched) and continues from there."""
+
+    event: Literal["SagaForked"] = "SagaForked"
+    at: datetime
+    source_saga_id: str
+    source_version: int
+    from_step: str
+    source_seq: int
+    copied: int
+
+
 class AgentTurnStarted(Record):
     """An agent asks its LLM for turn ``turn`` (the task's step is ``step``)."""
 
@@ -523,6 +538,7 @@ SagaEvent = (
     | AgentTurnStarted
     | AgentTurnRecorded
     | ModelFallback
+    | SagaForked
     | ToolCallRequested
     | AgentObservation
     | AgentAnswered
@@ -568,4 +584,5 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     SagaFinished,
     StateTrimmed,
     ModelFallback,
+    SagaForked,
 )

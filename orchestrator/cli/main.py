@@ -66,6 +66,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.console_cmds",
     "sagaline.orchestrator.cli.config_cmds",
     "sagaline.orchestrator.cli.approval_cmds",
+    "sagaline.orchestrator.cli.fork_cmds",
 )
 
 _CODES: tuple[tuple[type[BaseException], int], ...] = (

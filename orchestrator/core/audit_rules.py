@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sagaline.orchestrator.core.fork import fork_findings
 from sagaline.orchestrator.core.journal import entry_hash, verify_chain
 from sagaline.orchestrator.core.undecodable import Undecodable
 from sagaline.schemas.events import (
@@ -79,6 +80,7 @@ CHECKS: Mapping[str, str] = {
     "compensation": "completed compensable steps compensated once each, in reverse order",
     "terminal": "one terminal status per saga, nothing decided after it",
     "approval": "steps guarded by an approval dispatched only after it was granted",
+    "fork": "a fork's input and copied history are its source's, up to the step it forked from",
 }
 
 #: events that may follow a terminal status (recorded, changing nothing)
@@ -480,6 +482,10 @@ def audit_entries(
         report.entries += len(entries)
         statuses[_status(entries)] += 1
         report.findings.extend(audit_saga(entries, partial=partial))
+        if not partial and since is None:
+            report.findings.extend(
+                Finding("fork", saga_id, 1, p) for p in fork_findings(saga_id, entries, by_saga)
+            )
         for entry in entries:
             for event in entry.events:
                 if isinstance(event, StepCompleted):

@@ -32,6 +32,7 @@ from sagaline.orchestrator.core.decision import (
     derive_message_id,
 )
 from sagaline.orchestrator.core.errors import RoutingError
+from sagaline.orchestrator.core.fork import decide_fork
 from sagaline.orchestrator.core.nodes import compensation, kind_of
 from sagaline.orchestrator.core.nodes.base import NodeKind
 from sagaline.orchestrator.core.nodes.wait import reject_signal
@@ -154,6 +155,8 @@ def _start(ctx: DecisionContext, cmd: StartSaga) -> str | None:
         from_payload(cmd.data, ctx.defn.data_type)
     except PayloadDecodeError as exc:
         return str(exc)
+    if cmd.fork is not None:
+        return decide_fork(ctx, cmd, decide)
     deadline = cmd.deadline_at
     if deadline is None and ctx.defn.deadline is not None:
         deadline = ctx.now + ctx.defn.deadline

@@ -30,6 +30,7 @@ from sagaline.schemas.events import (
     NodeEntered,
     SagaEvent,
     SagaFinished,
+    SagaForked,
     SagaPaused,
     SagaResumed,
     SagaStarted,
@@ -307,9 +308,7 @@ def _wait_opened(s: SagaState, e: WaitOpened) -> Updates:
         timeout_at=e.timeout_at,
         agent=e.agent,
         tool_step=e.tool_step,
-        shown=e.shown,
-        shown_sha256=e.shown_sha256,
-        bound=e.bound,
+        **e.model_dump(include={"shown", "shown_sha256", "bound"}),
     )
     timers = list(s.timers)
     if e.timeout_at is not None:
@@ -596,6 +595,6 @@ _HANDLERS: dict[type[Any], Callable[[SagaState, Any], Updates]] = {
     SagaFinished: _finished,
     StateTrimmed: _trimmed,
     SignalRejected: _no_change,
-    ModelFallback: _no_change,
+    **dict.fromkeys((ModelFallback, SagaForked), _no_change),
     ChildSagaRequested: _no_change,
 }

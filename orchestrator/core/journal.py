@@ -63,6 +63,7 @@ _EXCLUDE_HASH: set[str] = {"hash"}
 #: of the canonical JSON while they hold their default, so every chain written
 #: before them still verifies (``tests/unit/test_journal_canonical.py``)
 LATE_FIELDS: dict[str, dict[str, Any]] = {
+    "StartSaga": {"fork": None},
     "SignalSaga": {"seen_sha256": None},
     "WaitOpened": {"shown": None, "shown_sha256": None, "bound": False},
     "SignalAccepted": {"seen_sha256": None},

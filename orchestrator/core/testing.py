@@ -37,6 +37,7 @@ from sagaline.orchestrator.core.decider import (
     timer_input,
 )
 from sagaline.orchestrator.core.errors import RetryableError, TerminalError, TestKitError
+from sagaline.orchestrator.core.fork import plan_fork
 from sagaline.orchestrator.core.journal import fold_journal, record_decision, verify_chain
 from sagaline.orchestrator.core.nodes.base import Node, ref_name
 from sagaline.orchestrator.core.nodes.child import ChildSpec
@@ -167,6 +168,31 @@ class SagaTestKit(Generic[DataT]):
         if self.check_fold:
             self._check_invariants()
         return decision
+
+    def fork(
+        self,
+        from_step: Ref,
+        *,
+        definition: type[Saga[Any]] | None = None,
+        saga_id: str | None = None,
+    ) -> SagaTestKit[Any]:
+        """A new kit whose saga is a fork of this one from ``from_step`` (under
+        ``definition``, by default this kit's), started at the kit's time."""
+        defn = definition or self.definition
+        kit: SagaTestKit[Any] = SagaTestKit(
+            defn, saga_id=saga_id or f"{self.saga_id}-fork", now=self.now
+        )
+        start = plan_fork(
+            self.journal,
+            ref_name(from_step),
+            saga_id=kit.saga_id,
+            version=defn.version,
+            now=kit.now,
+        )
+        decision = kit.deliver(start)
+        if decision.rejected is not None:
+            raise TestKitError(decision.rejected)
+        return kit
 
     def _check_invariants(self) -> None:
         if self.journal and fold_journal(self.journal) != self.state:

@@ -7,103 +7,55 @@ saga's snapshot.  The journal read back from Kafka carries the decisions.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
-from orchestrator_support import check_saga_invariants, delete_prefix_topics, journals
-from pydantic import BaseModel
+from agent_feature_sagas import (
+    REGISTRY,
+    BoundRefund,
+    Doc,
+    ForkPipe,
+    Question,
+    Refund,
+    Research,
+)
+from orchestrator_support import (
+    check_saga_invariants,
+    delete_prefix_topics,
+    journals,
+    read_committed,
+)
 
 from sagaline.consumers.handlers import RegistryResolver
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.relay import Relay, RelayOptions
 from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.client.fork import fork_saga
 from sagaline.orchestrator.config import Settings, TopicNames
-from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
-from sagaline.orchestrator.core.audit_rules import audit_saga
-from sagaline.orchestrator.core.context import StepContext
-from sagaline.orchestrator.core.errors import RetryableError
+from sagaline.orchestrator.core.audit_rules import audit_entries, audit_saga
 from sagaline.orchestrator.core.journal import fold_journal, verify_chain
-from sagaline.orchestrator.core.policies import Retry
-from sagaline.orchestrator.core.registry import SagaRegistry
-from sagaline.orchestrator.core.saga import Saga, agent, approval, step
+from sagaline.orchestrator.core.replay_check import check_saga
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
-from sagaline.schemas.events import AgentTurnRecorded, ModelFallback, SignalRejected
+from sagaline.schemas.events import AgentTurnRecorded, ModelFallback, SagaForked, SignalRejected
 from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import TASK_TYPES, ExecuteStep
 
 pytestmark = pytest.mark.integration
 
-
-class Refund(BaseModel):
-    order: str
-    amount_cents: int = 0
-    quotes: int = 0
-
-
-class Shown(BaseModel):
-    order: str
-    amount_cents: int
-
-
-class Quote(BaseModel):
-    amount_cents: int
-
-
-class BoundRefund(Saga[Refund]):
-    type_name = "it.bound-refund"
-
-    @step(uses_db=False, timeout=timedelta(seconds=30))
-    def quote(self, ctx: StepContext, data: Refund) -> Quote:
-        return Quote(amount_cents=700 + 200 * data.quotes)  # each quote is another amount
-
-    @quote.on_result
-    def _quoted(self, data: Refund, result: Quote) -> Refund:
-        return data.model_copy(
-            update={"amount_cents": result.amount_cents, "quotes": data.quotes + 1}
-        )
-
-    manager_ok = approval(timeout=timedelta(minutes=5), on_reject=quote)
-
-    @manager_ok.shows
-    def _shown(self, data: Refund) -> Shown:
-        return Shown(order=data.order, amount_cents=data.amount_cents)
-
-
-class Question(BaseModel):
-    text: str
-    answer: str | None = None
-
-
-class Research(Saga[Question]):
-    type_name = "it.fallback"
-
-    think = agent(
-        tools=[],
-        models=["flaky-model", "steady-model"],
-        retry=Retry(max_attempts=2, initial=timedelta(milliseconds=200), jitter=0.0),
-        timeout=timedelta(seconds=30),
-    )
-
-    @think.llm
-    def _llm(self, ctx: StepContext, turn: AgentTurn) -> AgentDecision:
-        ctx.report_usage(llm_calls=1, tokens_in=10, cost_micros=5)
-        if turn.model == "flaky-model":
-            raise RetryableError("503 from the flaky provider")
-        return AgentDecision.final(f"answered by {turn.model}")
-
-    @think.on_answer
-    def _answer(self, data: Question, answer: str) -> Question:
-        return data.model_copy(update={"answer": answer})
-
-
-REGISTRY = SagaRegistry([BoundRefund, Research])
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture
@@ -126,7 +78,9 @@ def schema(database_url: str) -> Iterator[str]:
 class Stack:
     """Orchestrator, worker and relay in threads for a ``with`` block."""
 
-    def __init__(self, settings: Settings, database_url: str, schema: str) -> None:
+    def __init__(
+        self, settings: Settings, database_url: str, schema: str, *, orchestrator: bool = True
+    ) -> None:
         prefix = settings.topics.prefix
         config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
         self.orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec())
@@ -144,10 +98,11 @@ class Stack:
         )
         self.stop = threading.Event()
         self.threads = [
-            threading.Thread(target=self.orch.run, daemon=True),
             threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True),
             threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True),
         ]
+        if orchestrator:
+            self.threads.append(threading.Thread(target=self.orch.run, daemon=True))
 
     def __enter__(self) -> Stack:
         for t in self.threads:
@@ -223,3 +178,76 @@ def test_an_llm_turn_falls_back_to_the_next_model_and_the_journal_says_so(
     assert [(r.model, r.attempt) for r in recorded] == [("steady-model", 2)]
     assert final.usage.llm_calls == 2 and final.usage.cost_micros == 10  # both models count
     assert "answered by steady-model" in final.data.data.decode()  # type: ignore[union-attr]
+
+
+class OrchestratorProcess:
+    """``sagaline orchestrator run`` as a subprocess, so it can be SIGKILLed."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings, self.log_dir, self.starts = settings, log_dir, 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(ROOT)])
+        prefix = self.settings.topics.prefix
+        with open(self.log_dir / f"orch-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "sagaline.orchestrator.cli", "orchestrator", "run"),
+                    *("--app", "agent_feature_sagas:registry", "--instance-id", "a"),
+                    *("--group", f"{prefix}-orch", "--prefix", prefix),
+                    *("--bootstrap", self.settings.kafka_bootstrap_servers),
+                    *("--session-timeout-ms", "6000"),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(10) == -signal.SIGKILL
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+def test_a_fork_survives_an_orchestrator_sigkill_and_reuses_the_source_results(
+    settings: Settings, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    orch = OrchestratorProcess(settings, tmp_path)
+    stack = Stack(settings, database_url, schema, orchestrator=False)
+    orch.start()
+    try:
+        with stack, SagaClient(settings) as client:
+            assert client.start(ForkPipe, Doc(topic="t"), saga_id="src").wait(90).status == (
+                "completed"
+            )
+            fork_saga(client, "src", "draft", new_saga_id="fork-1", requested_by="ops")
+            orch.kill()  # while the fork is read, decided or committed
+            orch.start()
+            fork_saga(client, "src", "draft", new_saga_id="fork-1")  # sent again: one fork
+            final = _until(client, "fork-1", lambda s: s.is_terminal, timeout=120)
+    finally:
+        orch.stop()
+    assert final.status == "completed"
+    assert json.loads(final.data.data or b"{}")["notes"] == ["research by src", "draft by fork-1"]
+    prefix, codec = settings.topics.prefix, AvroCodec()
+    by_saga = journals(settings.kafka_bootstrap_servers, prefix, codec)
+    check_saga_invariants(settings.kafka_bootstrap_servers, prefix, codec, ["src", "fork-1"])
+    events = [e for x in by_saga["fork-1"] for e in x.events]
+    assert [e.source_saga_id for e in events if isinstance(e, SagaForked)] == ["src"]
+    tasks = [
+        codec.decode(r.value, TASK_TYPES)
+        for r in read_committed(settings.kafka_bootstrap_servers, f"{prefix}.tasks")
+        if r.key == "fork-1" and r.value is not None
+    ]
+    assert sorted(t.step for t in tasks if isinstance(t, ExecuteStep)) == ["draft", "publish"]
+    assert audit_entries({k: by_saga[k] for k in ("src", "fork-1")}).findings == []
+    checked, divergences = check_saga(by_saga["fork-1"], lambda _t, _v: ForkPipe)
+    assert checked == len(by_saga["fork-1"]) and divergences == []
