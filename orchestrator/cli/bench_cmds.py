@@ -1,4 +1,4 @@
-"""``sagaline bench orchestrator|core|long|workers|e2e|recovery|codec|responder``: benchmarks.
+"""``sagaline bench orchestrator|core|long|workers|e2e|recovery|replay|codec|responder``.
 
 Each prints one JSON document on stdout (``responder`` is the worker stand-in the
 orchestrator benchmark starts as a subprocess). The measuring code lives in
@@ -56,6 +56,13 @@ def register(subparsers: Subparsers) -> None:
     recovery.add_argument("--victims", default="worker,orchestrator,relay")
     recovery.add_argument("--partitions", type=int, default=4)
     set_handler(recovery, _recovery)
+    replay = parts.add_parser(
+        "replay", help="audit replay read from Kafka (events/s); restore of parked sagas"
+    )
+    replay.add_argument("--sagas", type=int, default=5000, help="sagas journaled and audited")
+    replay.add_argument("--parked", type=int, default=100_000, help="parked sagas restored")
+    replay.add_argument("--partitions", type=int, default=4)
+    set_handler(replay, _replay)
     responder = parts.add_parser(
         "responder", help="answer every task with a success, exactly once (until SIGTERM)"
     )
@@ -217,6 +224,19 @@ def _recovery(args: argparse.Namespace) -> int:
             sagas=args.sagas,
             victims=victims,
             partitions=args.partitions,
+        )
+    )
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.replay import run_replay
+
+    if args.sagas < 1 or args.parked < 1 or args.partitions < 1:
+        raise ConfigError("--sagas, --parked and --partitions take a number of at least 1")
+    bootstrap = Settings.from_env().kafka_bootstrap_servers
+    return _print(
+        run_replay(
+            bootstrap=bootstrap, sagas=args.sagas, parked=args.parked, partitions=args.partitions
         )
     )
 

@@ -26,6 +26,7 @@ from confluent_kafka import (
 from sagaline.orchestrator.runtime import metrics
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
+from sagaline.orchestrator.runtime.stable_read import next_batch
 from sagaline.schemas.base import Record
 
 __all__ = [
@@ -117,7 +118,7 @@ def read_partition_latest(
                     f"restore of {topic} partitions {sorted(pending)} did not reach the "
                     f"last stable offset within {timeout}s (hanging transaction?)"
                 )
-            for msg in reader.consume(num_messages=1000, timeout=0.2):
+            for msg in next_batch(reader):
                 count += _take(msg, topic, values, ends, pending)
             for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= ends[tp.partition]:

@@ -29,6 +29,7 @@ from sagaline.orchestrator.core.errors import OrchestratorError
 __all__ = [
     "RawRecord",
     "ReadToEndError",
+    "next_batch",
     "read_to_end",
     "stable_offsets",
     "topic_partitions",
@@ -122,6 +123,17 @@ def _raw(msg: Message, partition: int, offset: int) -> RawRecord:
     )
 
 
+def next_batch(consumer: Consumer, limit: int = 1000, timeout: float = 0.2) -> list[Message]:
+    """Up to ``limit`` records: waits up to ``timeout`` for the first only, then takes
+    what is already fetched.  (``consume(limit, timeout)`` waits until ``limit``
+    records arrived or the whole ``timeout`` passed: a read of a partition whose
+    fetched data runs out below ``limit`` would sit out the timeout every round.)"""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]
+
+
 def read_to_end(
     consumer: Consumer,
     topic: str,
@@ -152,7 +164,7 @@ def read_to_end(
                     f"within {timeout:.0f}s (an open transaction holds the last stable "
                     f"offset back?){cause}"
                 )
-            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+            for msg in next_batch(consumer):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
