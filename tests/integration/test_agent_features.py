@@ -247,7 +247,9 @@ def test_a_fork_survives_an_orchestrator_sigkill_and_reuses_the_source_results(
         for r in read_committed(settings.kafka_bootstrap_servers, f"{prefix}.tasks")
         if r.key == "fork-1" and r.value is not None
     ]
-    assert sorted(t.step for t in tasks if isinstance(t, ExecuteStep)) == ["draft", "publish"]
+    # research is never run for the fork (a slow restart may time out and retry draft:
+    # another attempt, never a duplicate task, which check_saga_invariants rules out)
+    assert {t.step for t in tasks if isinstance(t, ExecuteStep)} == {"draft", "publish"}
     assert audit_entries({k: by_saga[k] for k in ("src", "fork-1")}).findings == []
     checked, divergences = check_saga(by_saga["fork-1"], lambda _t, _v: ForkPipe)
     assert checked == len(by_saga["fork-1"]) and divergences == []
