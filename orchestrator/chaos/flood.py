@@ -32,8 +32,9 @@ from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.schemas.base import Envelope, Payload, Record
 from sagaline.schemas.codec import SINGLE_OBJECT_MAGIC, RecordCodec
 from sagaline.schemas.commands import SignalSaga, StartSaga
+from sagaline.schemas.errors import SchemaError
 from sagaline.schemas.payload import payload_sha256
-from sagaline.schemas.replies import StepSucceeded
+from sagaline.schemas.replies import StepFailed, StepSucceeded
 from sagaline.schemas.tasks import ExecuteStep
 
 __all__ = ["BadInput", "Flood", "topic_size_limit"]
@@ -209,8 +210,12 @@ class Flood:
         )
         if duplicate is not None:
             key, value = duplicate
-            decoded = self.codec.decode(value, (StepSucceeded,))
-            mid = decoded.envelope.message_id if isinstance(decoded, StepSucceeded) else None
+            try:
+                decoded = self.codec.decode(value, (StepSucceeded, StepFailed))
+                reply = decoded if isinstance(decoded, StepSucceeded | StepFailed) else None
+                mid = reply.envelope.message_id if reply is not None else None
+            except SchemaError:  # not a reply: matched by its dead letter only
+                mid = None
             self._send("reply_duplicate", topic, value, key, message_id=mid)
 
     def _tasks(self) -> None:
