@@ -253,3 +253,41 @@ def test_a_fork_survives_an_orchestrator_sigkill_and_reuses_the_source_results(
     assert audit_entries({k: by_saga[k] for k in ("src", "fork-1")}).findings == []
     checked, divergences = check_saga(by_saga["fork-1"], lambda _t, _v: ForkPipe)
     assert checked == len(by_saga["fork-1"]) and divergences == []
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    conn = ("--bootstrap", settings.kafka_bootstrap_servers, "--prefix", settings.topics.prefix)
+    return subprocess.run(
+        [sys.executable, "-m", "sagaline.orchestrator.cli", *args, *conn],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cli_shows_the_view_approves_on_it_and_forks(
+    settings: Settings, database_url: str, schema: str
+) -> None:
+    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+        handle = client.start(BoundRefund, Refund(order="o-9"), saga_id="cli-bound")
+        sha = _view(_until(client, "cli-bound", lambda s: _view(s) is not None))
+        shown = _cli(settings, "approval", "cli-bound", "manager_ok", "--json")
+        assert shown.returncode == 0, shown.stderr
+        view = json.loads(shown.stdout)
+        assert view["shown"] == {"order": "o-9", "amount_cents": 700}
+        assert view["shown_sha256"] == sha and view["bound"] is True
+        approve = _cli(
+            settings, "approve", "cli-bound", "manager_ok", "--by", "alice", "--seen", sha or ""
+        )
+        assert approve.returncode == 0, approve.stderr
+        assert handle.wait(60).status == "completed"
+        bad = _cli(settings, "fork", "cli-bound", "--from-step", "nope", "--id", "cli-fork")
+        assert bad.returncode == 2
+        assert bad.stderr.strip().splitlines() == [
+            "sagaline: error: saga 'cli-bound' never dispatched step 'nope' (it dispatched: quote)"
+        ]
+        fork = _cli(settings, "fork", "cli-bound", "--from-step", "quote", "--id", "cli-fork")
+        assert fork.returncode == 0, fork.stderr
+        assert "as cli-fork" in fork.stdout
+        forked = _until(client, "cli-fork", lambda s: _view(s) is not None)
+        assert forked.data == client.status("cli-bound").data  # type: ignore[union-attr]
