@@ -217,7 +217,8 @@ class Settings:
     """Where Kafka and PostgreSQL are, and which topics to use."""
 
     kafka_bootstrap_servers: str
-    database_url: str | None = None
+    #: left out of ``repr``: a URL someone wrote may carry a password
+    database_url: str | None = field(default=None, repr=False)
     topics: TopicNames = field(default_factory=TopicNames)
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: librdkafka settings passed through to every client (``SAGALINE_KAFKA_CONFIG``,
