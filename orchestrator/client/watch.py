@@ -12,10 +12,10 @@ No snapshot is missed.  All bookkeeping happens in the reader's thread: a new
 waiter is first checked against the cache, which holds every key read since
 ``covered_from[p]`` of its partition; when the saga may have a snapshot older
 than that (its start was sent earlier, minus a margin for clocks, or the time
-is unknown), the partition is re-read from there (one seek, shared by every
-waiter registered at the same time).  Re-reading is harmless: a waiter is
-satisfied by the first snapshot for which its predicate holds, and a terminal
-snapshot is the saga's last.
+is unknown), the partition is re-read from there (one re-assignment at
+explicit offsets, shared by every waiter registered at the same time).
+Re-reading is harmless: a waiter is satisfied by the first snapshot for
+which its predicate holds, and a terminal snapshot is the saga's last.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaException,
     Message,
@@ -90,12 +89,13 @@ class SnapshotWatch:
                 },
             )
         )
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the reader's thread decodes and finishes under it
         self._new: list[_Waiter] = []
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._cache: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()
         self._letters: OrderedDict[bytes, bytes] = OrderedDict()
         self._covered: dict[str, dict[int, int]] = {}
+        self._next: dict[tuple[str, int], int] = {}
         self._ready_ms: dict[str, dict[int, int]] = {}
         self._stop = threading.Event()
         self._failure: BaseException | None = None
@@ -112,7 +112,10 @@ class SnapshotWatch:
         with self._lock:
             if self._failure is not None:
                 raise WaitTimeout(f"the client's reader failed: {self._failure}")
-            self._new.append(waiter)
+            if self._rewinds(waiter):
+                self._new.append(waiter)  # the reader's thread re-reads, then registers it
+            elif not self._admit(waiter):
+                self._waiters.setdefault(saga_id.encode("utf-8"), []).append(waiter)
         if not waiter.event.wait(timeout):
             with self._lock:
                 key = saga_id.encode("utf-8")
@@ -144,27 +147,38 @@ class SnapshotWatch:
         parts = self._consumer.list_topics(self.names.state, timeout=10).topics[self.names.state]
         if parts.error is not None or not parts.partitions:
             raise KafkaException(parts.error) if parts.error else KafkaException("no partitions")
-        tps = [TopicPartition(self.names.state, p, OFFSET_END) for p in parts.partitions]
-        tps.append(TopicPartition(self.names.deadletter, 0, OFFSET_END))
+        tps = [(self.names.state, p) for p in parts.partitions]
+        tps.append((self.names.deadletter, 0))
         now_ms = int(time.time() * 1000)
-        for tp in tps:
-            # OFFSET_END is the last stable offset for read_committed: everything
-            # committed from now on is read; anything earlier needs a re-read
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            self._covered.setdefault(tp.topic, {})[tp.partition] = int(high)
-            self._ready_ms.setdefault(tp.topic, {})[tp.partition] = now_ms
-        self._consumer.assign(tps)
+        for topic, partition in tps:
+            # for a read_committed consumer the "high" watermark is the last stable
+            # offset: everything committed from now on lies at or after it
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10, cached=False
+            )
+            self._next[(topic, partition)] = int(high)
+            self._covered.setdefault(topic, {})[partition] = int(high)
+            self._ready_ms.setdefault(topic, {})[partition] = now_ms
+        self._reassign()
+
+    def _reassign(self) -> None:
+        """Assign every partition at the offset to read next (explicit offsets only: a
+        re-read never races a pending "end of partition" lookup)."""
+        self._consumer.assign([TopicPartition(t, p, off) for (t, p), off in self._next.items()])
 
     def _run(self) -> None:
         try:
-            self._assign()
+            with self._lock:
+                self._assign()
             while not self._stop.is_set():
                 self._take_new()
                 first = self._consumer.poll(0.05)
                 if first is None:
                     continue
-                for msg in (first, *self._consumer.consume(999, 0)):
-                    self._record(msg)
+                batch = [first, *self._consumer.consume(999, 0)]
+                with self._lock:
+                    for msg in batch:
+                        self._record(msg)
         except (KafkaException, RuntimeError) as exc:
             self._fail(exc)
         finally:
@@ -180,30 +194,40 @@ class SnapshotWatch:
             waiter.error = WaitTimeout(f"the client's reader failed: {exc}")
             waiter.event.set()
 
-    def _take_new(self) -> None:
-        with self._lock:
-            new, self._new = self._new, []
-        rewind: dict[tuple[str, int], int] = {}
-        for waiter in new:
-            key = waiter.saga_id.encode("utf-8")
-            cached = self._cache.get(key)
-            if cached is not None and self._offer(waiter, cached[1]):
-                continue
-            letter = self._letters.get(key)
-            if letter is not None and waiter.latest is None and self._rejects(waiter, letter):
-                continue
-            with self._lock:
-                self._waiters.setdefault(key, []).append(waiter)
+    def _admit(self, waiter: _Waiter) -> bool:
+        """Settle ``waiter`` from what was read already; ``True`` when it is done."""
+        key = waiter.saga_id.encode("utf-8")
+        cached = self._cache.get(key)
+        if cached is not None and self._offer(waiter, cached[1]):
+            return True
+        letter = self._letters.get(key)
+        return letter is not None and waiter.latest is None and self._rejects(waiter, letter)
+
+    def _rewinds(self, waiter: _Waiter) -> dict[tuple[str, int], int]:
+        """The partitions to re-read for ``waiter`` and from when (ms; -1: the start)."""
+        since = -1 if waiter.since_ms is None else waiter.since_ms - LOOKBACK_MS
+        return {
+            (topic, partition): since
             for topic, partition in (
                 (self.names.state, waiter.partition),
                 (self.names.deadletter, 0),
-            ):
-                if self._needs_rewind(topic, partition, waiter.since_ms):
-                    since = -1 if waiter.since_ms is None else waiter.since_ms - LOOKBACK_MS
-                    tp = (topic, partition)
+            )
+            if self._needs_rewind(topic, partition, waiter.since_ms)
+        }
+
+    def _take_new(self) -> None:
+        with self._lock:
+            new, self._new = self._new, []
+            rewind: dict[tuple[str, int], int] = {}
+            for waiter in new:
+                for tp, since in self._rewinds(waiter).items():
                     rewind[tp] = since if tp not in rewind else min(rewind[tp], since)
-        for (topic, partition), since in rewind.items():
-            self._rewind(topic, partition, since)
+            moved = [self._rewind(topic, part, since) for (topic, part), since in rewind.items()]
+            if any(moved):
+                self._reassign()
+            for waiter in new:
+                if not self._admit(waiter):
+                    self._waiters.setdefault(waiter.saga_id.encode("utf-8"), []).append(waiter)
 
     def _needs_rewind(self, topic: str, partition: int, since_ms: int | None) -> bool:
         ready = self._ready_ms.get(topic, {}).get(partition)
@@ -213,10 +237,11 @@ class SnapshotWatch:
             return ready > 0  # unknown start: read from the beginning, once
         return since_ms - LOOKBACK_MS < ready
 
-    def _rewind(self, topic: str, partition: int, since_ms: int) -> None:
-        """Read ``partition`` again from the first record at or after ``since_ms``
+    def _rewind(self, topic: str, partition: int, since_ms: int) -> bool:
+        """Plan to read ``partition`` again from the first record at or after ``since_ms``
         (unless everything from there was read already); afterwards every record
-        stored since ``since_ms`` is known to this reader."""
+        stored since ``since_ms`` is known to this reader.  ``True`` when the
+        assignment must change."""
         offset = OFFSET_BEGINNING
         if since_ms >= 0:
             found = self._consumer.offsets_for_times(
@@ -225,19 +250,13 @@ class SnapshotWatch:
             offset = found[0].offset
         covered = self._covered.setdefault(topic, {})
         ready = self._ready_ms.setdefault(topic, {})
-        if offset == OFFSET_BEGINNING or 0 <= offset < covered.get(partition, 0):
-            self._seek(TopicPartition(topic, partition, offset))
-            covered[partition] = max(0, offset)
-        # offset < 0 (other than the beginning): nothing stored since then
         ready[partition] = min(ready.get(partition, since_ms), max(0, since_ms))
-
-    def _seek(self, tp: TopicPartition) -> None:
-        try:
-            self._consumer.seek(tp)
-        except KafkaException:
-            # not fetching yet (librdkafka refuses to seek): assign it again there
-            self._consumer.incremental_unassign([TopicPartition(tp.topic, tp.partition)])
-            self._consumer.incremental_assign([tp])
+        # offset < 0 (other than the beginning): nothing stored since then
+        if offset == OFFSET_BEGINNING or 0 <= offset < covered.get(partition, 0):
+            self._next[(topic, partition)] = offset
+            covered[partition] = max(0, offset)
+            return True
+        return False
 
     def _record(self, msg: Message) -> None:
         err = msg.error()
@@ -246,6 +265,7 @@ class SnapshotWatch:
                 raise KafkaException(err)
             return
         key, value = msg.key(), msg.value()
+        self._next[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         if key is None:
             return
         if msg.topic() == self.names.deadletter:
