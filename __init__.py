@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, ToolInfo
+from sagaline.orchestrator.core.audit_rules import audit_entries
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.decider import (
     Decision,
@@ -36,6 +37,7 @@ from sagaline.orchestrator.core.fold import evolve, fold
 from sagaline.orchestrator.core.journal import make_journal_entry, record_decision, verify_chain
 from sagaline.orchestrator.core.policies import Budget, Retry
 from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.core.replay_check import replay_entries
 from sagaline.orchestrator.core.saga import (
     DONE,
     Done,
@@ -99,14 +101,19 @@ __all__ = [
     "WorkerStepContext",
     "agent",
     "approval",
+    "audit",
+    "audit_entries",
     "child",
     "decide",
     "evolve",
     "fold",
+    "load_definitions",
     "make_journal_entry",
     "parallel",
     "pending_timers",
     "record_decision",
+    "replay",
+    "replay_entries",
     "sleep",
     "step",
     "timer_input",
@@ -131,9 +138,12 @@ _CLIENT_NAMES = (
 )
 # The worker and the relay need PostgreSQL and Kafka: same.
 _WORKER_NAMES = ("Relay", "Worker", "WorkerStepContext")
+# Replay and audit read the journal from Kafka (and the inbox from PostgreSQL): same.
+_AUDIT_NAMES = ("audit", "load_definitions", "replay")
 
 if TYPE_CHECKING:
     from sagaline.consumers import Relay, Worker, WorkerStepContext
+    from sagaline.orchestrator.audit import audit
     from sagaline.orchestrator.client import (
         DeliveryFailed,
         KafkaUnavailable,
@@ -147,6 +157,7 @@ if TYPE_CHECKING:
         Verdict,
         WaitTimeout,
     )
+    from sagaline.orchestrator.replay import load_definitions, replay
 
 
 def __getattr__(name: str) -> Any:
@@ -158,4 +169,9 @@ def __getattr__(name: str) -> Any:
         from sagaline import consumers
 
         return getattr(consumers, name)
+    if name in _AUDIT_NAMES:
+        from sagaline.orchestrator import audit as audit_io
+        from sagaline.orchestrator import replay as replay_io
+
+        return getattr(audit_io if name == "audit" else replay_io, name)
     raise AttributeError(f"module 'sagaline' has no attribute {name!r}")
