@@ -20,7 +20,7 @@ from sagaline.orchestrator.chaos.storm import StormConfig, run_storm
 from sagaline.orchestrator.devenv.kafka import LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.storm]
 
 SAGAS = int(os.environ.get("SAGALINE_STORM_SAGAS", "200"))
 
