@@ -30,6 +30,7 @@ from sagaline.orchestrator.bench.e2e_sagas import E2EFive, Kafka5, Outbox5
 from sagaline.orchestrator.bench.e2e_stack import Seen, Stack
 from sagaline.orchestrator.bench.workers_support import summary
 from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.client.watch import SnapshotWatch
 from sagaline.orchestrator.core.saga import Saga
 
 __all__ = ["PATHS", "goal", "run_e2e"]
@@ -135,7 +136,8 @@ def waiting(run: _Run, kind: type[Saga[E2EFive]], n: int, many: int) -> dict[str
         returned = time.time()
         visible = run.stack.tail.wait_terminal([saga_id], 10)
         if i > 0:  # the first wait starts the client's reader
-            late.append(max(0.0, returned - visible))
+            late.append(returned - visible)  # signed: < 0 if wait() beat the bench's reader
+    created_before = SnapshotWatch.consumers_created
     waiter = SagaClient(run.stack.settings, client_id="bench-e2e-waiter")
     try:
         ids = run.ids("wait-many", many)
@@ -148,11 +150,15 @@ def waiting(run: _Run, kind: type[Saga[E2EFive]], n: int, many: int) -> dict[str
             handle.wait(300)
         seconds = time.time() - t0
         last_visible = run.stack.tail.wait_terminal(ids, 10) - t0
-        readers = 1 if waiter._watch is not None else 0  # one watch: one consumer
+        # the snapshot consumers the waiting client really created for its N waits
+        readers = SnapshotWatch.consumers_created - created_before
     finally:
         waiter.close()
     return {
         "wait_return_after_terminal_visible": _ms(late),
+        "wait_returned_before_bench_saw_terminal_share": (
+            round(sum(1 for d in late if d < 0) / len(late), 3) if late else None
+        ),
         "many": {
             "sagas": many,
             "readers": readers,

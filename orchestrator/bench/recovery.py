@@ -90,6 +90,9 @@ def _scenario(stack: Stack, scenario: _Scenario, n: int) -> dict[str, Any]:
             for i in ids
             if i in stack.tail.seen and stack.tail.seen[i].terminal is None
         }
+        replies_at_kill = {
+            i: [t for t, _created in stack.tail.seen[i].replies if t <= killed] for i in in_flight
+        }
     victim.start()
     restarted = time.time()
     done = stack.tail.wait_terminal(ids, 300)
@@ -98,9 +101,11 @@ def _scenario(stack: Stack, scenario: _Scenario, n: int) -> dict[str, Any]:
         for saga_id, tasks_at_kill in in_flight.items():
             after = [t for t in _times(stack.tail.seen[saga_id], scenario.progress) if t > killed]
             first = min(after, default=done)
-            # a step 3 killed mid-sleep runs again in full: that is work, not recovery
-            rerun = scenario.sleep_s if tasks_at_kill == 3 else 0.0
-            delays.append(max(0.0, first - restarted - rerun))
+            # a step 3 killed mid-sleep (no reply yet) runs again in full: that is
+            # work, not recovery; a step 3 that had replied is not re-run
+            replied = len(replies_at_kill.get(saga_id, ())) >= 3
+            rerun = scenario.sleep_s if tasks_at_kill == 3 and not replied else 0.0
+            delays.append(first - restarted - rerun)
     return {
         "sagas": n,
         "in_flight_at_kill": len(in_flight),

@@ -70,6 +70,10 @@ class _Waiter:
 class SnapshotWatch:
     """A client's one reader of snapshots and dead letters, shared by its waits."""
 
+    #: Kafka consumers created by this class in this process (the benchmarks read it)
+    consumers_created = 0
+    _created_lock = threading.Lock()
+
     def __init__(
         self, bootstrap: str, names: TopicNames, codec: Codec, client_id: str, *, debug: bool
     ) -> None:
@@ -89,6 +93,8 @@ class SnapshotWatch:
                 },
             )
         )
+        with SnapshotWatch._created_lock:
+            SnapshotWatch.consumers_created += 1
         self._lock = threading.RLock()  # the reader's thread decodes and finishes under it
         self._new: list[_Waiter] = []
         self._waiters: dict[bytes, list[_Waiter]] = {}

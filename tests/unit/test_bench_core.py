@@ -25,9 +25,14 @@ def test_measure_times_every_input_and_each_part() -> None:
     saga = linear_saga(5)
     figures = measure(saga, [record(saga, f"m-{i}") for i in range(3)], repeat=2)
     assert figures["inputs"] == 3 * 6
-    parts = ("decide_p50_us", "journal_p50_us", "snapshot_encode_p50_us", "entry_encode_p50_us")
-    assert all(figures[p] >= 0 for p in parts)
-    assert figures["p90_us"] >= figures["p50_us"] >= 0
+    # the per-input total is decide + journal + snapshot encoding (the entry's encoding
+    # is shown apart); each input's part is at most its total, so each part's p50 is at
+    # most the total's p50 (medians do not add, so their sum is not bounded by it)
+    counted = ("decide_p50_us", "journal_p50_us", "snapshot_encode_p50_us")
+    for part in counted:
+        assert 0 < figures[part] <= figures["p50_us"], part
+    assert figures["entry_encode_p50_us"] > 0
+    assert figures["p90_us"] >= figures["p50_us"] > 0
 
 
 def test_per_input_reports_against_the_goal() -> None:
