@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from sagaline.orchestrator.core.errors import ConfigError
 
@@ -45,6 +48,7 @@ __all__ = [
     "Settings",
     "TopicNames",
     "dev_env_path",
+    "is_secret_name",
     "kafka_security_from_env",
     "read_env_file",
     "read_kafka_config_file",
@@ -123,18 +127,44 @@ class TopicNames:
         return (self.commands, self.replies, self.tasks, self.state, self.journal, self.deadletter)
 
 
+_SECRET = re.compile(r"password|passwd|secret|token|api[_-]?key", re.IGNORECASE)
+_USAGE_COUNTERS = frozenset({"tokens_in", "tokens_out"})  # counts, not credentials
+_MASK = "***"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a field or parameter called ``name`` holds a secret (``password``,
+    ``secret``, ``token``, ``api_key``, any case)."""
+    return name not in _USAGE_COUNTERS and _SECRET.search(name) is not None
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print or log)."""
+    """``url`` with every password replaced by ``***`` (safe to print or log): the
+    ``user:pass@`` part and secret-named query parameters of a URL, or the secret-named
+    keys of a libpq ``key=value`` string; ``***`` alone if it cannot be parsed."""
+    if "://" not in url:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error:
+            return _MASK
+        if not any(is_secret_name(k) for k in params):
+            return url
+        return make_conninfo(
+            "", **{k: _MASK if is_secret_name(k) else v for k, v in params.items()}
+        )
     try:
         parts = urlsplit(url)
+        if parts.password is not None:
+            port = f":{parts.port}" if parts.port else ""
+            netloc = f"{parts.username or ''}:{_MASK}@{parts.hostname or ''}{port}"
+            parts = parts._replace(netloc=netloc)
     except ValueError:
-        return "***"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+        return _MASK
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(is_secret_name(k) for k, _ in query):
+        shown = [(k, _MASK if is_secret_name(k) else v) for k, v in query]
+        parts = parts._replace(query="&".join(f"{k}={v}" for k, v in shown))  # for display
+    return urlunsplit(parts)
 
 
 @dataclass(frozen=True)
@@ -327,6 +357,10 @@ class EnvSettings(BaseSettings):
             where = ".".join(str(p) for p in first["loc"]) or "settings"
             name = ENV_PREFIX + where.upper() if where.islower() else where
             raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
+        except SettingsError as exc:  # a complex value (dict, list) that is not JSON
+            found = re.search(r'field "(\w+)"', str(exc))
+            name = ENV_PREFIX + found.group(1).upper() if found else "a SAGALINE_ setting"
+            raise ConfigError(f"invalid setting {name}: not valid JSON") from None
 
     def librdkafka_config(self) -> dict[str, KafkaValue]:
         """The passed-through librdkafka settings: the file's, then ``kafka_config``'s."""

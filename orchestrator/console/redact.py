@@ -3,28 +3,21 @@
 The saga definitions have no way to mark a field secret yet, so every field
 whose name contains ``password``, ``secret``, ``token`` or ``api_key`` (any
 case, ``api-key`` and ``apikey`` too) is shown as :data:`REDACTED`, at any
-depth.  A URL's password is replaced the same way.
+depth.  A database URL's password is hidden by :func:`redact_url` (shared with
+:mod:`sagaline.orchestrator.config`, which owns the one implementation).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from sagaline.orchestrator.config import is_secret_name, redact_url
 from sagaline.schemas.base import Payload
 
 __all__ = ["REDACTED", "is_secret_name", "payload_view", "redact", "redact_url"]
 
 REDACTED = "••••• (redacted)"
-_SECRET = re.compile(r"password|passwd|secret|token|api[_-]?key", re.IGNORECASE)
-_USAGE_COUNTERS = frozenset({"tokens_in", "tokens_out"})  # counts, not credentials
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a field called ``name`` holds a secret (see the module docstring)."""
-    return name not in _USAGE_COUNTERS and _SECRET.search(name) is not None
 
 
 def redact(value: Any) -> Any:
@@ -37,22 +30,6 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced (``postgresql://u:•••@host/db``), in the user
-    part and in the query (``?password=...``, or any secret-named parameter)."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(is_secret_name(k) for k, _ in query):
-        shown = [(k, REDACTED if is_secret_name(k) else v) for k, v in query]
-        parts = parts._replace(query="&".join(f"{k}={v}" for k, v in shown))  # for display
-    return urlunsplit(parts)
 
 
 def payload_view(payload: Payload | None) -> Any:

@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 
 from sagaline.orchestrator.config import (
+    EnvSettings,
     KafkaSecurity,
     TopicNames,
     kafka_security_from_env,
@@ -63,6 +64,28 @@ def test_a_missing_password_is_one_clear_error() -> None:
 def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("postgresql://u:s3cret@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_redact_url_hides_passwords_in_every_form() -> None:
+    """Review finding: a libpq key=value DATABASE_URL came back with its password."""
+    userinfo = redact_url("postgresql://app:hunter2@db:5432/main")
+    assert userinfo == "postgresql://app:***@db:5432/main"
+    query = redact_url("postgresql://db/main?user=app&password=hunter2&sslmode=require")
+    assert "hunter2" not in query and "password=***" in query and "sslmode=require" in query
+    conninfo = redact_url("host=db port=5432 user=app password=hunter2 dbname=main")
+    assert "hunter2" not in conninfo and "password=***" in conninfo and "host=db" in conninfo
+    plain = "host=db user=app dbname=main"
+    assert redact_url(plain) == plain
+    assert redact_url("host='unterminated password=hunter2") == "***"
+
+
+def test_a_kafka_config_that_is_not_json_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAGALINE_KAFKA_CONFIG", "{bad")
+    with pytest.raises(ConfigError) as raised:
+        EnvSettings.load()
+    assert str(raised.value) == "invalid setting SAGALINE_KAFKA_CONFIG: not valid JSON"
 
 
 def test_credentials_are_owner_only_and_stable(tmp_path: Path) -> None:
