@@ -38,7 +38,7 @@ def register(subparsers: Subparsers) -> None:
     ui.add_argument("--users", type=Path, help="the users file (TOML)")
     ui.add_argument("--app", help="module:attribute of a SagaRegistry (for the diagrams)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    ui.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    ui.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     ui.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env / dev file)")
     ui.add_argument("--prefix", help="topic prefix (default: env or 'sagaline')")
     ui.add_argument("--database-url", help="PostgreSQL URL of the read model (default: env)")
@@ -84,6 +84,17 @@ def _add_user(args: argparse.Namespace) -> int:
     scope = f" for {', '.join(types)}" if args.role == "approver" else ""
     print(f"{'added' if new else 'replaced'} {args.name} ({args.role}{scope}) in {args.add_users}")
     return EXIT_OK
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1-65535 (argparse shows the message and exits 2 otherwise)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+    return port
 
 
 def _check_port(host: str, port: int) -> None:

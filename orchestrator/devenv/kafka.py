@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sagaline.orchestrator.config import KafkaSecurity
-from sagaline.orchestrator.devenv.credentials import StackCredentials, write_private
+from sagaline.orchestrator.devenv.credentials import ADMIN, StackCredentials, write_private
 from sagaline.orchestrator.devenv.errors import DevEnvError, StartupError
 from sagaline.orchestrator.devenv.kafka_dist import (
     KafkaDistribution,
@@ -341,7 +341,10 @@ class LocalKafka:
             check=False,
         )
         if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+            output = result.stdout + result.stderr
+            if self.credentials is not None:  # the tool may echo its --add-scram argument
+                output = output.replace(self.credentials.kafka_passwords[ADMIN], "***")
+            tail = output.strip().splitlines()[-3:]
             raise StartupError(f"kafka storage format failed for node {node.node_id}: {tail}")
 
     # -- lifecycle -------------------------------------------------------------

@@ -107,6 +107,16 @@ def test_add_user_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert main(["ui", "--users", str(tmp_path / "none.toml")]) == 2
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_a_bad_ui_port_is_one_usage_line(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review finding: ``--port 99999`` was an internal error (OverflowError from bind)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["ui", "--port", port])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --port:" in last and port in last and "Traceback" not in last
+
+
 # -- what pages show ---------------------------------------------------------------------------
 
 
