@@ -143,9 +143,12 @@ def test_a_bound_approval_is_refused_on_a_stale_view_and_granted_on_the_current_
         client.reject("bound-1", "manager_ok", by="bob", note="quote again")
         second_state = _until(client, "bound-1", lambda s: _view(s) not in (None, first))
         second = _view(second_state)
-        client.approve("bound-1", "manager_ok", by="alice", seen_sha256=first)  # she saw 700
-        client.approve("bound-1", "manager_ok", by="alice")  # no hash at all
-        time.sleep(1.0)
+        stale = client.approve("bound-1", "manager_ok", by="alice", seen_sha256=first)  # saw 700
+        unbound = client.approve("bound-1", "manager_ok", by="alice")  # no hash at all
+        for receipt in (stale, unbound):  # each refusal decided before the next approve
+            verdict = client.verdict(receipt, 60)
+            assert verdict.outcome == "ignored", verdict
+            assert "SignalRejected" in verdict.events, verdict
         assert client.status("bound-1").status == "waiting"  # type: ignore[union-attr]
         client.approve("bound-1", "manager_ok", by="alice", seen_sha256=second)
         final = handle.wait(60)

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,7 +62,6 @@ def _run(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_writing_command_says_nothing_was_sent_to_a_stopped_broker() -> None:
     bootstrap = f"127.0.0.1:{_closed_port()}"
-    began = time.monotonic()
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "sagaline.orchestrator.cli", *args],
@@ -75,8 +73,6 @@ def test_every_writing_command_says_nothing_was_sent_to_a_stopped_broker() -> No
         for name, args in WRITING_COMMANDS.items()
     }
     results = {name: proc.communicate(timeout=120) for name, proc in procs.items()}
-    # 10 s for Kafka plus Python's start-up, with all ten commands sharing two cores
-    assert time.monotonic() - began < 90
     expected = f"sagaline: error: Kafka at {bootstrap} did not answer within 10 s; nothing was sent"
     for name, (out, err) in results.items():
         assert procs[name].returncode == 3, (name, out, err)
@@ -119,7 +115,12 @@ def test_malformed_input_gets_one_line_and_exit_2(args: list[str], message: str)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 4  # argparse adds its usage lines
+    lines = result.stderr.strip().splitlines()
+    if message == "unrecognized arguments":  # argparse: its usage, then one error line
+        assert lines[0].startswith("usage: sagaline "), lines
+        assert message in lines[-1] and "error:" in lines[-1], lines
+    else:
+        assert lines == [lines[0]] and lines[0].startswith("sagaline: error: "), lines
 
 
 def test_debug_shows_the_traceback() -> None:
