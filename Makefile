@@ -16,7 +16,7 @@ STAMP := $(VENV)/.sagaline-installed
 # The main job, run after `sagaline dev up`: the demo (sagas/demo.py).
 DEMO_COMMAND ?= $(BIN)/sagaline demo
 
-.PHONY: demo test setup infra lint typecheck pytest down
+.PHONY: demo test setup infra browser lint typecheck pytest down
 
 demo: infra
 	$(BIN)/sagaline dev up
@@ -35,13 +35,15 @@ $(STAMP): pyproject.toml
 
 infra: setup
 	$(BIN)/sagaline dev install
+
+browser:
 	@# the console's browser tests drive Debian's chromium (Playwright, no browser download)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "infra: apt-get install chromium (the console's browser tests need it)"; \
+	    echo "browser: apt-get install chromium (the console's browser tests need it)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else \
-	    echo "infra: chromium is missing; install it (sudo apt-get install -y chromium) for the browser tests"; \
+	    echo "browser: chromium is missing; install it (sudo apt-get install -y chromium) for the browser tests"; \
 	  fi; }
 
 lint: setup
@@ -52,7 +54,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: infra
+pytest: infra browser
 	$(BIN)/pytest
 
 down: setup
