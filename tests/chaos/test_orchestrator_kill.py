@@ -137,6 +137,21 @@ def assert_in_flight(
     assert in_flight, f"{what} landed with no saga in flight"
 
 
+def wait_in_flight(
+    bootstrap: str, prefix: str, codec: AvroCodec, ids: list[str], timeout: float = 60.0
+) -> None:
+    """Block until the committed state shows a started saga that has not finished: the
+    incarnation is past its restore and committing batches (on a loaded machine that can
+    take longer than any fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = latest_snapshots(bootstrap, prefix, codec)
+        if any(i in states and not states[i].is_terminal for i in ids):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no saga was ever in flight")
+
+
 def _start_sagas(client: SagaClient, ids: list[str]) -> None:
     for saga_id in ids:
         client.start(
@@ -151,7 +166,8 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "0")) or None)
     ids = [f"kill-{i}" for i in range(150)]
     # each task "runs" 400 ms: a 5-step saga is in flight for 2 s or more, so every
-    # kill (0.2-1.5 s after the restore) lands on sagas in flight (checked)
+    # kill (0.1-1.0 s after a committed batch shows sagas in flight) lands mid-flight
+    # (checked again after the kill)
     responder = Responder(bootstrap, prefix, codec, sleep_ms=400).start()
     orch = OrchestratorProcess(settings, "solo", tmp_path)
     try:
@@ -160,9 +176,10 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
             _start_sagas(client, ids)
             for _ in range(3):
                 orch.wait_assigned()
-                time.sleep(rng.uniform(0.2, 1.5))  # mid-flight: batches are being committed
-                orch.kill()
                 started = ids + [f"{i}-late{n}" for n in range(1, orch.starts) for i in ids[:10]]
+                wait_in_flight(bootstrap, prefix, codec, started)
+                time.sleep(rng.uniform(0.1, 1.0))  # mid-flight: batches are being committed
+                orch.kill()
                 assert_in_flight(bootstrap, prefix, codec, started, f"kill {orch.starts}")
                 # a second wave arrives while the orchestrator is down
                 _start_sagas(client, [f"{i}-late{orch.starts}" for i in ids[:10]])
@@ -193,7 +210,8 @@ def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> Non
         second.wait_assigned()
         with SagaClient(settings) as client:
             _start_sagas(client, ids)
-            time.sleep(1.0)
+            wait_in_flight(bootstrap, prefix, codec, ids)
+            time.sleep(0.5)
             second.kill()  # never restarted: "one" takes over after the session timeout
             assert_in_flight(bootstrap, prefix, codec, ids, "the kill of 'two'")
         wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
