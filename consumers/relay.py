@@ -41,6 +41,7 @@ from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
 from sagaline.consumers.wire import SchemasCodec
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 from sagaline.orchestrator.runtime.metrics import OUTBOX_BACKLOG, RELAY_DELAY
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.telemetry import (
     ProducerHeaders,
     carrier_from_context,
@@ -101,12 +102,13 @@ class Relay:
         self._store = WorkerStore(self.options.schema)
         # shard locks are per schema: relays of different schemas never block each other
         self._lock_namespace = f"{_LOCK_NAMESPACE}:{self._store.schema}"
-        self._producer = Producer(
+        self._producer: Producer = SignedProducer(
             client_producer_config(
                 bootstrap_servers,
                 linger_ms=1,
                 extra={"client.id": "sagaline-relay", **self.options.producer_config},
-            )
+            ),
+            "relay",  # signs the replies it publishes (when signing is on)
         )
         self._conn: psycopg.Connection | None = None
         self._owned: list[int] = []

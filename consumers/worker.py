@@ -1,15 +1,13 @@
 """The step worker: a consumer group on the tasks topic that runs steps exactly once.
 
-One thread owns the Kafka consumer (and the transactional producer of the
-Kafka-only path); a thread pool runs the steps.  The tasks of one step of one
-saga (its attempts, redeliveries and its compensation) run one after another
-in arrival order (a lane per saga and step); everything else (other sagas,
-parallel branches of one saga) runs concurrently up to ``concurrency``.
-Offsets are committed only for the contiguous prefix of finished tasks,
-after their Postgres transaction committed (outbox path) or inside the Kafka
-transaction that publishes their replies (Kafka-only path).  A task that
-cannot be decoded goes to the dead-letter topic with the reason and its
-offset moves on.
+One thread owns the Kafka consumer (and the transactional producer of the Kafka-only path); a
+thread pool runs the steps.  The tasks of one step of one saga (its attempts, redeliveries and its
+compensation) run one after another in arrival order (a lane per saga and step); everything else
+(other sagas, parallel branches of one saga) runs concurrently up to ``concurrency``.  Offsets are
+committed only for the contiguous prefix of finished tasks, after their Postgres transaction
+committed (outbox path) or inside the Kafka transaction that publishes their replies (Kafka-only
+path).  A task that cannot be decoded, or (signing on) was not signed by the orchestrator, goes to
+the dead-letter topic with the reason and its offset moves on; every record it writes is signed.
 """
 
 from __future__ import annotations
@@ -54,6 +52,7 @@ from sagaline.consumers.worker_options import (
     producer_config,
 )
 from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.signing_runtime import WorkerProducer, verify_task
 from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = ["TaskTrace", "Worker", "WorkerOptions", "WorkerStats"]
@@ -119,7 +118,7 @@ class Worker:
             tracer=tracer,
         )
         self._producer_base = producer_config(bootstrap_servers, self.options)
-        self._plain = Producer(
+        self._plain = WorkerProducer(
             {**self._producer_base, "client.id": f"{self.options.group_id}-plain"}
         )
         self._txn: Producer | None = None
@@ -239,12 +238,12 @@ class Worker:
         try:
             if value is None:
                 raise ValueError("task message has no value")
-            record = self._codec.decode(value, TASK_TYPES)
+            record = verify_task(msg, self._codec.decode(value, TASK_TYPES))
             if not isinstance(record, ExecuteStep | CompensateStep):
                 raise TypeError(f"{type(record).__name__} is not a task")
         except Exception as exc:
             where = (topic, partition, offset)
-            reason = f"undecodable task: {exc}"
+            reason = f"task refused: {exc}"
             if self._dead_letter(where, msg.key(), value, headers, reason, type(exc).__name__):
                 self._tracker.done(tp, offset)
             return
@@ -310,7 +309,7 @@ class Worker:
         if self._txn is None:
             instance = self.options.instance_id or uuid.uuid4().hex[:12]
             txn_id = f"{self.options.group_id}-worker-{instance}"
-            producer = Producer(
+            producer = WorkerProducer(
                 {
                     **self._producer_base,
                     "transactional.id": txn_id,

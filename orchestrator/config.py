@@ -339,6 +339,22 @@ class EnvSettings(BaseSettings):
     kafka_password: SecretStr | None = None
     kafka_credentials: str | None = None
     kafka_log_level: int = Field(default=0, ge=0, le=7)
+    #: Ed25519 signatures of commands, replies, tasks and state (docs/security.md)
+    signing: bool = False
+    #: the keyring directory (default: ``keys`` beside the dev file)
+    keys_dir: Path | None = None
+    #: the name this process signs as (default: its role, or the Kafka user for clients)
+    signer: str | None = None
+    #: this process's private key (default: ``KEYS_DIR/SIGNER.key``)
+    signing_key: Path | None = None
+    #: who may sign tasks and state records
+    orchestrator_signers: list[str] = ["orchestrator"]
+    #: who may sign replies (the processes that run steps)
+    reply_signers: list[str] = ["worker", "relay", "orchestrator"]
+    #: who may sign commands (start, signal, cancel, operator commands)
+    command_signers: list[str] = ["admin", "client", "orchestrator"]
+    #: who may approve each saga type: ``{"refund": ["cfo"], "*": ["admin"]}``
+    approvers: dict[str, list[str]] = {}
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
         validation_alias=AliasChoices(

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from sagaline.orchestrator.client.errors import DeliveryFailed, KafkaUnavailable
 from sagaline.orchestrator.runtime.kafka_config import KafkaConfig, client_producer_config
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer, client_signer_name
 
 __all__ = ["KAFKA_LOG", "KAFKA_TIMEOUT_S", "CommandProducer", "Receipt", "kafka_log_config"]
 
@@ -89,7 +90,9 @@ class CommandProducer:
             "message.timeout.ms": int(timeout * 1000),
             "socket.connection.setup.timeout.ms": int(timeout * 1000),
         }
-        self._producer = Producer(client_producer_config(bootstrap, extra=extra))
+        # signed by this client's signer (its Kafka user, or SAGALINE_SIGNER) when signing is on
+        config, signer = client_producer_config(bootstrap, extra=extra), client_signer_name()
+        self._producer: Producer = SignedProducer(config, signer)
         self._partitions: int | None = None
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()

@@ -4,16 +4,14 @@ One process = one consumer (commands + replies, read_committed, eager
 ``range`` assignment so partition *p* of both inputs lands on one member)
 and one transactional producer.  Each batch is one Kafka transaction:
 
-    decode → decide every input (and every due timer) → produce journal
-    entries, the latest state snapshot of each touched saga, outgoing tasks /
-    commands / replies, dead letters and due tombstones →
-    ``send_offsets_to_transaction`` → ``commit_transaction``
+    decode → check signatures → decide every input (and every due timer) → produce journal entries,
+    the latest state snapshot of each touched saga, outgoing tasks / commands / replies, dead
+    letters and due tombstones → ``send_offsets_to_transaction`` → ``commit_transaction``
 
-In-memory state changes are staged in a per-batch overlay and applied only
-after the commit succeeds; an abortable error aborts the transaction, seeks
-the consumer back to the last committed offsets and drops the overlay.  A
-fatal error raises :class:`FatalKafkaError` (exit non-zero, let the
-supervisor restart the process).
+In-memory state changes are staged in a per-batch overlay and applied only after the commit
+succeeds; an abortable error aborts the transaction, seeks the consumer back to the last
+committed offsets and drops the overlay.  A fatal error raises :class:`FatalKafkaError` (exit
+non-zero, let the supervisor restart the process).
 """
 
 from __future__ import annotations
@@ -58,6 +56,7 @@ from sagaline.orchestrator.runtime.layout import PartitionGuard
 from sagaline.orchestrator.runtime.poison import AbortPolicy, Verdict
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.restore import restore_partitions, stable_committed
+from sagaline.orchestrator.runtime.signing_inputs import guard_message
 from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     get_tracer,
@@ -380,6 +379,7 @@ class Orchestrator:
             saga_id, record, parent = decode_input(
                 msg, self.codec, self._input_types[topic], self._guard.partitions
             )
+            record = guard_message(msg, record, self._state_of(batch, saga_id, partition))
             link = link_for(parent)
             if link is not None:
                 batch.links.append(link)

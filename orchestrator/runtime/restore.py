@@ -26,6 +26,7 @@ from confluent_kafka import (
 from sagaline.orchestrator.runtime import metrics
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
+from sagaline.orchestrator.runtime.signing_inputs import verified_state_record
 from sagaline.orchestrator.runtime.stable_read import next_batch
 from sagaline.schemas.base import Record
 
@@ -148,7 +149,7 @@ def _take(
         log.info("reading %s: %s (retrying)", topic, err)
         return 0
     key = msg.key()
-    if key is not None:
+    if key is not None and verified_state_record(msg):
         bucket = values[msg.partition() or 0]
         value = msg.value()
         if value is None:

@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from sagaline.orchestrator.runtime.errors import FatalKafkaError
 from sagaline.orchestrator.runtime.kafka_config import KafkaConfig
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer, signer_for
 from sagaline.orchestrator.runtime.telemetry import ProducerHeaders
 
 __all__ = ["Produce", "TransactionalProducer"]
@@ -69,7 +70,9 @@ class TransactionalProducer:
         self.fatal_error: KafkaError | None = None
         #: why the last batch was aborted (for dead letters of inputs that never commit)
         self.last_abort = ""
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        # signs every record as the orchestrator (tasks, state, tombstones, ...) when signing is on
+        signer = signer_for("orchestrator")
+        self._producer: Producer = SignedProducer({**config, "error_cb": self._on_error}, signer)
         self._offsets_thread: threading.Thread | None = None
         self._offsets_error: BaseException | None = None
 
