@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sagaline.schemas.base import Envelope, Payload, Record
+from sagaline.schemas.limits import LIMIT_COMMAND_TYPES, AcquireSlot, ReleaseSlot, SlotGranted
 
 __all__ = [
     "COMMAND_TYPES",
@@ -142,7 +143,18 @@ class ForkOrigin(Record):
 StartSaga.model_rebuild()
 
 
-Command = StartSaga | SignalSaga | CancelSaga | PauseSaga | ResumeSaga | RetryStep | SkipStep
+Command = (
+    StartSaga
+    | SignalSaga
+    | CancelSaga
+    | PauseSaga
+    | ResumeSaga
+    | RetryStep
+    | SkipStep
+    | AcquireSlot
+    | ReleaseSlot
+    | SlotGranted
+)
 COMMAND_TYPES: tuple[type[Record], ...] = (
     StartSaga,
     SignalSaga,
@@ -151,4 +163,5 @@ COMMAND_TYPES: tuple[type[Record], ...] = (
     ResumeSaga,
     RetryStep,
     SkipStep,
+    *LIMIT_COMMAND_TYPES,
 )

@@ -14,6 +14,7 @@ from typing import Literal
 
 from sagaline.schemas.base import Payload, Record, Usage
 from sagaline.schemas.commands import ParentRef
+from sagaline.schemas.limits import LIMIT_EVENT_TYPES, LimitEvent
 
 __all__ = [
     "EVENT_TYPES",
@@ -545,6 +546,7 @@ SagaEvent = (
     | AgentGaveUp
     | SagaFinished
     | StateTrimmed
+    | LimitEvent
 )
 
 EVENT_TYPES: tuple[type[Record], ...] = (
@@ -585,4 +587,5 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     StateTrimmed,
     ModelFallback,
     SagaForked,
+    *LIMIT_EVENT_TYPES,
 )

@@ -24,6 +24,7 @@ from sagaline.schemas.commands import (
     StartSaga,
 )
 from sagaline.schemas.events import SagaEvent
+from sagaline.schemas.limits import SlotGranted
 from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
@@ -51,6 +52,7 @@ JournalInput = (
     | CompensationSucceeded
     | CompensationFailed
     | TimerFired
+    | SlotGranted
 )
 JOURNAL_INPUT_TYPES: dict[str, type[Record]] = {
     t.__name__: t
@@ -68,6 +70,7 @@ JOURNAL_INPUT_TYPES: dict[str, type[Record]] = {
         CompensationSucceeded,
         CompensationFailed,
         TimerFired,
+        SlotGranted,
     )
 }
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 from sagaline.schemas.base import Payload, Record, Usage
 from sagaline.schemas.commands import ParentRef
+from sagaline.schemas.limits import SlotState
 from sagaline.schemas.timers import TimerKind
 
 __all__ = [
@@ -188,6 +189,8 @@ class SagaState(Record):
     parent: ParentRef | None = None
     journal_seq: int = 0
     journal_hash: str = ""
+    #: slots of concurrency/rate limits this saga waits for or holds
+    slots: list[SlotState] = []
 
     @property
     def is_terminal(self) -> bool:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sagaline.orchestrator.core import decider_commands as commands
+from sagaline.orchestrator.core import limits
 from sagaline.orchestrator.core.decision import (
     Decision,
     DecisionContext,
@@ -59,6 +60,7 @@ from sagaline.schemas.events import (
     WaitTimedOut,
 )
 from sagaline.schemas.journal import JOURNAL_INPUT_TYPES, JournalInput
+from sagaline.schemas.limits import SlotGranted
 from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
@@ -146,6 +148,7 @@ def _run(ctx: DecisionContext) -> str | None:
     _HANDLERS[type(inp)](ctx, inp)
     commands.check_budget(ctx)
     _advance(ctx)
+    limits.settle(ctx)
     trim(ctx)
     return None
 
@@ -367,4 +370,5 @@ _HANDLERS: dict[type[Any], Callable[[DecisionContext, Any], None]] = {
     CompensationSucceeded: compensation.on_succeeded,
     CompensationFailed: compensation.on_failed,
     TimerFired: _on_timer,
+    SlotGranted: limits.on_granted,
 }

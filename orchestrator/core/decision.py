@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from sagaline.orchestrator.core import limits
 from sagaline.orchestrator.core.fold import evolve
 from sagaline.orchestrator.core.nodes import compensation
 from sagaline.orchestrator.core.nodes.base import Node, kind_of, parse_task_step
@@ -213,6 +214,8 @@ class DecisionContext:
         keep_args: bool = False,
     ) -> None:
         """Send the next attempt of task ``st`` (the dispatch sets its timeout timers)."""
+        if limits.hold_back(self, st):
+            return  # it waits for a slot of its limit (StepQueued)
         run = max(st.run, 1)
         attempt = st.attempt + 1
         key = f"{self.s.saga_id}/{st.name}/{run}"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.core.limit_folds import SLOT_FOLDS
 from sagaline.schemas.base import Usage
 from sagaline.schemas.events import (
     AgentAnswered,
@@ -594,7 +595,6 @@ _HANDLERS: dict[type[Any], Callable[[SagaState, Any], Updates]] = {
     AgentGaveUp: _gave_up,
     SagaFinished: _finished,
     StateTrimmed: _trimmed,
-    SignalRejected: _no_change,
-    **dict.fromkeys((ModelFallback, SagaForked), _no_change),
-    ChildSagaRequested: _no_change,
+    **dict.fromkeys((SignalRejected, ModelFallback, SagaForked, ChildSagaRequested), _no_change),
+    **SLOT_FOLDS,
 }

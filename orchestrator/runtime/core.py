@@ -18,11 +18,14 @@ from sagaline.orchestrator.core.errors import UnknownSagaType
 from sagaline.orchestrator.core.journal import record_decision
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.runtime.data_keys import saga_scope
 from sagaline.orchestrator.runtime.errors import InputRejected
+from sagaline.orchestrator.runtime.limits import is_limiter_input, limiter_outcome
 from sagaline.orchestrator.runtime.ports import Outcome, Outgoing, TimerSpec
 from sagaline.schemas.base import Record
 from sagaline.schemas.codec import default_codec
 from sagaline.schemas.commands import StartSaga
+from sagaline.schemas.personal import saga_keys
 from sagaline.schemas.state import SagaState
 
 __all__ = ["AvroCodec", "CoreLogic"]
@@ -63,6 +66,8 @@ class CoreLogic:
         return SagaState
 
     def decide(self, state: Record | None, message: Record) -> Outcome:
+        if is_limiter_input(message, state):
+            return limiter_outcome(state, message)  # a concurrency/rate limiter's slots
         before = _as_state(state)
         envelope = getattr(message, "envelope", None)
         if envelope is None:
@@ -77,7 +82,8 @@ class CoreLogic:
             definition = self.registry.get(saga_type, version)
         except UnknownSagaType as exc:
             raise InputRejected("UnknownSagaType", str(exc)) from exc
-        decision = decide(definition, before, cast(Input, message))
+        with saga_keys(saga_scope(envelope.saga_id)):  # personal fields: the saga's data key
+            decision = decide(definition, before, cast(Input, message))
         if decision.rejected is not None:
             raise InputRejected("Rejected", decision.rejected)
         entry, after = record_decision(before, cast(Input, message), decision)

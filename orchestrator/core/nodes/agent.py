@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, HistoryItem, ToolInfo
 from sagaline.orchestrator.core.errors import SagaDefinitionError
+from sagaline.orchestrator.core.limit_spec import Limit
 from sagaline.orchestrator.core.nodes.agent_turns import on_tool_approval, on_turn_succeeded
 from sagaline.orchestrator.core.nodes.base import (
     FunctionNode,
@@ -147,9 +148,11 @@ class AgentSpec(Node):
         name: str | None,
         history_window: int | None = None,
         models: list[str] | None = None,
+        limit: Limit[Any] | None = None,
     ) -> None:
         super().__init__(name)
         self.models = list(models or [])
+        self.limit = limit
         self.tool_specs = list(tools)
         self.max_turns = max_turns
         self.history_window = history_window
@@ -199,6 +202,7 @@ def agent(
     name: str | None = None,
     history_window: int | None = None,
     models: list[str] | None = None,
+    limit: Limit[Any] | None = None,
 ) -> AgentSpec:
     """Declare an agent loop over ``tools``; register its LLM with ``@<agent>.llm``.
 
@@ -209,6 +213,8 @@ def agent(
     that fails retryably or times out is retried on the next one
     (``ModelFallback`` in the journal), and each recorded turn names the
     model that answered.  The retry policy then defaults to one attempt per model.
+    ``limit``: each LLM turn takes a slot of this ``Limit`` (a provider's
+    concurrency or rate limit shared by every saga); tool calls do not.
     """
     if max_turns < 1:
         raise SagaDefinitionError("agent max_turns must be at least 1")
@@ -233,6 +239,7 @@ def agent(
         approval_timeout=approval_timeout,
         name=name,
         history_window=history_window,
+        limit=limit,
     )
 
 
@@ -314,7 +321,7 @@ class AgentKind(NodeKind[AgentSpec]):
             return False
         if agent_state.phase == "thinking":
             st = ctx.s.steps.get(node.turn_step(agent_state.turn))
-            if st is not None and st.status == "ready":
+            if st is None or st.status in ("pending", "ready"):  # None: it waited for a slot
                 self.dispatch_turn(ctx, node, agent_state.turn)
             return False
         pending = agent_state.pending_tool_step

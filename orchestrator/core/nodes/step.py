@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, over
 from pydantic import BaseModel
 
 from sagaline.orchestrator.core.errors import RoutingError, SagaDefinitionError
+from sagaline.orchestrator.core.limit_spec import Limit
 from sagaline.orchestrator.core.nodes.base import (
     DONE,
     UNSET,
@@ -82,9 +83,11 @@ class StepSpec(FunctionNode, Generic[DataT, ResultT]):
         result: type[BaseModel] | Any | None,
         compensation_retry: Retry | None,
         uses_db: bool = True,
+        limit: Limit[Any] | None = None,
     ) -> None:
         super().__init__(fn, name)
         self.uses_db = uses_db
+        self.limit = limit
         self.compensate_declared = compensate is not UNSET
         self.compensate_fn: Callable[..., Any] | None = None if compensate is UNSET else compensate
         self.retry = retry
@@ -179,6 +182,7 @@ def step(
     result: type[BaseModel] | None = UNSET,
     compensation_retry: Retry | None = None,
     uses_db: bool = True,
+    limit: Limit[Any] | None = None,
 ) -> _StepDecorator: ...
 
 
@@ -198,6 +202,7 @@ def step(
     result: type[BaseModel] | None = UNSET,
     compensation_retry: Retry | None = None,
     uses_db: bool = True,
+    limit: Limit[Any] | None = None,
 ) -> StepSpec[Any, Any] | _StepDecorator:
     """Declare a step: ``@step`` or ``@step(retry=Retry(...), timeout=...)``.
 
@@ -209,6 +214,8 @@ def step(
     (default), pause for an operator, or fail the saga without compensating.
     ``result`` overrides the result model taken from the return annotation.
     ``uses_db=False`` tells the worker the step needs no database transaction.
+    ``limit`` shares a key's slots with every saga (``Limit``: at most N running,
+    at most N starts per period); the step waits for a slot in FIFO order.
     """
 
     def build(f: Callable[..., Any]) -> StepSpec[Any, Any]:
@@ -226,6 +233,7 @@ def step(
             result=result,
             compensation_retry=compensation_retry,
             uses_db=uses_db,
+            limit=limit,
         )
 
     return build(fn) if fn is not None else build
