@@ -5,6 +5,17 @@ read_committed watermarks), read from the beginning with an assign-based
 read_committed consumer until the position reaches it, keep the latest
 value per key (a null value deletes), and split the sagas into active ones
 and terminal ones (kept only until their tombstone is written).
+
+A partition counts as read to the end only when no transaction is open on it
+either: the committed offsets a new owner starts from become stable when the
+previous owner's commit marker reaches ``__consumer_offsets``, which may be
+before the marker reaches the state partition.  Until then the snapshots of
+that transaction lie beyond the last stable offset, invisible to a
+read_committed reader, and a restore that stopped there would miss the sagas
+whose inputs the committed offsets already consumed.  So when the high
+watermark seen at the end is above the last stable offset, the read waits
+(bounded by ``timeout``, logged) until the transaction is resolved and reads
+on to the new last stable offset.
 """
 
 from __future__ import annotations
@@ -100,17 +111,15 @@ def read_partition_latest(
     parts = sorted(set(partitions))
     ends: dict[int, int] = {}
     values: dict[int, dict[str, bytes]] = {p: {} for p in parts}
-    todo: list[TopicPartition] = []
     deadline = time.monotonic() + timeout
     for p in parts:
-        low, high = watermarks(reader, TopicPartition(topic, p), deadline)
-        ends[p] = high
-        if high > low:
-            todo.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-    if not todo:
+        ends[p] = watermarks(reader, TopicPartition(topic, p), deadline)[1]
+    if not parts:
         return values, ends, 0
-    pending = {tp.partition for tp in todo}
-    reader.assign(todo)
+    # every partition, even an empty one: an open transaction may be all it holds
+    pending = set(parts)
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    tail = _Tail(reader, topic, ends, deadline)
     count = 0
     try:
         while pending:
@@ -120,29 +129,83 @@ def read_partition_latest(
                     f"last stable offset within {timeout}s (hanging transaction?)"
                 )
             for msg in next_batch(reader):
-                count += _take(msg, topic, values, ends, pending)
+                count += _take(msg, topic, values, tail)
             for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= ends[tp.partition]:
+                if tail.done(tp.partition, tp.offset):
                     pending.discard(tp.partition)
     finally:
         reader.unassign()
     return values, ends, count
 
 
+class _Tail:
+    """When a partition is read to the end: at its last stable offset, with no
+    transaction open beyond it (the high watermark known once the read first
+    reached the end is not above the last stable offset)."""
+
+    def __init__(self, reader: Consumer, topic: str, ends: dict[int, int], deadline: float):
+        self.reader, self.topic, self.ends, self.deadline = reader, topic, ends, deadline
+        self.eof: dict[int, int] = {}  # partition -> offset of its last end-of-partition event
+        self.high: dict[int, int] = {}  # partition -> high watermark when first at the end
+        self._asked: dict[int, float] = {}
+
+    def at_end(self, partition: int, offset: int) -> None:
+        """An end-of-partition event (raised by a fetch of this read: it told the high
+        watermark, which the consumer caches)."""
+        self.eof[partition] = max(offset, self.eof.get(partition, offset))
+
+    def _high(self, partition: int) -> int | None:
+        if partition not in self.high and partition in self.eof:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                high = int(self.reader.get_watermark_offsets(tp, cached=True)[1])
+            except KafkaException:
+                return None
+            if high >= 0:
+                self.high[partition] = high
+        return self.high.get(partition)
+
+    def done(self, partition: int, position: int) -> bool:
+        """Whether ``partition`` is read to the end (asks the broker again, at most every
+        0.2 s, while a transaction is open beyond the last stable offset)."""
+        position = max(position, self.eof.get(partition, -1))
+        end = self.ends[partition]
+        if position < end:
+            return False
+        high = self._high(partition)
+        if high is None:
+            return False  # no end-of-partition event yet: the tail is not known
+        if high <= end:
+            return True
+        now = time.monotonic()
+        if now - self._asked.get(partition, 0.0) < 0.2:
+            return False
+        if partition not in self._asked:
+            log.info(
+                "restore of %s[%d]: a transaction is open at its end (last stable offset %d, "
+                "high watermark %d); waiting until it is resolved",
+                self.topic,
+                partition,
+                end,
+                high,
+            )
+        self._asked[partition] = now
+        tp = TopicPartition(self.topic, partition)
+        self.ends[partition] = max(end, watermarks(self.reader, tp, self.deadline)[1])
+        return False
+
+
 def _take(
     msg: Message,
     topic: str,
     values: dict[int, dict[str, bytes]],
-    ends: dict[int, int],
-    pending: set[int],
+    tail: _Tail,
 ) -> int:
     """Fold one consumed message into ``values`` (1 if it was a record, else 0)."""
     err = msg.error()
     if err is not None:
         if err.code() == KafkaError._PARTITION_EOF:
-            p = msg.partition() or 0
-            if p in pending and (msg.offset() or 0) >= ends[p]:
-                pending.discard(p)
+            tail.at_end(msg.partition() or 0, msg.offset() or 0)
             return 0
         if err.fatal():
             raise RestoreError(f"reading {topic}: {err}")
