@@ -229,16 +229,13 @@ class SignedProducer(Producer):
                 headers = list(headers.items())
             kept = [(k, v) for k, v in headers or () if k not in (SIG_HEADER, SIGNER_HEADER)]
             headers = [*kept, *signed]
-        super().produce(
-            topic,
-            value,
-            key,
-            partition=partition,
-            callback=callback,
-            on_delivery=on_delivery,
-            timestamp=timestamp,
-            headers=headers,
-        )
+        # only what was given: librdkafka's binding reads ``callback=None`` as "no callback"
+        given: dict[str, Any] = {"partition": partition, "timestamp": timestamp}
+        if callback is not None or on_delivery is not None:
+            given["on_delivery"] = on_delivery if on_delivery is not None else callback
+        if headers is not None:
+            given["headers"] = headers
+        super().produce(topic, value, key, **given)
 
 
 class WorkerProducer(SignedProducer):
