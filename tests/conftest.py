@@ -21,6 +21,11 @@ and scram-sha-256 passwords, and ``SAGALINE_KAFKA_*`` are exported too, so every
 built by ``sagaline.orchestrator.runtime.kafka_config`` authenticates (as ``admin``
 unless a test picks a role principal; ``session_credentials`` holds the passwords).
 
+Records are signed (``SAGALINE_TEST_SIGNING=0`` turns it off): the session makes an
+Ed25519 key per role principal (``admin``, ``client``, ``orchestrator``, ``worker``,
+``relay``, ``auditor``) in a temporary keyring and exports ``SAGALINE_KEYS_DIR`` and
+``SAGALINE_SIGNING``, so every process signs as its role and verifies what it reads.
+
 Fixtures for everyone:
 
 - ``kafka_bootstrap`` (session, str) and ``database_url`` (session, str);
@@ -69,6 +74,7 @@ from sagaline.orchestrator.devenv.provision import (
     local_postgres_settings,
 )
 from sagaline.orchestrator.runtime.kafka_config import admin_config
+from sagaline.orchestrator.runtime.signing import ensure_role_keys
 
 _INFRA = pytest.StashKey[SessionInfra]()
 
@@ -84,6 +90,16 @@ CreateTopics = Callable[..., list[str]]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INFRA] = SessionInfra(os.environ)
+    _export_signing_keys()
+
+
+def _export_signing_keys() -> None:
+    """A session keyring with a key per role; signing on unless SAGALINE_TEST_SIGNING=0."""
+    if "SAGALINE_KEYS_DIR" not in os.environ:
+        keys = Path(tempfile.mkdtemp(prefix="sagaline-keys-")) / "keys"
+        os.environ["SAGALINE_KEYS_DIR"] = str(ensure_role_keys(keys))
+    signing = os.environ.get("SAGALINE_TEST_SIGNING", "0") != "0"
+    os.environ.setdefault("SAGALINE_SIGNING", "true" if signing else "false")
 
 
 @pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: start only what remains

@@ -26,12 +26,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import FrameType
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from sagaline.orchestrator.runtime.kafka_config import (
     group_consumer_config,
     transactional_producer_config,
 )
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.telemetry import carrier_from_headers, headers_from_carrier
 from sagaline.schemas.base import Record
 from sagaline.schemas.codec import RecordCodec, default_codec
@@ -111,8 +112,9 @@ class Responder:
                 extra={"session.timeout.ms": 6000},
             )
         )
-        producer = Producer(
-            transactional_producer_config(self.bootstrap, f"{self.group}-{uuid.uuid4().hex[:6]}")
+        producer = SignedProducer(  # replies signed as a worker (when signing is on)
+            transactional_producer_config(self.bootstrap, f"{self.group}-{uuid.uuid4().hex[:6]}"),
+            "worker",
         )
         producer.init_transactions(30)
         consumer.subscribe([f"{self.prefix}.tasks"])

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -53,6 +52,7 @@ from sagaline.orchestrator.chaos.effects import (
 )
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import admin_config, transactional_producer_config
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.schemas.codec import default_codec
 from sagaline.schemas.tasks import ExecuteStep
 
@@ -67,10 +67,11 @@ class _TaskProducer:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._topic = topic
         self._codec = default_codec()
-        self._producer = Producer(
+        self._producer = SignedProducer(  # tasks signed as the orchestrator it stands in for
             transactional_producer_config(
                 bootstrap, f"bench-orchestrator-{uuid.uuid4().hex[:8]}", linger_ms=0
-            )
+            ),
+            "orchestrator",
         )
         self._producer.init_transactions(30)
 

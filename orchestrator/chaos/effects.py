@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import psycopg
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pydantic import BaseModel
@@ -40,6 +40,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
     client_producer_config,
     group_consumer_config,
 )
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.schemas.base import Envelope, Record
 from sagaline.schemas.codec import RecordCodec, default_codec
 from sagaline.schemas.tasks import CompensateStep, ExecuteStep
@@ -314,7 +315,7 @@ def produce_tasks(
 ) -> None:
     """Publish tasks keyed by saga id (as the orchestrator does)."""
     codec = codec or default_codec()
-    producer = Producer(client_producer_config(bootstrap))
+    producer = SignedProducer(client_producer_config(bootstrap), "orchestrator")
     for task in tasks:
         producer.produce(topic, key=task.envelope.saga_id.encode(), value=codec.encode(task))
     if producer.flush(30):

@@ -8,6 +8,8 @@ by default ``.sagaline/``)::
     .sagaline/dev-state.json   where the Kafka and PostgreSQL directories are, secured or not
     .sagaline/secrets/         0700: CA, broker certificate, SCRAM passwords, pgpass (0600 each;
                                see StackCredentials and docs/security.md)
+    .sagaline/keys/            0700: the Ed25519 keys that sign records, one per role principal
+                               (NAME.key 0600, NAME.KEYID.pub; see docs/security.md)
     .sagaline/kafka/           the Kafka cluster (see LocalKafka)
     .sagaline/postgres/        the PostgreSQL cluster, unless the server's OS user cannot
                                reach it; then /var/tmp/sagaline-pg-<hash>/ (see LocalPostgres)
@@ -39,6 +41,7 @@ from sagaline.orchestrator.devenv.ports import ensure_port_free, port_is_free
 from sagaline.orchestrator.devenv.postgres import LocalPostgres, reachable_by
 from sagaline.orchestrator.devenv.postgres_dist import ensure_postgres_binaries, run_as
 from sagaline.orchestrator.devenv.processes import run_concurrently
+from sagaline.orchestrator.runtime.signing import ensure_role_keys
 
 __all__ = ["ComponentStatus", "DevStack", "StackStatus"]
 
@@ -214,7 +217,8 @@ class DevStack:
         finally:
             # Recorded even after a failure, so that `down` stops whichever did start.
             self._write_state(kafka, postgres)
-        write_private(self.env_file, _env_text(kafka, postgres, creds))
+        keys = ensure_role_keys(self.env_file.parent / "keys") if creds else None
+        write_private(self.env_file, _env_text(kafka, postgres, creds, keys))
         return self._status(kafka, postgres)
 
     def down(self, *, purge: bool = False) -> StackStatus:
@@ -280,7 +284,12 @@ class DevStack:
         return StackStatus(kafka_status, postgres_status, str(self.env_file))
 
 
-def _env_text(kafka: LocalKafka, postgres: LocalPostgres, creds: StackCredentials | None) -> str:
+def _env_text(
+    kafka: LocalKafka,
+    postgres: LocalPostgres,
+    creds: StackCredentials | None,
+    keys: Path | None = None,
+) -> str:
     """dev.env: addresses and the names of the credential files, never a password."""
     lines = [
         "# Written by `sagaline dev up`; removed by `sagaline dev down`.",
@@ -297,6 +306,8 @@ def _env_text(kafka: LocalKafka, postgres: LocalPostgres, creds: StackCredential
             "# the principal of every command unless SAGALINE_KAFKA_USER says otherwise",
             "SAGALINE_KAFKA_USER=admin",
         ]
+    if keys is not None:
+        lines.append(f"SAGALINE_KEYS_DIR={keys}")
     return "\n".join(lines) + "\n"
 
 

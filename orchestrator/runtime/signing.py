@@ -32,12 +32,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
+    "ROLE_SIGNERS",
     "SIGNER_HEADER",
     "SIG_HEADER",
     "Keyring",
     "SignatureError",
     "Signer",
     "create_key",
+    "ensure_role_keys",
     "key_id",
     "load_signer",
     "private_key_path",
@@ -231,3 +233,14 @@ def revoke_key(directory: Path, name: str, kid: str) -> bool:
             path.unlink()
             return True
     return False
+
+
+#: the signers ``sagaline dev up`` and the tests make keys for (one per Kafka role principal)
+ROLE_SIGNERS = ("admin", "client", "orchestrator", "worker", "relay", "auditor")
+
+
+def ensure_role_keys(directory: Path) -> Path:
+    """Make a key pair for each of :data:`ROLE_SIGNERS` that has none; ``directory``."""
+    for name in ROLE_SIGNERS:
+        create_key(directory, name)
+    return directory
