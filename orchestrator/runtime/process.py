@@ -27,6 +27,11 @@ from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, 
 from sagaline.orchestrator.runtime.loader import load_object as load
 from sagaline.orchestrator.runtime.metrics import APPROVALS_OPEN
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
+from sagaline.orchestrator.runtime.schedules import (
+    declare_schedules,
+    logic_with_schedules,
+    split_app,
+)
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Record
 
@@ -154,10 +159,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = Settings.from_env(
             kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix
         )
-        logic = _as_logic(load_object(args.app))
+        app, schedules = split_app(load_object(args.app))
+        logic = logic_with_schedules(_as_logic(app), schedules)
         codec = load_object(args.codec, "--codec") if args.codec else _default_codec()
         layout = TopicLayout(partitions=args.ensure_topics or 1)
         _ensure_topics_waiting(settings, layout, create=args.ensure_topics is not None)
+        declare_schedules(settings, schedules, codec)  # type: ignore[arg-type]
         config = EngineConfig(
             instance_id=args.instance_id,
             group_id=args.group,
