@@ -1,0 +1,220 @@
+"""Concurrency limits by key on real Kafka and PostgreSQL, across an orchestrator SIGKILL.
+
+Twenty sagas share one key of a ``max_running=2`` limit.  The orchestrator
+runs as a subprocess (so it can be SIGKILLed mid-way); a real worker
+(eight concurrent steps, inbox/outbox in PostgreSQL) and the relay run in
+threads.  Each step records when it ran in PostgreSQL, in the same
+transaction as its inbox row: never more than two sagas' steps overlap,
+the wait shows in the saga's status and journal, and once all have
+finished the limiter holds and queues nothing (no slot leaked by the kill).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import limit_sagas
+import psycopg
+import pytest
+from limit_sagas import REGISTRY, Job, Limited
+from orchestrator_support import check_saga_invariants, delete_prefix_topics, journals
+
+from sagaline.consumers.handlers import RegistryResolver
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
+from sagaline.consumers.worker import Worker, WorkerOptions
+from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.core.limiter import LimiterData
+from sagaline.orchestrator.core.payloads import from_payload
+from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
+from sagaline.schemas.limits import SlotAcquired, SlotReleased, StepQueued
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SAGAS = 20
+LIMITER = "limit:it-customer:acme"
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
+    names = TopicNames(f"{topic_prefix}-limits")
+    ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=3))
+    yield Settings(kafka_bootstrap_servers=kafka_bootstrap, topics=names)
+    delete_prefix_topics(kafka_bootstrap, names.prefix)
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    name = f"t_limits_{uuid.uuid4().hex[:8]}"
+    migrate(database_url, name)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {name}.limit_runs"
+            " (saga_id text NOT NULL, started double precision, finished double precision)"
+        )
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+class Orchestrator:
+    """``sagaline orchestrator run --app limit_sagas:registry`` as a subprocess."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings, self.log_dir, self.starts = settings, log_dir, 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(ROOT)])
+        prefix = self.settings.topics.prefix
+        with open(self.log_dir / f"orch-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "sagaline.orchestrator.cli", "orchestrator", "run"),
+                    *("--app", "limit_sagas:registry", "--instance-id", "a"),
+                    *("--group", f"{prefix}-orch", "--prefix", prefix),
+                    *("--bootstrap", self.settings.kafka_bootstrap_servers),
+                    *("--session-timeout-ms", "6000"),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(10) == -signal.SIGKILL
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+class Workers:
+    """A worker (eight steps at once) and the relay, in threads."""
+
+    def __init__(self, settings: Settings, database_url: str, schema: str) -> None:
+        prefix = settings.topics.prefix
+        self.worker = Worker(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            database_url=database_url,
+            topics=settings.topics,
+            resolver=RegistryResolver(REGISTRY),
+            options=WorkerOptions(group_id=f"{prefix}-workers", schema=schema, concurrency=8),
+        )
+        self.relay = Relay(
+            database_url, settings.kafka_bootstrap_servers, RelayOptions(schema=schema)
+        )
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True),
+            threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True),
+        ]
+
+    def __enter__(self) -> Workers:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        self.relay.close()
+
+
+def _runs(database_url: str, schema: str) -> list[tuple[str, float, float]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f"SELECT saga_id, started, finished FROM {schema}.limit_runs")
+        return [(r[0], float(r[1]), float(r[2])) for r in rows.fetchall()]
+
+
+def _most_at_once(intervals: list[tuple[str, float, float]]) -> int:
+    """The most distinct sagas whose intervals overlap at one instant (ends are open)."""
+    points = sorted(
+        [(start, 1, saga) for saga, start, _ in intervals]
+        + [(end, 0, saga) for saga, _, end in intervals]
+    )
+    live: dict[str, int] = {}
+    most = 0
+    for _, starting, saga in points:
+        live[saga] = live.get(saga, 0) + (1 if starting else -1)
+        most = max(most, sum(1 for n in live.values() if n > 0))
+    return most
+
+
+def _wait_for(what: str, ok: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(ok) and ok():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_twenty_sagas_share_two_slots_across_an_orchestrator_sigkill(
+    settings: Settings, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    limit_sagas.RUNS_TABLE = f"{schema}.limit_runs"
+    ids = [f"lim-{i:02d}" for i in range(SAGAS)]
+    orch = Orchestrator(settings, tmp_path)
+    orch.start()
+    try:
+        with Workers(settings, database_url, schema), SagaClient(settings) as client:
+            for saga_id in ids:
+                client.start(Limited, Job(customer="acme"), saga_id=saga_id)
+
+            def someone_queued() -> bool:
+                return any(
+                    s is not None and any(x.status == "queued" for x in s.slots)
+                    for s in (client.status(i) for i in ids[-5:])
+                )
+
+            _wait_for("a saga queued for a slot", someone_queued, 90)
+            _wait_for("four runs", lambda: len(_runs(database_url, schema)) >= 4, 90)
+            orch.kill()  # mid-way: slots held, sagas queued, grants in flight
+            orch.start()
+
+            def all_done() -> bool:
+                return all((s := client.status(i)) is not None and s.is_terminal for i in ids)
+
+            _wait_for("every saga to finish", all_done, 180)
+            limiter = client.status(LIMITER)
+    finally:
+        orch.stop()
+    runs = _runs(database_url, schema)
+    assert sorted({saga for saga, _, _ in runs}) == ids
+    assert _most_at_once(runs) <= 2
+    prefix, codec = settings.topics.prefix, AvroCodec()
+    finals = check_saga_invariants(settings.kafka_bootstrap_servers, prefix, codec, ids)
+    assert {finals[i].status for i in ids} == {"completed"}
+    assert all(not finals[i].slots for i in ids)
+    by_saga = journals(settings.kafka_bootstrap_servers, prefix, codec)
+    held: list[tuple[str, float, float]] = []
+    for saga_id in ids:
+        events = [e for x in by_saga[saga_id] for e in x.events]
+        queued = [e for e in events if isinstance(e, StepQueued)]
+        acquired = [e for e in events if isinstance(e, SlotAcquired)]
+        released = [e for e in events if isinstance(e, SlotReleased)]
+        assert [len(queued), len(acquired), len(released)] == [1, 1, 1], saga_id
+        assert queued[0].limiter_id == LIMITER and released[0].reason == "step succeeded"
+        held.append((saga_id, acquired[0].at.timestamp(), released[0].at.timestamp()))
+    assert _most_at_once(held) <= 2  # by the journal's decision times too
+    assert limiter is not None and limiter.saga_type == "sagaline.limiter"
+    data = from_payload(limiter.data, LimiterData)
+    assert data.holders == [] and data.queue == [] and data.granted_total == SAGAS
