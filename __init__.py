@@ -35,6 +35,7 @@ from sagaline.orchestrator.core.errors import (
 )
 from sagaline.orchestrator.core.fold import evolve, fold
 from sagaline.orchestrator.core.journal import make_journal_entry, record_decision, verify_chain
+from sagaline.orchestrator.core.limit_spec import Limit
 from sagaline.orchestrator.core.policies import Budget, Retry
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.replay_check import replay_entries
@@ -68,6 +69,7 @@ __all__ = [
     "Done",
     "Input",
     "KafkaUnavailable",
+    "Limit",
     "Node",
     "OrchestratorError",
     "Outgoing",

@@ -88,6 +88,15 @@ def summary(state: SagaState) -> dict[str, Any]:
             for w in state.waits
         ],
         "sleeping_until": _iso(state.sleeping_until),
+        "slots": [
+            {
+                "step": x.step,
+                "limiter": x.limiter_id,
+                "status": x.status,
+                "since": _iso(x.since),
+            }
+            for x in state.slots
+        ],
         "steps": _steps(state),
         "earlier_steps": _earlier(state),
         "compensation_reason": state.compensation_reason,
@@ -147,6 +156,9 @@ def _wait_lines(state: SagaState) -> list[str]:
         lines.append(f"  waiting for: {w.name} ({w.kind}; {deadline})")
     if state.sleeping_until is not None:
         lines.append(f"  sleeping until {_iso(state.sleeping_until)}")
+    for x in state.slots:
+        what = "queued for a slot of" if x.status == "queued" else "holding a slot of"
+        lines.append(f"  {x.step}: {what} {x.limiter_id} since {_iso(x.since)}")
     return lines
 
 

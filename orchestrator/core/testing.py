@@ -39,6 +39,7 @@ from sagaline.orchestrator.core.decider import (
 from sagaline.orchestrator.core.errors import RetryableError, TerminalError, TestKitError
 from sagaline.orchestrator.core.fork import plan_fork
 from sagaline.orchestrator.core.journal import fold_journal, record_decision, verify_chain
+from sagaline.orchestrator.core.limit_kit import KitLimiters
 from sagaline.orchestrator.core.nodes.base import Node, ref_name
 from sagaline.orchestrator.core.nodes.child import ChildSpec
 from sagaline.orchestrator.core.nodes.step import StepSpec
@@ -133,6 +134,7 @@ class SagaTestKit(Generic[DataT]):
         self.inputs: list[Input] = []
         self._pending: dict[str, ExecuteStep | CompensateStep] = {}
         self._counter = 0
+        self.limiters = KitLimiters()  # concurrency/rate limits: grants come back at once
 
     # -- feeding inputs --------------------------------------------------------
 
@@ -167,6 +169,8 @@ class SagaTestKit(Generic[DataT]):
                 self._pending[f"compensate:{rec.step}"] = rec
         if self.check_fold:
             self._check_invariants()
+        for grant in self.limiters.route(decision.outgoing):
+            self.deliver(grant)
         return decision
 
     def fork(
@@ -411,6 +415,7 @@ class SagaTestKit(Generic[DataT]):
             self._counter += 1
             fired.append(self.deliver(timer_input(self.state, timer, self.now)))
         self.now = target
+        fired.extend(self.deliver(grant) for grant in self.limiters.due(self.now))
         return fired
 
     # -- expectations ---------------------------------------------------------
