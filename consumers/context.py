@@ -12,12 +12,15 @@ from typing import Any
 import psycopg
 
 from sagaline.consumers.errors import NoDatabaseInStep, StepTimeout
+from sagaline.orchestrator.core.context import check_progress
 from sagaline.schemas.base import Payload, Usage
 
-__all__ = ["HeartbeatSink", "WorkerStepContext"]
+__all__ = ["HeartbeatSink", "ProgressSink", "WorkerStepContext"]
 
 #: Sends one heartbeat: (progress, detail).
 HeartbeatSink = Callable[[float | None, str | None], None]
+#: Publishes one progress item: (message, fraction, partial); never raises on a failed publish.
+ProgressSink = Callable[[str | None, float | None, str | None], None]
 
 
 class WorkerStepContext:
@@ -39,6 +42,7 @@ class WorkerStepContext:
         heartbeat_interval: float = 1.0,
         step_result: Payload | None = None,
         logger: logging.Logger | None = None,
+        progress_sink: ProgressSink | None = None,
     ) -> None:
         self._saga_id = saga_id
         self._saga_type = saga_type
@@ -56,7 +60,9 @@ class WorkerStepContext:
         self.kind = kind
         #: For a compensation: the recorded result of the step it undoes.
         self.step_result = step_result
-        self.progress: float | None = None
+        #: the latest fraction done the step reported (heartbeat or progress)
+        self.fraction: float | None = None
+        self._progress_sink = progress_sink
         self.heartbeats_sent = 0
         base = logger or logging.getLogger("sagaline.step")
         self._logger = logging.LoggerAdapter(
@@ -124,7 +130,7 @@ class WorkerStepContext:
         """Report liveness (rate-limited); raises :class:`StepTimeout` past the deadline."""
         self.check_deadline()
         if progress is not None:
-            self.progress = progress
+            self.fraction = progress
         now = time.monotonic()
         with self._lock:
             if now - self._last_beat < self._interval:
@@ -146,6 +152,24 @@ class WorkerStepContext:
                 tokens_out=u.tokens_out + tokens_out,
                 cost_micros=u.cost_micros + cost_micros,
             )
+
+    def progress(
+        self, message: str | None = None, fraction: float | None = None, partial: str | None = None
+    ) -> None:
+        """Publish advisory progress (a message, a fraction 0..1, a chunk of partial output)
+        to the progress topic; never fails the step when publishing fails."""
+        check_progress(message, fraction, partial)
+        if fraction is not None:
+            self.fraction = fraction
+        if self._progress_sink is not None:
+            self._progress_sink(message, fraction, partial)
+
+    def settle_progress(self) -> None:
+        """Called when the step returned: what it published gets a bounded time to reach
+        Kafka before the reply is recorded (see :mod:`sagaline.consumers.progress`)."""
+        settle = getattr(self._progress_sink, "settle", None)
+        if callable(settle):
+            settle()
 
 
 class _NoDatabase:

@@ -316,6 +316,11 @@ class TaskRunner:
         try:
             if missing is not None or handler is None:
                 raise missing or HandlerNotFound(task.step)
+            left = ctx.remaining()
+            if left is not None and left <= 0:
+                # as on the database path: a task past its deadline is not run (the
+                # orchestrator has timed it out; a later attempt may already be on its way)
+                raise StepTimeout(f"step {task.step!r} was delivered after its deadline")
             result = self._invoke(handler, ctx, task, self._payloads)
             crash_point("worker_after_step")
             reply = success_reply(task, result, ctx.usage, trace=trace)

@@ -41,8 +41,9 @@ from sagaline.consumers.dead_letters import DeadLetterSender
 from sagaline.consumers.handlers import HandlerResolver
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.offsets import OffsetTracker, Ready
+from sagaline.consumers.progress import ProgressSinks
 from sagaline.consumers.replies import heartbeat_reply
-from sagaline.consumers.runner import Delivery, RunnerOptions, TaskResult, TaskRunner
+from sagaline.consumers.runner import Delivery, TaskResult, TaskRunner
 from sagaline.consumers.wire import Codec, SchemasCodec
 from sagaline.consumers.worker_options import (
     TaskTrace,
@@ -50,6 +51,7 @@ from sagaline.consumers.worker_options import (
     WorkerStats,
     consumer_config,
     producer_config,
+    runner_options,
 )
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.signing_runtime import WorkerProducer, verify_task
@@ -101,21 +103,16 @@ class Worker:
         self._codec: Codec = codec or SchemasCodec()
         self._stopping = threading.Event()
         self._pool = _open_pool(database_url, self.options)
+        self._progress = ProgressSinks(bootstrap_servers, topics, self._codec, self.options)
         self._runner = TaskRunner(
             resolver=resolver,
             codec=self._codec,
-            options=RunnerOptions(
-                replies_topic=topics.replies,
-                schema=self.options.schema,
-                delivery=self.options.delivery,
-                payload_threshold=self.options.payload_threshold,
-                default_timeout=self.options.default_timeout,
-                heartbeat_interval=self.options.heartbeat_interval,
-            ),
+            options=runner_options(topics.replies, self.options),
             pool=self._pool,
             heartbeat=self._heartbeat_sink,
             stopping=self._stopping,
             tracer=tracer,
+            progress=self._progress,
         )
         self._producer_base = producer_config(bootstrap_servers, self.options)
         self._plain = WorkerProducer(
@@ -533,6 +530,7 @@ class Worker:
             log.warning("closing the consumer failed: %s", exc)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._plain.flush(10)
+        self._progress.close()
         if self._txn is not None:
             self._txn.flush(10)
         if self._pool is not None:

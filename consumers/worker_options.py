@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sagaline.consumers.db import DEFAULT_SCHEMA
-from sagaline.consumers.runner import DeliveryMode
+from sagaline.consumers.runner import DeliveryMode, RunnerOptions
 from sagaline.orchestrator.runtime.kafka_config import KafkaConfig as ClientConfig
 from sagaline.orchestrator.runtime.kafka_config import (
     client_producer_config,
@@ -21,6 +21,7 @@ __all__ = [
     "WorkerStats",
     "consumer_config",
     "producer_config",
+    "runner_options",
 ]
 
 KafkaConfig = Mapping[str, str | int | float | bool]
@@ -119,3 +120,15 @@ def consumer_config(bootstrap_servers: str, options: WorkerOptions) -> ClientCon
 def producer_config(bootstrap_servers: str, options: WorkerOptions) -> ClientConfig:
     """The base of the worker's producers (idempotent, sagaline's partitioner)."""
     return client_producer_config(bootstrap_servers, linger_ms=1, extra=options.producer_config)
+
+
+def runner_options(replies_topic: str, options: WorkerOptions) -> RunnerOptions:
+    """The :class:`RunnerOptions` of a worker's task runner."""
+    return RunnerOptions(
+        replies_topic=replies_topic,
+        schema=options.schema,
+        delivery=options.delivery,
+        payload_threshold=options.payload_threshold,
+        default_timeout=options.default_timeout,
+        heartbeat_interval=options.heartbeat_interval,
+    )

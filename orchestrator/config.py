@@ -123,8 +123,21 @@ class TopicNames:
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
+    @property
+    def progress(self) -> str:
+        """Advisory progress of running steps (short retention, never journaled)."""
+        return f"{self.prefix}.progress"
+
     def all(self) -> tuple[str, ...]:
-        return (self.commands, self.replies, self.tasks, self.state, self.journal, self.deadletter)
+        return (
+            self.commands,
+            self.replies,
+            self.tasks,
+            self.state,
+            self.journal,
+            self.deadletter,
+            self.progress,
+        )
 
 
 _SECRET = re.compile(r"password|passwd|secret|token|api[_-]?key", re.IGNORECASE)

@@ -17,6 +17,7 @@ from sagaline.schemas.commands import COMMAND_TYPES
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.events import EVENT_TYPES
 from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.progress import ProgressReported
 from sagaline.schemas.replies import REPLY_TYPES
 from sagaline.schemas.state import SagaState
 from sagaline.schemas.tasks import TASK_TYPES
@@ -33,6 +34,8 @@ RECORDS_BY_TOPIC: Mapping[str, tuple[type[Record], ...]] = MappingProxyType(
         "state": (SagaState,),
         "journal": (JournalEntry,),
         "deadletter": (DeadLetter,),
+        # advisory progress of running steps (never journaled)
+        "progress": (ProgressReported,),
         # the decision events (inside journal entries; published on their own too)
         "events": EVENT_TYPES,
         # inputs the orchestrator makes for itself (journaled, never on a topic)

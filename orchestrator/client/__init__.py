@@ -17,6 +17,7 @@ from sagaline.orchestrator.client.errors import (
     WaitTimeout,
 )
 from sagaline.orchestrator.client.saga_client import SagaClient, SagaHandle
+from sagaline.orchestrator.client.stream import StreamEvent
 from sagaline.orchestrator.client.verdicts import Verdict
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "SagaHandle",
     "SagaNotFound",
     "SagaRejected",
+    "StreamEvent",
     "UnsupportedDataModel",
     "Verdict",
     "WaitTimeout",

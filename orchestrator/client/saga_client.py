@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,12 +40,21 @@ from sagaline.orchestrator.client.errors import (
     UnsupportedDataModel,
 )
 from sagaline.orchestrator.client.reading import StateReader
+from sagaline.orchestrator.client.stream import (
+    MODES,
+    ClientParts,
+    StreamEvent,
+    StreamMode,
+    check_modes,
+    stream_saga,
+)
 from sagaline.orchestrator.client.verdicts import Verdict, await_verdict
 from sagaline.orchestrator.client.watch import SnapshotWatch
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.decider import derive_message_id
 from sagaline.orchestrator.core.saga import Node, Saga
 from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.data_keys import encode_payload
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.ports import Codec
 from sagaline.orchestrator.runtime.telemetry import (
@@ -62,7 +72,7 @@ from sagaline.schemas.commands import (
     SkipStep,
     StartSaga,
 )
-from sagaline.schemas.payload import payload_sha256, payload_type_name, to_payload
+from sagaline.schemas.payload import payload_sha256, payload_type_name
 from sagaline.schemas.state import SagaState
 
 __all__ = ["SagaClient", "SagaHandle", "check_data_model"]
@@ -94,6 +104,14 @@ class SagaHandle:
         """
         since = self.receipt.timestamp_ms if self.receipt else self.sent_ms
         return self.client.wait(self.saga_id, timeout=timeout, since_ms=since)
+
+    def stream(
+        self, timeout: float | None = None, *, modes: Collection[StreamMode] = MODES
+    ) -> Iterator[StreamEvent]:
+        """Yield the saga's state changes and its steps' progress live, ending with its
+        terminal snapshot (see :meth:`SagaClient.stream`)."""
+        since = self.receipt.timestamp_ms if self.receipt else self.sent_ms
+        return self.client.stream(self.saga_id, timeout=timeout, since_ms=since, modes=modes)
 
 
 def _wait_name(wait: str | Node) -> str:
@@ -174,6 +192,10 @@ class SagaClient:
         self.close()
 
     # -- writing commands --------------------------------------------------------
+
+    def _payload(self, saga_id: str, model: BaseModel, *, create: bool = False) -> Payload:
+        """``model`` on the wire; its personal fields encrypted with the saga's data key."""
+        return encode_payload(self.settings, saga_id, model, create=create)
 
     def _envelope(self, saga_id: str, saga_type: str, version: int, message_id: str) -> Envelope:
         return Envelope(
@@ -261,9 +283,9 @@ class SagaClient:
             saga_type, saga_version = saga.type_name, version or saga.version
         if isinstance(data, BaseModel):
             check_data_model(saga, data)
-        payload = data if isinstance(data, Payload) else to_payload(data)
-        digest = payload_sha256(payload)
         sid = saga_id or str(uuid.uuid4())
+        payload = data if isinstance(data, Payload) else self._payload(sid, data, create=True)
+        digest = payload_sha256(payload)
         self._commands.partitions()  # Kafka answers (or nothing is sent), before any read
         if check_existing and saga_id is not None:
             existing = self.status(sid)
@@ -292,7 +314,7 @@ class SagaClient:
         Raises :class:`SagaRejected` when the orchestrator dead-lettered the
         start, :class:`SagaAlreadyStarted` when another input won the race.
         """
-        payload = data if isinstance(data, Payload) else to_payload(data)
+        payload = data if isinstance(data, Payload) else self._payload(handle.saga_id, data)
         digest = payload_sha256(payload)
         since = handle.receipt.timestamp_ms if handle.receipt else handle.sent_ms
         state = self._follow(handle.saga_id, timeout, lambda s: True, since)
@@ -319,7 +341,7 @@ class SagaClient:
             by=by,
             approved=approved,
             note=note,
-            payload=to_payload(payload) if payload is not None else None,
+            payload=self._payload(saga_id, payload) if payload is not None else None,
             seen_sha256=seen_sha256,
         )
         return self._sent(command, saga_id)
@@ -383,7 +405,7 @@ class SagaClient:
             step=step,
             by=by,
             reason=reason,
-            result=to_payload(result) if result is not None else None,
+            result=self._payload(saga_id, result) if result is not None else None,
         )
         return self._sent(record, saga_id)
 
@@ -408,9 +430,46 @@ class SagaClient:
         """
         return self._follow(saga_id, timeout, lambda s: s.is_terminal, since_ms)
 
+    def stream(
+        self,
+        saga_id: str,
+        *,
+        timeout: float | None = None,
+        since_ms: int | None = None,
+        modes: Collection[StreamMode] = MODES,
+    ) -> Iterator[StreamEvent]:
+        """Yield :class:`StreamEvent` items live: ``"state"`` (a new snapshot: status,
+        current node) and ``"progress"`` (what a step published with ``ctx.progress``),
+        interleaved as they happened, ending with the terminal snapshot.
+
+        Progress is advisory (some may be missing).  Raises :class:`SagaRejected` for a
+        refused start, :class:`WaitTimeout` after ``timeout`` s (``None``: no limit).
+        """
+        check_modes(modes)
+        parts = ClientParts(
+            self.settings.kafka_bootstrap_servers,
+            self.names,
+            self.codec,
+            self.client_id,
+            self.debug,
+        )
+        partition = self.partition_of(saga_id)
+        return stream_saga(
+            self._shared_watch(),
+            parts,
+            saga_id,
+            partition,
+            since_ms=since_ms,
+            timeout=timeout,
+            modes=modes,
+        )
+
     def _follow(self, saga_id: str, timeout: float, done: Any, since_ms: int | None) -> SagaState:
         """Wait through the client's one shared reader (started by the first wait)."""
         partition = self.partition_of(saga_id)
+        return self._shared_watch().wait(saga_id, partition, done, timeout, since_ms)
+
+    def _shared_watch(self) -> SnapshotWatch:
         with self._watch_lock:
             if self._watch is None:
                 self._watch = SnapshotWatch(
@@ -420,5 +479,4 @@ class SagaClient:
                     self.client_id,
                     debug=self.debug,
                 )
-            watch = self._watch
-        return watch.wait(saga_id, partition, done, timeout, since_ms)
+            return self._watch

@@ -46,7 +46,7 @@ from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.errors import MessageError
 from sagaline.schemas.state import SagaState
 
-__all__ = ["CACHE_KEYS", "SnapshotWatch"]
+__all__ = ["CACHE_KEYS", "SnapshotWatch", "Waiter"]
 
 #: Latest snapshots kept per client (an evicted key moves its partition's
 #: ``covered_from`` past it, so a later waiter re-reads instead of missing it).
@@ -56,7 +56,7 @@ Done = Callable[[SagaState], bool]
 
 
 @dataclass(eq=False)
-class _Waiter:
+class Waiter:
     saga_id: str
     partition: int
     done: Done
@@ -96,8 +96,8 @@ class SnapshotWatch:
         with SnapshotWatch._created_lock:
             SnapshotWatch.consumers_created += 1
         self._lock = threading.RLock()  # the reader's thread decodes and finishes under it
-        self._new: list[_Waiter] = []
-        self._waiters: dict[bytes, list[_Waiter]] = {}
+        self._new: list[Waiter] = []
+        self._waiters: dict[bytes, list[Waiter]] = {}
         self._cache: OrderedDict[bytes, tuple[int, bytes]] = OrderedDict()
         self._letters: OrderedDict[bytes, bytes] = OrderedDict()
         self._covered: dict[str, dict[int, int]] = {}
@@ -110,11 +110,12 @@ class SnapshotWatch:
 
     # -- caller side -------------------------------------------------------------
 
-    def wait(
-        self, saga_id: str, partition: int, done: Done, timeout: float, since_ms: int | None
-    ) -> SagaState:
-        """The first snapshot of ``saga_id`` for which ``done`` holds (see the module)."""
-        waiter = _Waiter(saga_id, partition, done, since_ms)
+    def follow(self, saga_id: str, partition: int, done: Done, since_ms: int | None) -> Waiter:
+        """Register a waiter without blocking: ``done`` sees every snapshot of ``saga_id``
+        read from now on (the latest known one first) until it returns ``True``; then, or
+        on a rejected start or a failed reader, ``waiter.event`` is set.  :meth:`cancel`
+        stops it (``SagaHandle.stream`` follows a saga this way)."""
+        waiter = Waiter(saga_id, partition, done, since_ms)
         with self._lock:
             if self._failure is not None:
                 raise WaitTimeout(f"the client's reader failed: {self._failure}")
@@ -122,15 +123,26 @@ class SnapshotWatch:
                 self._new.append(waiter)  # the reader's thread re-reads, then registers it
             elif not self._admit(waiter):
                 self._waiters.setdefault(saga_id.encode("utf-8"), []).append(waiter)
+        return waiter
+
+    def cancel(self, waiter: Waiter) -> None:
+        """Stop offering snapshots to ``waiter`` (idempotent)."""
+        with self._lock:
+            key = waiter.saga_id.encode("utf-8")
+            if waiter in self._new:
+                self._new.remove(waiter)
+            if waiter in self._waiters.get(key, []):
+                self._waiters[key].remove(waiter)
+                if not self._waiters[key]:
+                    del self._waiters[key]
+
+    def wait(
+        self, saga_id: str, partition: int, done: Done, timeout: float, since_ms: int | None
+    ) -> SagaState:
+        """The first snapshot of ``saga_id`` for which ``done`` holds (see the module)."""
+        waiter = self.follow(saga_id, partition, done, since_ms)
         if not waiter.event.wait(timeout):
-            with self._lock:
-                key = saga_id.encode("utf-8")
-                if waiter in self._new:
-                    self._new.remove(waiter)
-                if waiter in self._waiters.get(key, []):
-                    self._waiters[key].remove(waiter)
-                    if not self._waiters[key]:
-                        del self._waiters[key]
+            self.cancel(waiter)
             if not waiter.event.is_set():
                 status = waiter.latest.status if waiter.latest else "no snapshot"
                 raise WaitTimeout(
@@ -200,7 +212,7 @@ class SnapshotWatch:
             waiter.error = WaitTimeout(f"the client's reader failed: {exc}")
             waiter.event.set()
 
-    def _admit(self, waiter: _Waiter) -> bool:
+    def _admit(self, waiter: Waiter) -> bool:
         """Settle ``waiter`` from what was read already; ``True`` when it is done."""
         key = waiter.saga_id.encode("utf-8")
         cached = self._cache.get(key)
@@ -209,7 +221,7 @@ class SnapshotWatch:
         letter = self._letters.get(key)
         return letter is not None and waiter.latest is None and self._rejects(waiter, letter)
 
-    def _rewinds(self, waiter: _Waiter) -> dict[tuple[str, int], int]:
+    def _rewinds(self, waiter: Waiter) -> dict[tuple[str, int], int]:
         """The partitions to re-read for ``waiter`` and from when (ms; -1: the start)."""
         since = -1 if waiter.since_ms is None else waiter.since_ms - LOOKBACK_MS
         return {
@@ -302,7 +314,7 @@ class SnapshotWatch:
         if len(cache) > CACHE_KEYS:
             cache.popitem(last=False)
 
-    def _finish(self, waiter: _Waiter) -> None:
+    def _finish(self, waiter: Waiter) -> None:
         key = waiter.saga_id.encode("utf-8")
         with self._lock:
             waiting = self._waiters.get(key, [])
@@ -312,7 +324,7 @@ class SnapshotWatch:
                     del self._waiters[key]
         waiter.event.set()
 
-    def _offer(self, waiter: _Waiter, value: bytes) -> bool:
+    def _offer(self, waiter: Waiter, value: bytes) -> bool:
         try:
             state = self.codec.decode(value, (SagaState,))
         except MessageError:
@@ -326,7 +338,7 @@ class SnapshotWatch:
             return True
         return False
 
-    def _rejects(self, waiter: _Waiter, value: bytes) -> bool:
+    def _rejects(self, waiter: Waiter, value: bytes) -> bool:
         try:
             letter = self.codec.decode(value, (DeadLetter,))
             if not isinstance(letter, DeadLetter) or letter.source_topic != self.names.commands:

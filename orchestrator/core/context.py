@@ -11,7 +11,15 @@ import logging
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["StepContext"]
+__all__ = ["StepContext", "check_progress"]
+
+
+def check_progress(message: str | None, fraction: float | None, partial: str | None) -> None:
+    """Refuse a progress call that says nothing, or a fraction outside 0..1 (``ValueError``)."""
+    if message is None and fraction is None and partial is None:
+        raise ValueError("ctx.progress() needs a message, a fraction or partial output")
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"ctx.progress(fraction={fraction!r}): a fraction is between 0 and 1")
 
 
 @runtime_checkable
@@ -56,4 +64,12 @@ class StepContext(Protocol):
         self, *, llm_calls: int = 0, tokens_in: int = 0, tokens_out: int = 0, cost_micros: int = 0
     ) -> None:
         """Add LLM usage to the step's reply (fed to the saga's budget)."""
+        ...
+
+    def progress(
+        self, message: str | None = None, fraction: float | None = None, partial: str | None = None
+    ) -> None:
+        """Publish advisory progress: a message, a fraction done (0..1), a chunk of partial
+        output (an LLM's tokens).  Never journaled; a lost one loses no state, and a failure
+        to publish never fails the step (``sagaline watch``, ``SagaHandle.stream()``)."""
         ...

@@ -4,14 +4,16 @@ Topics are matched by the topic prefix (``<prefix>.``); consumer groups and
 transactional ids by their name prefix. What each role may do:
 
 ============  =============================================================================
-client        write commands; read journal, state and deadletter (verdicts, status)
+client        write commands; read journal, state, deadletter and progress (verdicts,
+              status, watch)
 orchestrator  read commands, replies, state (restore) and the journal; write journal,
-              state, tasks and deadletter; its group and transactional ids
-worker        read tasks; write replies and deadletter; its group and transactional ids
+              state, tasks, deadletter and progress; its group and transactional ids
+worker        read tasks; write replies, deadletter and progress; its group and
+              transactional ids
 relay         write replies
 auditor       read every sagaline topic; write nothing
 projection    read the journal; its group
-console       read journal, state and deadletter
+console       read journal, state, deadletter and progress
 ============  =============================================================================
 
 Everything else is refused (``allow.everyone.if.no.acl.found=false``); only the
@@ -102,14 +104,14 @@ def acl_bindings(names: TopicNames, groups: AclGroups | None = None) -> list[Acl
     n = names
     bindings = [
         *_writes("client", [n.commands]),
-        *_reads("client", [n.journal, n.state, n.deadletter]),
+        *_reads("client", [n.journal, n.state, n.deadletter, n.progress]),
         *_group("client", g.readers),
         *_reads("orchestrator", [n.commands, n.replies, n.state, n.journal]),
-        *_writes("orchestrator", [n.journal, n.state, n.tasks, n.deadletter]),
+        *_writes("orchestrator", [n.journal, n.state, n.tasks, n.deadletter, n.progress]),
         *_group("orchestrator", g.orchestrator),
         *_transactions("orchestrator", g.orchestrator),
         *_reads("worker", [n.tasks]),
-        *_writes("worker", [n.replies, n.deadletter]),
+        *_writes("worker", [n.replies, n.deadletter, n.progress]),
         *_group("worker", g.worker),
         *_transactions("worker", g.worker),
         *_writes("relay", [n.replies]),
@@ -117,7 +119,7 @@ def acl_bindings(names: TopicNames, groups: AclGroups | None = None) -> list[Acl
         *_group("auditor", g.readers),
         *_reads("projection", [n.journal]),
         *_group("projection", g.projection),
-        *_reads("console", [n.journal, n.state, n.deadletter]),
+        *_reads("console", [n.journal, n.state, n.deadletter, n.progress]),
         *_group("console", g.readers),
     ]
     unique: dict[tuple[object, ...], AclBinding] = {}

@@ -63,7 +63,8 @@ from sagaline.orchestrator.runtime.telemetry import (
     headers_from_carrier,
     link_for,
 )
-from sagaline.orchestrator.runtime.timers import DueTimer, TimerWheel, planned_timers
+from sagaline.orchestrator.runtime.timer_gate import GatedTimerWheel
+from sagaline.orchestrator.runtime.timers import DueTimer, planned_timers
 from sagaline.orchestrator.runtime.transactions import Produce
 from sagaline.schemas.base import Record
 from sagaline.schemas.commands import COMMAND_TYPES
@@ -113,7 +114,7 @@ class Orchestrator:
         self._positions: dict[tuple[str, int], int] = {}
         self._owned: dict[int, PartitionState] = {}
         self._saga_partition: dict[str, int] = {}
-        self._wheel = TimerWheel()
+        self._wheel = GatedTimerWheel(self._positions, self._assigned, clock, lambda: self._epoch)
         self._destinations = {
             "tasks": self.names.tasks,
             "commands": self.names.commands,
@@ -126,6 +127,7 @@ class Orchestrator:
         self._producer, self._consumer, self._reader = make_clients(
             config, settings.kafka_bootstrap_servers, self._on_consumer_error
         )
+        self._wheel.bind(self._consumer)
         self._started = False
 
     # ------------------------------------------------------------------ public
@@ -215,9 +217,8 @@ class Orchestrator:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._epoch += 1
         self.stats.rebalances += 1
-        # Committed offsets under read_committed are "stable": this waits until
-        # any transaction of a previous owner that touches them is resolved, so
-        # the state topic read next already contains that owner's writes.
+        # Stable committed offsets: a previous owner's transaction on them is resolved (its
+        # writes may not have reached the state partition yet: the restore waits for them).
         committed = stable_committed(
             consumer, partitions, self.config.transaction_timeout_ms / 1000 + 30
         )
@@ -300,12 +301,11 @@ class Orchestrator:
         epoch = self._epoch
         messages = gather(self._consumer, limit, timeout, self.config.linger_ms)
         if self._epoch != epoch:
-            # A rebalance ran inside poll/consume: which of the gathered
-            # messages predate it is unknowable here, so drop them all and
-            # restart every assigned partition from its committed offset.
+            # A rebalance ran inside poll/consume: which messages predate it is unknowable
+            # here, so drop them all and restart every assigned partition from its commit.
             self._rewind()
             return []
-        return messages
+        return self._wheel.saw(messages)  # due timers wait for the inputs written before them
 
     def _state_of(self, batch: Batch, saga_id: str, partition: int) -> Record | None:
         if saga_id in batch.overlay:
@@ -577,9 +577,7 @@ class Orchestrator:
             part = self._owned.get(p) if p is not None else None
             if part is None:
                 continue
-            state = part.active.get(saga_id)
-            if state is None:
-                state = part.finished.get(saga_id)
+            state = part.active.get(saga_id, part.finished.get(saga_id))
             if state is not None:
                 self._schedule(saga_id, state)
 

@@ -151,7 +151,8 @@ def input_consumer_config(
             "fetch.wait.max.ms": fetch_wait_max_ms,
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
-            "enable.partition.eof": False,
+            # where a partition ends (past its commit markers): due timers wait for it
+            "enable.partition.eof": True,
         },
         extra,
     )

@@ -51,6 +51,8 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
     #: config keys whose value is verified on an existing topic
     required: tuple[str, ...] = ()
+    #: advisory (progress): created by ``ensure``, but a missing one does not stop a start
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class TopicLayout:
     state_segment_ms: int = 3_600_000
     state_min_cleanable_dirty_ratio: float = 0.1
     state_delete_retention_ms: int = 86_400_000
+    #: progress is advisory and only of interest while a saga runs: kept one hour
+    progress_retention_ms: int = 3_600_000
 
 
 def topic_specs(names: TopicNames, layout: TopicLayout | None = None) -> tuple[TopicSpec, ...]:
@@ -93,6 +97,13 @@ def topic_specs(names: TopicNames, layout: TopicLayout | None = None) -> tuple[T
             required=("cleanup.policy", "retention.ms", "retention.bytes"),
         ),
         TopicSpec(names.deadletter, 1, rf, {"cleanup.policy": "delete", "retention.ms": "-1"}),
+        TopicSpec(
+            names.progress,
+            n,
+            rf,
+            {"cleanup.policy": "delete", "retention.ms": str(lay.progress_retention_ms)},
+            optional=True,
+        ),
     )
 
 
@@ -155,12 +166,18 @@ def verify_topics(
             "commands, replies and state must have the same partition count "
             f"(co-partitioned by saga id), found {detail}; refusing to start"
         )
-    missing = [s.name for s in specs if s.name not in existing]
+    absent = [s for s in specs if s.name not in existing]
+    for spec in absent:
+        if spec.optional:
+            log.warning(
+                "optional topic %s is missing; `sagaline topics ensure` creates it", spec.name
+            )
+    missing = [s.name for s in absent if not s.optional]
     if missing:
         raise TopicConfigError(
             f"missing topics: {', '.join(missing)}; run `sagaline topics ensure` first"
         )
-    resources = [ConfigResource("topic", s.name) for s in specs if s.required]
+    resources = [ConfigResource("topic", s.name) for s in specs if s.required and s not in absent]
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
         actual = future.result()
         spec = next(s for s in specs if s.name == resource.name)

@@ -128,7 +128,7 @@ def test_step_context() -> None:
     ctx.heartbeat(0.1, "one")
     ctx.heartbeat(0.2, "two")  # rate-limited
     assert ctx.beats == [(0.1, "one")]  # type: ignore[attr-defined]
-    assert ctx.progress == 0.2
+    assert ctx.fraction == 0.2
     ctx.report_usage(llm_calls=1, tokens_in=5)
     ctx.report_usage(tokens_out=7, cost_micros=30)
     assert ctx.usage == Usage(llm_calls=1, tokens_in=5, tokens_out=7, cost_micros=30)
