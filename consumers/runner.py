@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
-from sagaline.consumers.context import HeartbeatSink, WorkerStepContext
+from sagaline.consumers.context import HeartbeatSink, ProgressSink, WorkerStepContext
 from sagaline.consumers.crash import crash_point
 from sagaline.consumers.db import is_connection_error
 from sagaline.consumers.errors import HandlerNotFound, StepTimeout
@@ -164,6 +164,7 @@ class TaskRunner:
         heartbeat: Callable[[Task], HeartbeatSink] | None = None,
         stopping: threading.Event | None = None,
         tracer: Tracer | None = None,
+        progress: Callable[[Task], ProgressSink] | None = None,
     ) -> None:
         self._tracer = tracer or _TRACER
         self._resolver = resolver
@@ -173,6 +174,7 @@ class TaskRunner:
         self._store = WorkerStore(options.schema)
         self._payloads = PostgresPayloadStore(pool, options.schema) if pool is not None else None
         self._heartbeat = heartbeat
+        self._progress = progress  # ctx.progress(): advisory, see consumers/progress.py
         self._stopping = stopping or threading.Event()
 
     # -- helpers -----------------------------------------------------------------
@@ -209,6 +211,7 @@ class TaskRunner:
             heartbeat_sink=self._heartbeat(task) if self._heartbeat else None,
             heartbeat_interval=interval,
             step_result=task.step_result if isinstance(task, CompensateStep) else None,
+            progress_sink=self._progress(task) if self._progress else None,
         )
 
     def _invoke(
@@ -221,13 +224,16 @@ class TaskRunner:
         args: Any = task.args
         if handler.args_type is not None:
             args = load_payload(task.args, handler.args_type, store)
-        result = handler.fn(ctx, args)
-        if inspect.isawaitable(result):
-            left = ctx.remaining()
-            try:
-                result = asyncio.run(_await(result, left))
-            except TimeoutError as exc:
-                raise StepTimeout(f"step {task.step!r} passed its deadline") from exc
+        try:
+            result = handler.fn(ctx, args)
+            if inspect.isawaitable(result):
+                left = ctx.remaining()
+                try:
+                    result = asyncio.run(_await(result, left))
+                except TimeoutError as exc:
+                    raise StepTimeout(f"step {task.step!r} passed its deadline") from exc
+        finally:
+            ctx.settle_progress()  # its progress reaches Kafka before its reply (bounded)
         ctx.check_deadline()
         return self._result_payload(handler, result, store)
 

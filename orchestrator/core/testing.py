@@ -28,6 +28,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
+from sagaline.orchestrator.core.context import check_progress
 from sagaline.orchestrator.core.decider import (
     Decision,
     Input,
@@ -94,9 +95,17 @@ class TestStepContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("sagaline.test"))
     heartbeats: list[tuple[float | None, str | None]] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    #: every ``ctx.progress(message, fraction, partial)`` call, in order
+    progress_items: list[tuple[str | None, float | None, str | None]] = field(default_factory=list)
 
     def heartbeat(self, progress: float | None = None, detail: str | None = None) -> None:
         self.heartbeats.append((progress, detail))
+
+    def progress(
+        self, message: str | None = None, fraction: float | None = None, partial: str | None = None
+    ) -> None:
+        check_progress(message, fraction, partial)
+        self.progress_items.append((message, fraction, partial))
 
     def report_usage(
         self, *, llm_calls: int = 0, tokens_in: int = 0, tokens_out: int = 0, cost_micros: int = 0
