@@ -17,6 +17,7 @@ Two implementations of :class:`ChatModel`:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -157,6 +158,12 @@ class OpenAIChatModel:
         self._model = model
         self._api_key = api_key
         self._timeout_s = timeout_s
+
+    def for_model(self, model: str) -> OpenAIChatModel:
+        """The same endpoint and key, asking ``model`` (an agent's fallback model)."""
+        other = copy.copy(self)
+        other._model = model
+        return other
 
     def request_body(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]

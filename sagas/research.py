@@ -12,6 +12,13 @@ local corpus of :mod:`sagaline.sagas.corpus` (no network).  The saga has a token
 budget (:data:`TOKEN_BUDGET`): a question that needs more reading than the
 budget allows pauses the saga for a person, who may resume it.  The agent
 has at most :data:`MAX_TURNS` turns; when it runs out, the saga compensates.
+
+Each turn asks the first of :data:`MODELS`; a turn whose attempt fails
+retryably or times out asks the next (``ModelFallback`` in the journal, and
+each recorded turn names the model that answered).  Every LLM turn takes a
+slot of :data:`PROVIDER_LIMIT`, keyed by the saga's ``provider``: at most
+:data:`PROVIDER_CONCURRENCY` turns of all research sagas ask one provider
+at once; the others wait in order (``StepQueued`` in the journal).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pydantic import BaseModel, Field
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.core.limit_spec import Limit
 from sagaline.orchestrator.core.policies import Budget, Retry
 from sagaline.orchestrator.core.saga import Saga, agent, step, tool
 from sagaline.sagas import corpus
@@ -34,6 +42,7 @@ from sagaline.sagas.llm import (
     ChatMessage,
     ChatModel,
     ChatResponse,
+    OpenAIChatModel,
     ScriptedModel,
     ToolCall,
     ToolSpec,
@@ -43,6 +52,9 @@ from sagaline.sagas.tables import Tables
 
 __all__ = [
     "MAX_TURNS",
+    "MODELS",
+    "PROVIDER_CONCURRENCY",
+    "PROVIDER_LIMIT",
     "TOKEN_BUDGET",
     "CalcArgs",
     "CalcResult",
@@ -62,6 +74,10 @@ __all__ = [
 TOKEN_BUDGET = 2500
 #: LLM turns before the agent gives up.
 MAX_TURNS = 10
+#: The models a turn asks, in order: the next one after a retryable failure or a timeout.
+MODELS = ["gpt-4o-mini", "gpt-4.1-mini"]
+#: LLM turns of every research saga that ask one provider at once.
+PROVIDER_CONCURRENCY = 4
 
 SYSTEM_PROMPT = (
     "You are a research assistant. Use the tools to find and read sources, use the"
@@ -75,6 +91,15 @@ class ResearchData(BaseModel):
     question: str = Field(min_length=3)
     answer: str | None = None
     report_id: str | None = None
+    #: the LLM provider the turns ask (the key of :data:`PROVIDER_LIMIT`); absent from
+    #: the JSON at its default, so sagas started before the field keep their bytes
+    provider: str = Field("default", exclude_if=lambda v: v == "default")
+
+
+#: Every LLM turn holds a slot of its provider's limit while it runs.
+PROVIDER_LIMIT: Limit[ResearchData] = Limit(
+    "llm-provider", key=lambda d: d.provider, max_running=PROVIDER_CONCURRENCY
+)
 
 
 class SearchArgs(BaseModel):
@@ -173,11 +198,16 @@ def research_policy(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) 
 _MODEL: ChatModel | None = None
 
 
-def research_model() -> ChatModel:
-    """The model of this process: an OpenAI-compatible endpoint if configured, else scripted."""
+def research_model(name: str | None = None) -> ChatModel:
+    """The model of this process: an OpenAI-compatible endpoint if configured, else scripted.
+
+    ``name`` (a turn's model, from :data:`MODELS`) is the model the endpoint is asked for.
+    """
     global _MODEL
     if _MODEL is None:
         _MODEL = model_from_env(ScriptedModel(research_policy, name="scripted-research"))
+    if name is not None and isinstance(_MODEL, OpenAIChatModel):
+        return _MODEL.for_model(name)
     return _MODEL
 
 
@@ -261,6 +291,8 @@ class ResearchAgent(Saga[ResearchData]):
         max_turns=MAX_TURNS,
         retry=Retry(max_attempts=4, initial=timedelta(milliseconds=500)),
         timeout=timedelta(minutes=2),
+        models=MODELS,
+        limit=PROVIDER_LIMIT,
     )
 
     @investigate.llm
@@ -270,7 +302,7 @@ class ResearchAgent(Saga[ResearchData]):
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
             for t in turn.tools
         ]
-        response = (self.model or research_model()).complete(
+        response = (self.model or research_model(turn.model)).complete(
             transcript(turn), specs, idempotency_key=ctx.idempotency_key
         )
         record_llm_call(ctx, response)
