@@ -22,8 +22,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Producer
-
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.schedule import Schedule, ScheduleError, schedule_name_of
@@ -31,6 +29,7 @@ from sagaline.orchestrator.core.schedule_decide import decide_schedule, declarat
 from sagaline.orchestrator.runtime.errors import InputRejected
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 from sagaline.orchestrator.runtime.ports import Codec, Outcome, Outgoing, SagaLogic, TimerSpec
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.schemas.base import Record
 from sagaline.schemas.state import SagaState
 
@@ -159,7 +158,10 @@ def declare_schedules(
     todo = list(schedules)
     if not todo:
         return 0
-    producer = Producer(client_producer_config(settings.kafka_bootstrap_servers))
+    # declared by the orchestrator process: signed as the orchestrator (when signing is on)
+    producer = SignedProducer(
+        client_producer_config(settings.kafka_bootstrap_servers), "orchestrator"
+    )
     failures: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:

@@ -9,13 +9,15 @@ decided only when
   (``SAGALINE_REPLY_SIGNERS``), a command by one of ``SAGALINE_COMMAND_SIGNERS``
   (else ``WrongSigner``);
 * a reply answers a task the saga dispatched: its step's current task, or an
-  earlier attempt or run of it (else ``NeverDispatched``);
+  earlier attempt or run of it (else ``NeverDispatched``; judged for sagaline's own
+  task ids, ``SAGA/STEP/RUN/ATTEMPT``, only);
 * an approval or rejection comes from an approver of the saga's type
   (``SAGALINE_APPROVERS``; else ``NotApprover``).
 
 Each refusal raises :class:`InputRejected` and is dead-lettered with its reason.
-The verified signer replaces the free-text ``by`` / ``requested_by`` of the input:
-it is the identity the journal records.
+The verified signer heads the ``by`` / ``requested_by`` of the input (the free text it
+claimed follows as a display note: ``admin for alice@example.com``): it is the identity
+the journal records.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "guard_input",
     "guard_message",
     "never_dispatched",
+    "signed_identity",
     "verified_state_record",
 ]
 
@@ -82,18 +85,28 @@ def never_dispatched(record: Record, state: Record | None) -> str | None:
         return f"saga {saga_id} never dispatched compensation task {task_id!r}"
     if task_id == st.task_id:
         return None
-    found = _attempt_of(task_id, f"{saga_id}/{step}/")
+    prefix = f"{saga_id}/{step}/"
+    if not str(st.task_id or "").startswith(prefix):
+        return None  # a logic with task ids of its own: only it can tell
+    found = _attempt_of(task_id, prefix)
     if found is not None and len(found) == 2 and (1, 1) <= found <= (max(st.run, 1), st.attempt):
         return None
     return f"saga {saga_id} never dispatched task {task_id!r} of step {step!r}"
 
 
+def signed_identity(signer: str, claimed: str | None) -> str:
+    """Who an input is recorded as coming from: the verified signer, then, as a display
+    note only, the free text the input claims (``admin for alice@example.com``)."""
+    claimed = (claimed or "").strip()
+    return signer if claimed in ("", signer) else f"{signer} for {claimed[:200]}"
+
+
 def _with_signer(record: Record, signer: str) -> Record:
-    if isinstance(record, StartSaga):
-        return record.model_copy(update={"requested_by": signer})
-    if "by" in type(record).model_fields:
-        return record.model_copy(update={"by": signer})
-    return record
+    field = "requested_by" if isinstance(record, StartSaga) else "by"
+    if field not in type(record).model_fields:
+        return record
+    claimed = getattr(record, field, None)
+    return record.model_copy(update={field: signed_identity(signer, claimed)})
 
 
 def guard_input(

@@ -20,6 +20,7 @@ from sagaline.orchestrator.runtime.errors import TopicConfigError
 from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.ports import Outcome, Outgoing
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Record
 from sagaline.schemas.commands import StartSaga
@@ -96,7 +97,7 @@ def wait_terminal(
 
 
 def send_starts(bootstrap: str, prefix: str, codec: JsonCodec, ids: list[str]) -> None:
-    producer = Producer(client_producer_config(bootstrap))
+    producer = SignedProducer(client_producer_config(bootstrap), "client")  # signed, if on
     now = datetime.now(UTC)
     failed: list[object] = []
     for saga_id in ids:

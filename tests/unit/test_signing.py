@@ -19,7 +19,11 @@ from sagaline.orchestrator.runtime.signing import (
     revoke_key,
     signed_message,
 )
-from sagaline.orchestrator.runtime.signing_inputs import guard_input, never_dispatched
+from sagaline.orchestrator.runtime.signing_inputs import (
+    guard_input,
+    never_dispatched,
+    signed_identity,
+)
 from sagaline.orchestrator.runtime.signing_runtime import reset_signing, signer_for
 from sagaline.schemas.base import Envelope
 from sagaline.schemas.commands import SignalSaga
@@ -168,6 +172,8 @@ def test_a_reply_must_answer_a_dispatched_task() -> None:
     assert "never dispatched task" in (never_dispatched(_reply("s1/charge/2/1"), state) or "")
     assert "never dispatched step" in (never_dispatched(_reply("s1/x/1/1", "x"), state) or "")
     assert never_dispatched(_reply("s1/x/1/1", "x"), None) is None  # no saga: NoSaga later
+    own = StepState(name="charge", status="running", run=1, attempt=2, task_id="uuid-2")
+    assert never_dispatched(_reply("uuid-1"), _state(charge=own)) is None  # the logic's own ids
 
 
 @pytest.fixture
@@ -198,7 +204,7 @@ def test_approvals_are_checked_and_by_is_the_verified_signer(signing_on: Path) -
         _signal("ceo@victim.example"),
         state,
     )
-    assert isinstance(record, SignalSaga) and record.by == "admin"
+    assert isinstance(record, SignalSaga) and record.by == "admin for ceo@victim.example"
     with pytest.raises(InputRejected) as caught:
         guard_input(
             topic,
@@ -235,3 +241,9 @@ def test_a_missing_private_key_is_one_config_line(
     with pytest.raises(ConfigError, match="sagaline keys create relay") as caught:
         signer_for("worker")
     assert str(signing_on) not in str(caught.value)  # the key's path is never shown
+
+
+def test_the_recorded_identity_starts_with_the_verified_signer() -> None:
+    assert signed_identity("admin", None) == "admin"
+    assert signed_identity("admin", "admin") == "admin"
+    assert signed_identity("console", "alice") == "console for alice"
