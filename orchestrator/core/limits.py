@@ -143,20 +143,21 @@ def on_granted(ctx: DecisionContext, grant: SlotGranted) -> None:
 def _why_release(ctx: DecisionContext, slot: SlotState) -> str | None:
     """Why ``slot`` must go now, or ``None`` while it is still needed."""
     s = ctx.s
+    st = s.steps.get(slot.step)
+    mine = st is not None and holder_of(ctx, st) == slot.holder_id
+    allowed = _HOLDING if slot.status == "held" else _WAITING
+    if st is not None and mine and st.status not in allowed:
+        return f"step {st.status}"
     if s.is_terminal:
         return f"saga {s.status}"
-    st = s.steps.get(slot.step)
     if st is None:
         return None if _turn_waits(ctx, slot) else "step gone"
-    if holder_of(ctx, st) != slot.holder_id:
+    if not mine:
         return "step ran again"
     if slot.status == "held" and st.status == "running":
         return None  # a worker may be running it, whatever the saga does meanwhile
     if ctx.compensating:
         return "saga compensating"
-    allowed = _HOLDING if slot.status == "held" else _WAITING
-    if st.status not in allowed:
-        return f"step {st.status}"
     return None
 
 
