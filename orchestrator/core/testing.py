@@ -144,6 +144,8 @@ class SagaTestKit(Generic[DataT]):
         self._pending: dict[str, ExecuteStep | CompensateStep] = {}
         self._counter = 0
         self.limiters = KitLimiters()  # concurrency/rate limits: grants come back at once
+        #: what the steps ``run_steps`` ran published: (step, message, fraction, partial)
+        self.progress: list[tuple[str, str | None, float | None, str | None]] = []
 
     # -- feeding inputs --------------------------------------------------------
 
@@ -555,6 +557,7 @@ class SagaTestKit(Generic[DataT]):
                 value = asyncio.run(_await(value))
         except Exception as exc:
             error = exc
+        self.progress.extend((task.step, *item) for item in ctx.progress_items)
         common: dict[str, Any] = {
             "envelope": self.envelope(),
             "step": task.step,
