@@ -56,6 +56,7 @@ from sagaline.orchestrator.core.saga import (
     tool,
     wait_for_signal,
 )
+from sagaline.orchestrator.core.schedule import Schedule
 from sagaline.orchestrator.core.testing import SagaTestKit
 from sagaline.schemas.base import Usage
 
@@ -87,6 +88,7 @@ __all__ = [
     "SagaRejected",
     "SagaTestKit",
     "SagalineError",
+    "Schedule",
     "Settings",
     "SignalInfo",
     "StepContext",

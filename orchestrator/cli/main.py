@@ -67,6 +67,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.config_cmds",
     "sagaline.orchestrator.cli.approval_cmds",
     "sagaline.orchestrator.cli.fork_cmds",
+    "sagaline.orchestrator.cli.schedule_cmds",
     "sagaline.orchestrator.cli.watch_cmds",
     "sagaline.orchestrator.cli.key_cmds",
 )

@@ -47,6 +47,7 @@ from sagaline.orchestrator.demo.console import demo_console
 from sagaline.orchestrator.demo.plan import DemoPlan, plan, seed
 from sagaline.orchestrator.demo.procs import Cluster, ProcessSpec, sagaline_command
 from sagaline.orchestrator.demo.report import outcome_table, render_checks
+from sagaline.orchestrator.demo.schedule_check import check_schedule, schedule_event
 from sagaline.orchestrator.demo.watch import StateWatcher
 from sagaline.orchestrator.replay import definition_lookup, replay
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -162,7 +163,7 @@ class DemoResult:
 
 
 def _orchestrator_argv(instance_id: str, group: str, prefix: str) -> list[str]:
-    args = ["--app", "sagaline.sagas:REGISTRY", "--instance-id", instance_id, "--group", group]
+    args = ["--app", "sagaline.sagas:DEMO_APP", "--instance-id", instance_id, "--group", group]
     args += ["--prefix", prefix, "--session-timeout-ms", "6000"]
     return sagaline_command("orchestrator", "run", *args)
 
@@ -475,6 +476,8 @@ def run_demo(
     result.outcomes = [outcome_of(p, states.get(p.saga_id)) for p in demo.sagas]
     result.checks = check_outcomes(demo, states)
     result.checks.append(check_read_model(read_model, states, ids))
+    result.checks.append(check_schedule(states))
+    result.events.append(schedule_event(states))
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         result.checks += check_effects(conn, tables, demo, states)
     _audit_and_replay(settings, options, names, result, progress)
