@@ -240,7 +240,7 @@ class Worker:
                 raise TypeError(f"{type(record).__name__} is not a task")
         except Exception as exc:
             where = (topic, partition, offset)
-            reason = f"task refused: {exc}"
+            reason = f"{getattr(exc, 'refusal', 'undecodable')} task: {exc}"
             if self._dead_letter(where, msg.key(), value, headers, reason, type(exc).__name__):
                 self._tracker.done(tp, offset)
             return

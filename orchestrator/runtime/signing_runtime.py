@@ -245,23 +245,29 @@ class WorkerProducer(SignedProducer):
         super().__init__(config, "worker")
 
 
-class Unsigned(InputRejected):
+class TaskRefused(InputRejected):
+    """A task whose signature does not let it run (``refusal`` words the dead letter)."""
+
+    refusal = "refused"
+
+
+class Unsigned(TaskRefused):
     """A task without a signature."""
 
 
-class UnknownSigner(InputRejected):
+class UnknownSigner(TaskRefused):
     """A task signed by a key the keyring does not hold."""
 
 
-class BadSignature(InputRejected):
+class BadSignature(TaskRefused):
     """A task whose signature does not match its topic, key and value."""
 
 
-class WrongSigner(InputRejected):
+class WrongSigner(TaskRefused):
     """A task signed by someone who may not write tasks."""
 
 
-_TASK_REFUSALS: dict[str, type[InputRejected]] = {
+_TASK_REFUSALS: dict[str, type[TaskRefused]] = {
     c.__name__: c for c in (Unsigned, UnknownSigner, BadSignature, WrongSigner)
 }
 
@@ -278,6 +284,6 @@ def verify_task(msg: Any, record: R) -> R:
         try:
             verify_record(topic, msg.key(), msg.value(), msg.headers(), allowed, what)
         except InputRejected as exc:
-            refusal = _TASK_REFUSALS.get(exc.error_type, InputRejected)
+            refusal = _TASK_REFUSALS.get(exc.error_type, TaskRefused)
             raise refusal(exc.error_type, exc.reason) from None
     return record
