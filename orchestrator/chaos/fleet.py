@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,12 @@ __all__ = ["Fleet", "FleetProcess", "FleetSpec", "Kind", "snapshot_code"]
 
 Kind = Literal["orchestrator", "worker", "relay"]
 _APP = "sagaline.orchestrator.chaos.storm_saga:registry"
+#: the log line each kind writes once its SIGTERM handler is in place
+_READY: dict[str, str] = {
+    "orchestrator": "sagaline.orchestrator.runtime.engine",
+    "worker": "consuming",
+    "relay": "relay connected",
+}
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,25 @@ class FleetProcess:
         self.kills += 1
         self.start()
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM; the exit code (``None`` when it had to be killed)."""
+    def ready(self) -> bool:
+        """Whether the running incarnation got past its start-up (it logged the line that
+        follows installing its SIGTERM handler): a process restarted by the last kills of a
+        storm may still be importing, and SIGTERM would end it before it could stop."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return _READY[self.kind] in text
+
+    def stop(self, timeout: float = 30.0, ready_timeout: float = 120.0) -> int | None:
+        """SIGTERM once started; the exit code (``None`` when it had to be killed)."""
         if self.proc is None:
             return None
         if self.proc.poll() is not None:
             self.check()
+        deadline = time.monotonic() + ready_timeout
+        while not self.ready() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)

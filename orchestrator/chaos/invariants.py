@@ -243,6 +243,7 @@ def check_invariants(
         "unexpected_exits": len(expected.unexpected_exits),
         "unexpected_exit_examples": [line[:400] for line in expected.unexpected_exits[:3]],
         "unclean_stops": len(bad_exit),
+        "unclean_stop_examples": [f"{k} exited {v}" for k, v in sorted(bad_exit.items())][:5],
         "audit_findings": len(report.findings),
         "audit_examples": [f.render() for f in report.findings[:5]],
     }

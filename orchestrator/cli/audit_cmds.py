@@ -202,6 +202,10 @@ def _register_projection(subparsers: Subparsers) -> None:
     )
     run.add_argument("--batch-size", type=_positive, default=500)
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument(
+        "--instance-id",
+        help="static group member id: a restart under the same id keeps its partitions",
+    )
     _kafka_args(run)
     _database_args(run)
     add_json_flag(run)
@@ -425,6 +429,7 @@ def _projection_run(args: argparse.Namespace) -> int:
         schema=args.db_schema,
         projection=args.name,
         batch_size=args.batch_size,
+        instance_id=args.instance_id,
     )
     stop = threading.Event()
 

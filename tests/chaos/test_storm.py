@@ -20,16 +20,23 @@ from sagaline.orchestrator.chaos.storm import StormConfig, run_storm
 from sagaline.orchestrator.devenv.kafka import LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
 
-pytestmark = [pytest.mark.chaos, pytest.mark.storm]
+pytestmark = [pytest.mark.chaos, pytest.mark.storm, pytest.mark.timeout(900)]
 
-SAGAS = int(os.environ.get("SAGALINE_STORM_SAGAS", "200"))
+#: CI size: a short storm that still applies every fault kind (SIGKILLs of each process
+#: kind, a PostgreSQL crash, a broker SIGKILL and restart, the bad-input flood)
+SAGAS = int(os.environ.get("SAGALINE_STORM_SAGAS", "100"))
 
 
 def test_storm(
     private_kafka_cluster: LocalKafka, private_postgres: LocalPostgres, tmp_path: Path
 ) -> None:
     config = StormConfig(
-        sagas=SAGAS, seed=int(os.environ.get("CHAOS_SEED", "0")), timeout=600.0, sized_rounds=1
+        sagas=SAGAS,
+        seed=int(os.environ.get("CHAOS_SEED", "0")),
+        timeout=600.0,
+        sized_rounds=1,
+        postgres_down=2.0,
+        broker_down=5.0,
     )
     report = run_storm(config, private_kafka_cluster, private_postgres, tmp_path / "logs")
     text = json.dumps(report, indent=1, default=str)
