@@ -18,7 +18,11 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from orchestrator_support import journals
 from psycopg import sql
+
+from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.sagas.digest import DEMO_DIGEST
 
 pytestmark = pytest.mark.integration
 
@@ -141,12 +145,19 @@ def test_demo_survives_crashes_with_clean_audit(
         "journal_audit",
         "read_model",
         "replay_strict",
+        "schedule",
     ):
         assert checks[name]["ok"], checks[name]
 
+    # The digest schedule ran beside them: one digest saga per tick, each audited too.
+    entries = journals(kafka_bootstrap, demo_prefix, AvroCodec())
+    digests = [k for k in entries if k.startswith(f"{DEMO_DIGEST.name}@")]
+    assert digests, "the demo's schedule started no digest"
+    assert any("digest sagas" in e for e in result["events"])
+
     audit = result["audit"]
     assert audit["ok"] is True
-    assert audit["sagas"] == 9
+    assert audit["sagas"] == 9 + len(digests)
     assert audit["findings"] == []
     assert audit["inbox_rows_checked"] > 0
 
