@@ -5,7 +5,9 @@ Customer 12345 asks for $150 back on the order of March 15 2026.  The saga
 1. checks eligibility against the order in Postgres (a rule step: the order
    belongs to the customer and has enough left to refund);
 2. marks the customer record "refund pending" (compensation reverts it);
-3. asks a manager, and waits up to 7 days for the answer;
+3. asks a manager, and waits up to 7 days for the answer; the approval is
+   bound to what the manager is shown (:class:`ApprovalView`: the order, the
+   amount, the reason), so an approve given on another amount is refused;
 4. reverses the payment through the payment provider, passing the step's
    idempotency key (the pivot: no way back after it);
 5. notifies the customer.
@@ -38,6 +40,7 @@ from sagaline.sagas.tables import Tables
 __all__ = [
     "APPROVAL_TIMEOUT",
     "DEMO_APPROVAL_TIMEOUT",
+    "ApprovalView",
     "CustomerUpdate",
     "DemoRefundAgent",
     "Eligibility",
@@ -72,6 +75,15 @@ class RefundRequest(BaseModel):
     decision_note: str | None = None
     reversal_id: str | None = None
     notification_id: int | None = None
+
+
+class ApprovalView(BaseModel):
+    """What the manager approves: an approve carries this view's SHA-256."""
+
+    customer_id: int
+    order_id: str
+    amount_cents: int
+    reason: str
 
 
 class Eligibility(BaseModel):
@@ -214,6 +226,16 @@ class RefundAgent(Saga[RefundRequest]):
 
     manager_approval = approval(timeout=APPROVAL_TIMEOUT)
 
+    @manager_approval.shows
+    def approval_view(self, data: RefundRequest) -> ApprovalView:
+        """The manager is shown the order and the amount; the approve is bound to them."""
+        return ApprovalView(
+            customer_id=data.customer_id,
+            order_id=data.order_id,
+            amount_cents=data.amount_cents,
+            reason=data.reason,
+        )
+
     @manager_approval.on_signal
     def record_decision(self, data: RefundRequest, signal: SignalInfo) -> RefundRequest:
         """Keep who decided, and their note, in the saga data."""
@@ -275,3 +297,4 @@ class DemoRefundAgent(RefundAgent):
 
     manager_approval = approval(timeout=DEMO_APPROVAL_TIMEOUT)
     manager_approval.on_signal(RefundAgent.record_decision)
+    manager_approval.shows(RefundAgent.approval_view)

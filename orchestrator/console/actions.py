@@ -132,16 +132,20 @@ async def decide(request: Request) -> Response:
     decision = form.get("decision")
     wait = str(form.get("wait", "")).strip()
     note = str(form.get("note", "")).strip()[:500] or None
+    seen = str(form.get("seen", "")).strip() or None  # a bound approval's view, as shown
     if decision not in ("approve", "reject") or not wait:
         raise HTTPException(400, "a decision is approve or reject, on a named wait")
     saga_type = await _saga_type(console, saga_id)
     if not user.may_approve(saga_type):
         raise HTTPException(403, f"{user.name} may not decide approvals of {saga_type}")
     client = console.writer()
-    call = client.approve if decision == "approve" else client.reject
-    outcome = await run_in_threadpool(
-        _send_and_judge, console, lambda: call(saga_id, wait, by=user.name, note=note)
-    )
+
+    def send() -> Receipt:
+        if decision == "approve":
+            return client.approve(saga_id, wait, by=user.name, note=note, seen_sha256=seen)
+        return client.reject(saga_id, wait, by=user.name, note=note)
+
+    outcome = await run_in_threadpool(_send_and_judge, console, send)
     past = "approved" if decision == "approve" else "rejected"
     _report(request, f"{wait} of {saga_id} {past} by {user.name}", outcome)
     return redirect(safe_next(form.get("next"), f"/sagas/{saga_id}"))

@@ -106,6 +106,9 @@ class ApprovalItem:
     data: Any
     tool: str | None = None
     tool_args: Any = None
+    #: a bound approval's view (what the approver is shown) and its SHA-256
+    shown: Any = None
+    shown_sha256: str | None = None
 
 
 class ReadModel:
@@ -214,6 +217,8 @@ def _approvals_of(state: SagaState, requested_by: str | None) -> list[ApprovalIt
                 data=data,
                 tool=agent.pending_tool if agent else None,
                 tool_args=payload_view(agent.pending_args) if agent else None,
+                shown=payload_view(w.shown) if w.shown is not None else None,
+                shown_sha256=w.shown_sha256,
             )
         )
     return items

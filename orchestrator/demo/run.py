@@ -228,12 +228,17 @@ class _People:
             state = states.get(saga_id)
             if state is None:
                 continue
-            if p.action in ("approve", "reject") and any(
-                w.name == "manager_approval" for w in state.waits
-            ):
+            wait = next((w for w in state.waits if w.name == "manager_approval"), None)
+            if p.action in ("approve", "reject") and wait is not None:
                 assert p.by is not None
-                if p.action == "approve":
-                    self.client.approve(saga_id, "manager_approval", by=p.by, note="within policy")
+                if p.action == "approve":  # on the view the manager was shown (bound)
+                    self.client.approve(
+                        saga_id,
+                        "manager_approval",
+                        by=p.by,
+                        note="within policy",
+                        seen_sha256=wait.shown_sha256,
+                    )
                 else:
                     self.client.reject(saga_id, "manager_approval", by=p.by, note="not covered")
                 del self.pending[saga_id]

@@ -285,8 +285,11 @@ def run_refunds(
                 state = watcher.get(p.saga_id)
                 if state is None or state.is_terminal:
                     continue
-                if p.action == "approve":
-                    client.approve(p.saga_id, "manager_approval", by=p.by or "m", note="ok")
+                if p.action == "approve":  # bound: on the view the manager was shown
+                    seen = next((w.shown_sha256 for w in state.waits), None)
+                    client.approve(
+                        p.saga_id, "manager_approval", by=p.by or "m", note="ok", seen_sha256=seen
+                    )
                 else:
                     client.reject(p.saga_id, "manager_approval", by=p.by or "m", note="no")
 
