@@ -20,10 +20,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -35,11 +36,13 @@ __all__ = [
     "ChatModel",
     "ChatResponse",
     "OpenAIChatModel",
+    "PartialSink",
     "ScriptedModel",
     "ToolCall",
     "ToolSpec",
     "count_tokens",
     "model_from_env",
+    "read_stream",
 ]
 
 
@@ -78,8 +81,17 @@ class ChatResponse(BaseModel):
     model: str = ""
 
 
+#: Receives each chunk of the answer's text as the model produces it (``ctx.progress``).
+PartialSink = Callable[[str], None]
+
+
 class ChatModel(Protocol):
-    """Anything that completes a chat; ``idempotency_key`` is the step's key."""
+    """Anything that completes a chat; ``idempotency_key`` is the step's key.
+
+    With ``on_partial`` the answer's text is streamed: each chunk is handed
+    over as it arrives (``on_partial=lambda c: ctx.progress(partial=c)``),
+    and the complete answer is returned as without it.
+    """
 
     def complete(
         self,
@@ -87,6 +99,7 @@ class ChatModel(Protocol):
         tools: Sequence[ToolSpec] = (),
         *,
         idempotency_key: str | None = None,
+        on_partial: PartialSink | None = None,
     ) -> ChatResponse: ...
 
 
@@ -125,10 +138,14 @@ class ScriptedModel:
         tools: Sequence[ToolSpec] = (),
         *,
         idempotency_key: str | None = None,
+        on_partial: PartialSink | None = None,
     ) -> ChatResponse:
         with self._lock:  # workers run steps on several threads
             self.calls += 1
         answer = self._policy(messages, tools)
+        if on_partial is not None and answer.content:
+            for chunk in re.findall(r"\s*\S+", answer.content):  # word by word, as a stream
+                on_partial(chunk)
         out_text = (answer.content or "") + "".join(
             json.dumps(c.arguments, sort_keys=True) for c in answer.tool_calls
         )
@@ -139,6 +156,40 @@ class ScriptedModel:
                 "model": answer.model or self.name,
             }
         )
+
+
+def read_stream(lines: Iterable[bytes], on_partial: PartialSink) -> dict[str, Any]:
+    """Assemble a streamed chat completion (``data: {...}`` lines until ``data: [DONE]``)
+    into the shape of a non-streamed one, handing each text delta to ``on_partial``."""
+    text: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    out: dict[str, Any] = {"model": "", "usage": {}}
+    for line in lines:
+        if not line.startswith(b"data:"):
+            continue  # blank separators, comments, other fields
+        payload = line[5:].decode("utf-8").strip()
+        if payload == "[DONE]":
+            break
+        chunk = json.loads(payload)
+        out["model"] = chunk.get("model") or out["model"]
+        out["usage"] = chunk.get("usage") or out["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                text.append(delta["content"])
+                on_partial(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                slot = calls.setdefault(int(call.get("index", 0)), {"name": "", "arguments": ""})
+                slot["id"] = call.get("id") or slot.get("id", "")
+                fn = call.get("function") or {}
+                slot["name"] += fn.get("name") or ""
+                slot["arguments"] += fn.get("arguments") or ""
+    tool_calls = [
+        {"id": c["id"] or c["name"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for _, c in sorted(calls.items())
+    ]
+    message = {"content": "".join(text) or None, "tool_calls": tool_calls}
+    return {**out, "choices": [{"message": message}]}
 
 
 class OpenAIChatModel:
@@ -236,8 +287,12 @@ class OpenAIChatModel:
         tools: Sequence[ToolSpec] = (),
         *,
         idempotency_key: str | None = None,
+        on_partial: PartialSink | None = None,
     ) -> ChatResponse:
-        data = json.dumps(self.request_body(messages, tools)).encode()
+        body = self.request_body(messages, tools)
+        if on_partial is not None:  # server-sent events, the usage in the last one
+            body.update({"stream": True, "stream_options": {"include_usage": True}})
+        data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -246,7 +301,10 @@ class OpenAIChatModel:
         request = urllib.request.Request(self._url, data=data, headers=headers, method="POST")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                raw = json.loads(response.read())
+                if on_partial is None:
+                    raw = json.loads(response.read())
+                else:
+                    raw = read_stream(response, on_partial)
         except urllib.error.HTTPError as exc:
             if exc.code == 429 or exc.code >= 500:
                 raise RetryableError(f"LLM endpoint answered HTTP {exc.code}") from exc

@@ -302,8 +302,12 @@ class ResearchAgent(Saga[ResearchData]):
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
             for t in turn.tools
         ]
+        ctx.progress(f"turn {turn.turn}: asking {turn.model or 'the model'}")
         response = (self.model or research_model(turn.model)).complete(
-            transcript(turn), specs, idempotency_key=ctx.idempotency_key
+            transcript(turn),
+            specs,
+            idempotency_key=ctx.idempotency_key,
+            on_partial=lambda chunk: ctx.progress(partial=chunk),  # sagaline watch shows it live
         )
         record_llm_call(ctx, response)
         return decision_from(response)
