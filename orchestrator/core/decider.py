@@ -176,6 +176,8 @@ def _start(ctx: DecisionContext, cmd: StartSaga) -> str | None:
             parent=cmd.parent,
         )
     )
+    if limits.hold_saga(ctx):
+        return None  # a saga-type limit: the first node is entered on the grant
     ctx.enter(ctx.defn.next_node(None), previous=None, via="start")
     _advance(ctx)
     return None

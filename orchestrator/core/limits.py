@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
     from sagaline.schemas.state import StepState
 
-__all__ = ["Limit", "hold_back", "limit_of", "on_granted", "settle"]
+__all__ = ["SAGA_SLOT", "Limit", "hold_back", "hold_saga", "limit_of", "on_granted", "settle"]
+
+#: the ``step`` of a saga-type limit's slot (held from the start to the end)
+SAGA_SLOT = "(saga)"
 
 #: step statuses in which a held slot stays held (the run is not over)
 _HOLDING = frozenset({"pending", "ready", "running", "retry_wait"})
@@ -72,9 +75,24 @@ def hold_back(ctx: DecisionContext, st: StepState) -> bool:
     slot = next((x for x in ctx.s.slots if x.holder_id == holder), None)
     if slot is not None:
         return slot.status != "held"
+    _acquire(ctx, limit, st.name, holder)
+    return True
+
+
+def hold_saga(ctx: DecisionContext) -> bool:
+    """A saga type's own limit (``limit = Limit(...)`` on the class): ask for its slot
+    before the first node (``True``: the saga waits for it)."""
+    limit = getattr(ctx.defn, "limit", None)
+    if not isinstance(limit, Limit):
+        return False
+    _acquire(ctx, limit, SAGA_SLOT, f"{ctx.s.saga_id}/{SAGA_SLOT}/1")
+    return True
+
+
+def _acquire(ctx: DecisionContext, limit: Limit[Any], step: str, holder: str) -> None:
     key = limit.key_of(ctx.data())
     lid = limiter_id(limit.name, key)
-    ctx.emit(StepQueued(at=ctx.now, step=st.name, limiter_id=lid, holder_id=holder))
+    ctx.emit(StepQueued(at=ctx.now, step=step, limiter_id=lid, holder_id=holder))
     ctx.send(
         "commands",
         AcquireSlot(
@@ -86,7 +104,7 @@ def hold_back(ctx: DecisionContext, st: StepState) -> bool:
                 saga_id=ctx.s.saga_id,
                 saga_type=ctx.s.saga_type,
                 saga_version=ctx.s.saga_version,
-                step=st.name,
+                step=step,
                 at=ctx.now,
             ),
             max_running=limit.max_running,
@@ -94,7 +112,6 @@ def hold_back(ctx: DecisionContext, st: StepState) -> bool:
             per_ms=limit.per_ms,
         ),
     )
-    return True
 
 
 def _release(ctx: DecisionContext, slot: SlotState, reason: str) -> None:
@@ -126,7 +143,8 @@ def on_granted(ctx: DecisionContext, grant: SlotGranted) -> None:
     slot = next((x for x in ctx.s.slots if x.holder_id == grant.holder_id), None)
     if slot is None or slot.status != "queued":
         ctx.ignore("stale", f"slot of {grant.step} from {grant.limiter_id}")
-        if slot is None:
+        if slot is None and grant.holder_id.startswith(f"{ctx.s.saga_id}/"):
+            # ours, but no longer wanted (a fork's copied grant names its source's slot)
             _send_release(ctx, grant.limiter_id, grant.holder_id, "not waiting")
         return
     ctx.emit(
@@ -138,11 +156,17 @@ def on_granted(ctx: DecisionContext, grant: SlotGranted) -> None:
             queued_at=grant.queued_at,
         )
     )
+    if slot.step == SAGA_SLOT and ctx.s.node is None and not ctx.compensating:
+        ctx.enter(ctx.defn.next_node(None), previous=None, via="start")
 
 
 def _why_release(ctx: DecisionContext, slot: SlotState) -> str | None:
     """Why ``slot`` must go now, or ``None`` while it is still needed."""
     s = ctx.s
+    if slot.step == SAGA_SLOT:  # held to the end; a queued one leaves on compensation
+        if s.is_terminal:
+            return f"saga {s.status}"
+        return "saga compensating" if slot.status == "queued" and ctx.compensating else None
     st = s.steps.get(slot.step)
     mine = st is not None and holder_of(ctx, st) == slot.holder_id
     allowed = _HOLDING if slot.status == "held" else _WAITING

@@ -189,7 +189,19 @@ class Limited(Saga[Work]):
         return None
 
 
-LOGIC = CoreLogic.from_object(Limited)
+class Whole(Saga[Work]):
+    """Limited as a type: one saga per customer from its start to its end."""
+
+    type_name = "test.whole"
+    version = 1
+    limit = Limit("whole", key=lambda d: d.customer, max_running=1)
+
+    @step(compensate=None, timeout=timedelta(seconds=30), retry=Retry(max_attempts=1))
+    def only(self, ctx: Any, data: Work) -> None:
+        return None
+
+
+LOGIC = CoreLogic.from_object([Limited, Whole])
 
 
 @dataclass
@@ -204,13 +216,13 @@ class World:
     grants: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     seq: int = 0
 
-    def env(self, saga_id: str) -> Envelope:
+    def env(self, saga_id: str, saga_type: str = Limited.type_name) -> Envelope:
         self.seq += 1
         self.now += timedelta(milliseconds=10)
         return Envelope(
             message_id=derive_message_id("world", self.seq),
             saga_id=saga_id,
-            saga_type=Limited.type_name,
+            saga_type=saga_type,
             occurred_at=self.now,
         )
 
@@ -244,7 +256,7 @@ class World:
 
     def answer(self, index: int, how: str) -> None:
         task = self.tasks.pop(index % len(self.tasks))
-        env = self.env(task.envelope.saga_id)
+        env = self.env(task.envelope.saga_id, task.envelope.saga_type)
         if how == "ok":
             reply: Record = StepSucceeded.for_task(task, envelope=env)
         elif how == "fail":
@@ -258,18 +270,25 @@ class World:
     def check(self) -> None:
         running: dict[str, int] = defaultdict(int)
         holding: dict[str, int] = defaultdict(int)
+        whole: dict[str, int] = defaultdict(int)
         for state in self.states.values():
             assert isinstance(state, SagaState)
             if state.saga_type == LIMITER_SAGA_TYPE:
                 assert len(from_payload(state.data, LimiterData).holders) <= 2
                 continue
             customer = from_payload(state.data, Work).customer
+            if state.saga_type == Whole.type_name:
+                entered = state.node is not None and not state.is_terminal
+                whole[customer] += 1 if entered else 0
+                assert not entered or [x.status for x in state.slots] == ["held"]
+                continue
             work = state.steps.get("work")
             if work is not None and work.status == "running":
                 running[customer] += 1
             holding[customer] += sum(1 for s in state.slots if s.status == "held")
         assert all(v <= 2 for v in running.values()), running
         assert all(v <= 2 for v in holding.values()), holding
+        assert all(v <= 1 for v in whole.values()), whole
 
 
 action = st.tuples(
@@ -282,18 +301,27 @@ action = st.tuples(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     customers=st.lists(st.sampled_from(["a", "b"]), min_size=2, max_size=8),
+    wholes=st.lists(st.sampled_from(["a", "b"]), max_size=4),
     actions=st.lists(action, max_size=120),
 )
 def test_sagas_never_run_more_than_the_limit_and_leak_no_slot(
-    customers: list[str], actions: list[tuple[str, int, str]]
+    customers: list[str], wholes: list[str], actions: list[tuple[str, int, str]]
 ) -> None:
     world = World()
     saga_ids = [f"saga-{i}" for i in range(len(customers))]
-    for saga_id, customer in zip(saga_ids, customers, strict=True):
+    whole_ids = [f"whole-{i}" for i in range(len(wholes))]
+    starts = [(i, c, Limited.type_name) for i, c in zip(saga_ids, customers, strict=True)]
+    starts += [(i, c, Whole.type_name) for i, c in zip(whole_ids, wholes, strict=True)]
+    for saga_id, customer, saga_type in starts:
         payload = to_payload(Work(customer=customer))
         world.topic[saga_id].append(
-            StartSaga(envelope=world.env(saga_id), data=payload, input_sha256=input_sha256(payload))
+            StartSaga(
+                envelope=world.env(saga_id, saga_type),
+                data=payload,
+                input_sha256=input_sha256(payload),
+            )
         )
+    saga_ids += whole_ids
     for kind, n, how in actions:
         keys = sorted(k for k, msgs in world.topic.items() if msgs)
         if kind in ("deliver", "abort") and keys:

@@ -92,3 +92,26 @@ def test_a_limit_says_what_is_wrong_in_one_line(kwargs: dict[str, Any], message:
 def test_a_limit_name_has_no_colon() -> None:
     with pytest.raises(SagaDefinitionError, match="without ':'"):
         Limit("a:b", key=lambda d: "k", max_running=1)
+
+
+class Nightly(Saga[Call]):
+    """A saga type limited as a whole: one running per provider."""
+
+    type_name = "test.nightly"
+    limit = Limit("nightly", key=lambda d: d.provider, max_running=1)
+
+    @step(compensate=None)
+    def run(self, ctx: Any, data: Call) -> None:
+        return None
+
+
+def test_a_saga_type_limit_holds_its_slot_from_the_start_to_the_end() -> None:
+    kit = SagaTestKit(Nightly)
+    kit.start(Call(provider="p"))
+    kit.expect_event(StepQueued, step="(saga)", limiter_id="limit:nightly:p")
+    kit.expect_event(SlotAcquired, step="(saga)")
+    kit.succeed(Nightly.run)
+    kit.expect_status("completed")
+    kit.expect_event(SlotReleased, step="(saga)", reason="saga completed")
+    data = from_payload(kit.limiters.states["limit:nightly:p"].data, LimiterData)
+    assert (data.holders, data.queue, data.granted_total) == ([], [], 1)
