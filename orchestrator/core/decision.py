@@ -303,6 +303,7 @@ class DecisionContext:
 
     def finish(self, status: FinalStatus, reason: str | None) -> None:
         """End the saga; a child saga replies to its parent's node."""
+        limits.release_all(self, f"saga {status}")  # its slots go back before it ends
         self.emit(SagaFinished(at=self.now, status=status, reason=reason))
         parent = self.s.parent
         if parent is None:

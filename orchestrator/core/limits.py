@@ -41,7 +41,16 @@ if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
     from sagaline.schemas.state import StepState
 
-__all__ = ["SAGA_SLOT", "Limit", "hold_back", "hold_saga", "limit_of", "on_granted", "settle"]
+__all__ = [
+    "SAGA_SLOT",
+    "Limit",
+    "hold_back",
+    "hold_saga",
+    "limit_of",
+    "on_granted",
+    "release_all",
+    "settle",
+]
 
 #: the ``step`` of a saga-type limit's slot (held from the start to the end)
 SAGA_SLOT = "(saga)"
@@ -196,6 +205,12 @@ def _turn_waits(ctx: DecisionContext, slot: SlotState) -> bool:
         and agent.phase == "thinking"
         and agent.turn == turn
     )
+
+
+def release_all(ctx: DecisionContext, reason: str) -> None:
+    """The saga is ending: every slot goes back (a step that ended says so)."""
+    for slot in list(ctx.s.slots):
+        _release(ctx, slot, _why_release(ctx, slot) or reason)
 
 
 def settle(ctx: DecisionContext) -> None:

@@ -10,9 +10,11 @@ from pydantic import BaseModel
 
 from sagaline import Limit, Saga, SagaTestKit, step
 from sagaline.orchestrator.cli.status_view import summary, text
+from sagaline.orchestrator.core.audit_rules import audit_entries
 from sagaline.orchestrator.core.errors import SagaDefinitionError
 from sagaline.orchestrator.core.limiter import LimiterData
 from sagaline.orchestrator.core.payloads import from_payload
+from sagaline.orchestrator.core.replay_check import check_saga
 from sagaline.schemas.limits import SlotAcquired, SlotReleased, StepQueued
 
 pytestmark = pytest.mark.unit
@@ -115,3 +117,15 @@ def test_a_saga_type_limit_holds_its_slot_from_the_start_to_the_end() -> None:
     kit.expect_event(SlotReleased, step="(saga)", reason="saga completed")
     data = from_payload(kit.limiters.states["limit:nightly:p"].data, LimiterData)
     assert (data.holders, data.queue, data.granted_total) == ([], [], 1)
+
+
+def test_a_limited_saga_audits_clean_and_replays_strictly() -> None:
+    kit = SagaTestKit(TwoCalls, saga_id="audited")
+    kit.start(Call(provider="openai"))
+    kit.succeed(TwoCalls.first)
+    kit.advance(minutes=1)
+    kit.succeed(TwoCalls.second)
+    kit.expect_status("completed")
+    assert audit_entries({"audited": kit.journal}).findings == []
+    checked, divergences = check_saga(kit.journal, lambda _t, _v: TwoCalls)
+    assert checked == len(kit.journal) and divergences == []
