@@ -3,17 +3,15 @@ tick and clock jumps (forward: downtime; backward: a clock that was fixed),
 a tick never starts two sagas, and no tick is skipped beyond what the declared
 catch-up policy skips.
 
-The runtime is modelled exactly as the engine drives a schedule: only
-committed decisions survive (a crash drops the decision in flight, its
-``StartSaga`` commands and its new cursor together, as one Kafka transaction
-does), every restart sends the declaration again, and the tick timer fires
-when the clock has passed its due time.
+``ScheduleTestKit`` drives the schedule as the engine does: only committed
+decisions survive (a crash drops the decision in flight, its ``StartSaga``
+commands and its new cursor together, as one Kafka transaction does), every
+restart sends the declaration again, and the tick timer fires when the clock
+has passed its due time.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,16 +23,7 @@ from pydantic import BaseModel
 from sagaline import Saga, StepContext, step
 from sagaline.orchestrator.core.payloads import from_payload
 from sagaline.orchestrator.core.schedule import Schedule, due_ticks
-from sagaline.orchestrator.core.schedule_decide import (
-    ScheduleData,
-    decide_schedule,
-    declaration,
-    schedule_data,
-    tick_input,
-)
-from sagaline.schemas.base import Envelope
-from sagaline.schemas.commands import PauseSaga, ResumeSaga, StartSaga
-from sagaline.schemas.state import SagaState
+from sagaline.orchestrator.core.schedule_testing import ScheduleTestKit
 
 pytestmark = pytest.mark.unit
 
@@ -93,79 +82,43 @@ def schedules(draw: st.DrawFn) -> Schedule[TickData]:
     )
 
 
-#: ("advance", seconds) | ("back", seconds) | ("fire", crash) | ("restart", crash)
+#: what happens between two looks at the schedule
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("advance"), st.integers(0, 3 * 3600)),
-        st.tuples(st.just("advance"), st.integers(0, 4 * 86_400)),  # downtime
-        st.tuples(st.just("back"), st.integers(0, 2 * 3600)),  # a clock jump back
-        st.tuples(st.just("fire"), st.booleans()),
-        st.tuples(st.just("restart"), st.booleans()),
+        st.tuples(st.just("advance"), st.integers(0, 3 * 3600)),  # an orchestrator runs
+        st.tuples(st.just("down"), st.integers(0, 4 * 86_400)),  # downtime, then a restart
+        st.tuples(st.just("jump"), st.integers(-2 * 3600, 6 * 3600)),  # the wall clock jumps
+        st.tuples(st.just("kill_in_tick"), st.integers(0, 600)),  # SIGKILL during a tick
+        st.tuples(st.just("restart"), st.booleans()),  # a restart (crashing or not)
     ),
     min_size=1,
     max_size=40,
 )
 
 
-@dataclass
-class Runtime:
-    """The committed world: the schedule's snapshot and every StartSaga committed."""
-
-    schedule: Schedule[TickData]
-    now: datetime
-    state: SagaState | None = None
-    started: list[StartSaga] = field(default_factory=list)
-    #: (decision time, cursor before, data after) of every committed tick decision
-    ticks: list[tuple[datetime, datetime, ScheduleData]] = field(default_factory=list)
-
-    def commit(self, message: object, crash: bool) -> None:
-        decision = decide_schedule(self.schedule, self.state, message)
-        assert decision.rejected is None
-        if crash:
-            return  # the transaction never committed: state and starts are both lost
-        if decision.state is not self.state and self.state is not None and decision.starts:
-            before = schedule_data(self.state).since
-            self.ticks.append((self.now, before, schedule_data(decision.state)))  # type: ignore[arg-type]
-        self.state = decision.state
-        self.started.extend(decision.starts)
-
-    def restart(self, crash: bool) -> None:
-        self.commit(declaration(self.schedule, at=self.now, message_id=str(uuid.uuid4())), crash)
-
-    def due(self) -> bool:
-        if self.state is None:
-            return False
-        return any(t.due_at <= self.now for t in self.state.timers)
-
-    def fire(self, crash: bool) -> None:
-        if self.due():
-            assert self.state is not None
-            message = tick_input(self.state, self.now)
-            assert message is not None
-            self.commit(message, crash)
-
-    def drain(self) -> None:
-        for _ in range(10_000):
-            if not self.due():
-                return
-            self.fire(False)
-        raise AssertionError("the schedule never caught up")
-
-
-def run(schedule: Schedule[TickData], start: datetime, ops: list[tuple[str, Any]]) -> Runtime:
-    rt = Runtime(schedule, start)
-    rt.restart(False)
+def run(
+    schedule: Schedule[TickData], start: datetime, ops: list[tuple[str, Any]]
+) -> ScheduleTestKit:
+    kit = ScheduleTestKit(schedule, now=start)
     for op, arg in ops:
         if op == "advance":
-            rt.now += timedelta(seconds=arg)
-        elif op == "back":
-            rt.now -= timedelta(seconds=arg)
-        elif op == "fire":
-            rt.fire(arg)
+            kit.advance(seconds=arg)
+        elif op == "down":
+            kit.down(seconds=arg)
+            kit.restart()
+        elif op == "jump":
+            kit.jump(seconds=arg)
+        elif op == "kill_in_tick":
+            due = kit.next_due
+            if due is not None:
+                kit.now = max(kit.now, due)  # the tick comes due ...
+                kit.fire(crash=True)  # ... and the orchestrator dies before its commit
+                kit.down(seconds=arg)
+                kit.restart()
         else:
-            rt.restart(arg)
-    rt.drain()
-    return rt
+            kit.restart(crash=arg)
+    kit.restart()
+    return kit
 
 
 def all_ticks(schedule: Schedule[TickData], after: datetime, until: datetime) -> list[datetime]:
@@ -177,14 +130,13 @@ def all_ticks(schedule: Schedule[TickData], after: datetime, until: datetime) ->
 def test_a_tick_never_starts_two_sagas(
     schedule: Schedule[TickData], start: datetime, ops: list[tuple[str, Any]]
 ) -> None:
-    rt = run(schedule, start, ops)
-    ids = [s.envelope.saga_id for s in rt.started]
+    kit = run(schedule, start, ops)
+    ids = kit.started_ids
     assert len(ids) == len(set(ids))
-    ticks = [from_payload(s.data, TickData).tick for s in rt.started]
+    ticks = [from_payload(s.data, TickData).tick for s in kit.starts]
     assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)
-    assert rt.state is not None
-    declared = schedule_data(rt.state).declared_at
-    for s, tick in zip(rt.started, ticks, strict=True):
+    declared = kit.data.declared_at
+    for s, tick in zip(kit.starts, ticks, strict=True):
         assert tick > declared
         assert schedule.next_after(tick - timedelta(microseconds=1)) == tick  # a real tick
         assert s.envelope.saga_id == schedule.saga_id(tick)  # deterministic id
@@ -196,10 +148,9 @@ def test_a_tick_never_starts_two_sagas(
 def test_no_tick_is_skipped_beyond_the_policy(
     schedule: Schedule[TickData], start: datetime, ops: list[tuple[str, Any]]
 ) -> None:
-    rt = run(schedule, start, ops)
-    assert rt.state is not None
-    data = schedule_data(rt.state)
-    started = [from_payload(s.data, TickData).tick for s in rt.started]
+    kit = run(schedule, start, ops)
+    data = kit.data
+    started = [from_payload(s.data, TickData).tick for s in kit.starts]
     every = all_ticks(schedule, data.declared_at, data.since)
     # every tick up to the cursor was decided: started or counted as skipped
     assert data.started == len(started)
@@ -207,17 +158,23 @@ def test_no_tick_is_skipped_beyond_the_policy(
     if schedule.catch_up == "all":
         assert started == every  # nothing skipped at all
     # the cursor reached the latest tick the clock has passed (nothing left pending)
-    assert not rt.due()
-    for decided_at, before, after in rt.ticks:
+    due = kit.next_due
+    assert due is not None and due > kit.now  # nothing left pending
+    before, count = data.declared_at, 0
+    for decided_at, after in kit.ticks:
         latest = schedule.latest_at_or_before(decided_at)
-        if schedule.catch_up == "one":
-            # the latest due tick always starts
-            assert after.last_started == latest
-        if schedule.catch_up == "skip":
-            assert after.last_started is not None
-            assert decided_at - after.last_started <= schedule.grace
-            assert after.last_started == latest
-        assert after.last_started is not None and after.last_started > before
+        began = after.started - count
+        if schedule.catch_up != "all":
+            assert after.cursor == latest  # every due tick was decided at once
+            on_time = decided_at - latest <= schedule.grace
+            # "one" always starts the latest; "skip" starts it only when it is on time
+            assert began == (1 if schedule.catch_up == "one" or on_time else 0)
+            if began:
+                assert after.last_started == latest
+        else:
+            assert 1 <= began <= schedule.max_per_decision
+        assert after.cursor is not None and after.cursor > before
+        before, count = after.cursor, after.started
 
 
 @settings(max_examples=100, deadline=None)
@@ -232,32 +189,21 @@ def test_a_firing_on_time_starts_the_tick_under_every_policy(
     assert due.cursor == tick
 
 
-def _command(kind: type[PauseSaga | ResumeSaga], schedule: Schedule[Any], at: datetime) -> Any:
-    env = Envelope(
-        message_id=str(uuid.uuid4()),
-        saga_id=schedule.schedule_id,
-        saga_type="sagaline.schedule",
-        occurred_at=at,
-    )
-    return kind(envelope=env, by="ops", reason="test")
-
-
 @settings(max_examples=60, deadline=None)
 @given(schedules(), st.sampled_from(STARTS), st.integers(60, 3 * 86_400), st.integers(0, 86_400))
 def test_a_paused_schedule_starts_nothing_and_resumes_after_the_pause(
     schedule: Schedule[TickData], start: datetime, paused_for: int, after: int
 ) -> None:
-    rt = run(schedule, start, [])
-    rt.commit(_command(PauseSaga, schedule, rt.now), False)
-    assert rt.state is not None and rt.state.status == "paused" and not rt.state.timers
-    rt.now += timedelta(seconds=paused_for)
-    rt.drain()
-    assert rt.started == []
-    resumed_at = rt.now
-    rt.commit(_command(ResumeSaga, schedule, rt.now), False)
-    rt.now += timedelta(seconds=after)
-    rt.drain()
-    ticks = [from_payload(s.data, TickData).tick for s in rt.started]
+    kit = ScheduleTestKit(schedule, now=start)
+    kit.pause("ops")
+    assert kit.state is not None and kit.state.status == "paused" and kit.next_due is None
+    kit.advance(seconds=paused_for)
+    kit.down(seconds=paused_for)
+    kit.restart()  # the pause survives a restart
+    assert kit.starts == [] and kit.data.paused
+    resumed_at = kit.now
+    kit.resume("ops")
+    kit.advance(seconds=after)
+    ticks = [from_payload(s.data, TickData).tick for s in kit.starts]
     assert all(t > resumed_at for t in ticks)  # a tick of the pause never starts
-    if schedule.catch_up == "all":
-        assert ticks == all_ticks(schedule, resumed_at, rt.now)
+    assert ticks == all_ticks(schedule, resumed_at, kit.now)  # on time: every policy starts it
