@@ -59,9 +59,11 @@ from sagaline.orchestrator.core.saga import (
 from sagaline.orchestrator.core.schedule import Schedule
 from sagaline.orchestrator.core.testing import SagaTestKit
 from sagaline.schemas.base import Usage
+from sagaline.schemas.personal import ERASED, Personal, Secret
 
 __all__ = [
     "DONE",
+    "ERASED",
     "AgentDecision",
     "AgentTurn",
     "Budget",
@@ -74,6 +76,7 @@ __all__ = [
     "Node",
     "OrchestratorError",
     "Outgoing",
+    "Personal",
     "Receipt",
     "Relay",
     "Retry",
@@ -89,6 +92,7 @@ __all__ = [
     "SagaTestKit",
     "SagalineError",
     "Schedule",
+    "Secret",
     "Settings",
     "SignalInfo",
     "StepContext",

@@ -43,6 +43,7 @@ from sagaline.consumers.replies import failure_reply, restamp, success_reply
 from sagaline.consumers.store import InboxClaim, WorkerStore
 from sagaline.consumers.wire import Codec, dump_payload, load_payload
 from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.runtime.data_keys import saga_scope
 from sagaline.orchestrator.runtime.metrics import observe_step
 from sagaline.orchestrator.runtime.telemetry import (
     TRACE_HEADERS,
@@ -51,6 +52,7 @@ from sagaline.orchestrator.runtime.telemetry import (
 )
 from sagaline.schemas.base import Payload, Record
 from sagaline.schemas.errors import SchemaError
+from sagaline.schemas.personal import use_saga_keys
 from sagaline.schemas.replies import REPLY_TYPES
 from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
@@ -221,6 +223,7 @@ class TaskRunner:
         task: Task,
         store: PostgresPayloadStore | None,
     ) -> Payload | None:
+        use_saga_keys(saga_scope(task.envelope.saga_id))  # personal fields: this saga's key
         args: Any = task.args
         if handler.args_type is not None:
             args = load_payload(task.args, handler.args_type, store)

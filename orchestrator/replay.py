@@ -12,6 +12,7 @@ exactly what the running sagas recorded, so it is safe to roll out;
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sagaline.orchestrator.core.replay_check import (
@@ -23,6 +24,11 @@ from sagaline.orchestrator.core.replay_check import (
     definition_lookup,
     event_diff,
     replay_entries,
+)
+from sagaline.orchestrator.runtime.data_keys import (
+    DataKeyError,
+    DataKeyStore,
+    journal_keys_topic,
 )
 from sagaline.orchestrator.runtime.journal_reader import JournalRead, Progress, read_journal
 from sagaline.orchestrator.runtime.loader import load_object
@@ -41,6 +47,8 @@ __all__ = [
     "replay",
     "replay_entries",
 ]
+
+log = logging.getLogger(__name__)
 
 #: where ``sagaline replay --strict`` finds the saga definitions by default
 DEFAULT_DEFINITIONS = "sagaline.sagas:REGISTRY"
@@ -63,8 +71,14 @@ def replay(
     codec: RecordCodec | None = None,
     progress: Progress | None = None,
     timeout: float = 60.0,
+    keys: DataKeyStore | None = None,
 ) -> ReplayReport:
-    """Read the journal ``topic`` and replay it (see the module docstring)."""
+    """Read the journal ``topic`` and replay it (see the module docstring).
+
+    Personal fields are read with each saga's data key from ``keys`` (default: the
+    keys topic beside ``topic``); the report lists the fields of erased sagas.  Where
+    the keys cannot be read (no keys topic, a principal without access) the personal
+    fields stay sealed and nothing is listed as erased."""
     if strict and definitions is None:
         definitions = load_definitions()
     read: JournalRead = read_journal(
@@ -77,10 +91,26 @@ def replay(
         progress=progress,
         timeout=timeout,
     )
-    return replay_entries(
-        read.by_saga(),
-        topic=topic,
-        strict=strict,
-        definitions=definitions,
-        undecodable=read.undecodable,
-    )
+    own = keys or DataKeyStore(bootstrap_servers, journal_keys_topic(topic))
+    try:
+        store = _readable(own)
+        return replay_entries(
+            read.by_saga(),
+            topic=topic,
+            strict=strict,
+            definitions=definitions,
+            undecodable=read.undecodable,
+            scopes=store.scope if store is not None else None,
+        )
+    finally:
+        if keys is None:
+            own.close()
+
+
+def _readable(store: DataKeyStore) -> DataKeyStore | None:
+    try:
+        store.catch_up()
+    except DataKeyError as exc:
+        log.warning("personal fields stay sealed: %s", exc)
+        return None
+    return store

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,7 @@ from sagaline.orchestrator.core.errors import TerminalError
 from sagaline.orchestrator.core.policies import Retry
 from sagaline.orchestrator.core.saga import DONE, Done, Saga, SignalInfo, approval, step
 from sagaline.sagas.tables import Tables
+from sagaline.schemas.personal import Personal
 
 __all__ = [
     "APPROVAL_TIMEOUT",
@@ -61,6 +62,11 @@ _STEP_RETRY = Retry(
 )
 
 
+def _unset(value: object) -> bool:
+    # absent from the JSON when unset, so sagas started before the field keep their bytes
+    return value is None
+
+
 class RefundRequest(BaseModel):
     """The saga data: the request, then what the steps found and did."""
 
@@ -68,6 +74,8 @@ class RefundRequest(BaseModel):
     order_id: str
     amount_cents: int = Field(gt=0)
     reason: str = ""
+    #: personal: encrypted with the saga's data key on every topic and table; erasable
+    customer_email: Annotated[str | None, Personal] = Field(None, exclude_if=_unset)
     eligible: bool | None = None
     eligibility_note: str | None = None
     previous_refund_status: str | None = None
@@ -113,6 +121,8 @@ class Notification(BaseModel):
 
     notification_id: int
     channel: str
+    #: where it went (personal, like the request's ``customer_email``)
+    sent_to: Annotated[str | None, Personal] = Field(None, exclude_if=_unset)
 
 
 def provider_reverse_payment(
@@ -278,7 +288,7 @@ class RefundAgent(Saga[RefundRequest]):
             " body) VALUES (%s, %s, %s, 'email', %s) RETURNING notification_id",
             (ctx.idempotency_key, ctx.saga_id, data.customer_id, body),
         ).fetchone()
-        return Notification(notification_id=row[0], channel="email")
+        return Notification(notification_id=row[0], channel="email", sent_to=data.customer_email)
 
     @notify_customer.on_result
     def _notified(self, data: RefundRequest, result: Notification) -> RefundRequest:

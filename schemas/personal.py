@@ -286,7 +286,7 @@ class _Marker:
 
 #: Marks a field as personal data (encrypted with the saga's key; erasable).
 Personal = _Marker("Personal")
-#: Marks a field as a secret (encrypted like :data:`Personal`, and never printed).
+#: Marks a field as a secret (a credential, a token): encrypted and erasable like :data:`Personal`.
 Secret = _Marker("Secret")
 
 

@@ -323,6 +323,8 @@ def _replay(args: argparse.Namespace) -> int:
         lines.append(
             f"undecodable record {report.topic}[{bad.partition}]@{bad.offset}: {bad.error}"
         )
+    for saga_id, fields in sorted(report.erased.items()):
+        lines.append(f"saga {saga_id} is erased; unreadable fields: {', '.join(fields)}")
     summary = f"{len(report.sagas)} saga(s), {report.entries} journal entries"
     if report.strict:
         summary += f"; strict: {report.checked_inputs} inputs re-decided, "

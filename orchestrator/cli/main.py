@@ -68,8 +68,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.approval_cmds",
     "sagaline.orchestrator.cli.fork_cmds",
     "sagaline.orchestrator.cli.schedule_cmds",
-    "sagaline.orchestrator.cli.watch_cmds",
+    "sagaline.orchestrator.cli.erase_cmds",
     "sagaline.orchestrator.cli.key_cmds",
+    "sagaline.orchestrator.cli.watch_cmds",
 )
 
 _CODES: tuple[tuple[type[BaseException], int], ...] = (

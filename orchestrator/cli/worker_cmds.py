@@ -27,6 +27,7 @@ from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import ConfigError
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga
+from sagaline.orchestrator.runtime import data_keys
 from sagaline.orchestrator.runtime.loader import load_object
 from sagaline.orchestrator.runtime.metrics import LagMonitor
 
@@ -104,12 +105,14 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    settings = Settings.from_env(
         kafka_bootstrap_servers=args.bootstrap,
         database_url=args.database_url,
         topic_prefix=args.prefix,
         require_database=True,
     )
+    data_keys.configure(settings)  # personal fields: this deployment's data keys
+    return settings
 
 
 def load_resolver(spec: str) -> HandlerResolver:

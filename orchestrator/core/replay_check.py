@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeGuard
 
@@ -27,6 +28,7 @@ from sagaline.orchestrator.core.timeline import SagaTimeline, build_timeline, de
 from sagaline.orchestrator.core.undecodable import Undecodable
 from sagaline.schemas.events import SagaEvent, StateTrimmed
 from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.personal import KeyScope, ciphertext_paths, saga_keys
 from sagaline.schemas.state import SagaState
 
 __all__ = [
@@ -88,6 +90,8 @@ class ReplayReport:
     divergences: list[Divergence] = field(default_factory=list)
     #: sagas whose history starts after their first entry (``since``): not re-decided
     unverified: list[str] = field(default_factory=list)
+    #: per saga whose data key is destroyed: its personal fields, unreadable (``Model.field``)
+    erased: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +110,7 @@ class ReplayReport:
             "checked_inputs": self.checked_inputs,
             "divergences": [d.to_dict() for d in self.divergences],
             "unverified": self.unverified,
+            "erased": self.erased,
             "undecodable": [asdict(u) for u in self.undecodable],
             "sagas": [t.to_dict() for t in self.sagas],
         }
@@ -311,8 +316,12 @@ def replay_entries(
     strict: bool = False,
     definitions: DefinitionLookup | None = None,
     undecodable: Iterable[Undecodable] = (),
+    scopes: Callable[[str], KeyScope] | None = None,
 ) -> ReplayReport:
-    """Timelines (and, with ``strict``, divergences) of sagas already read."""
+    """Timelines (and, with ``strict``, divergences) of sagas already read.
+
+    ``scopes`` gives a saga's data-key scope (personal fields); a saga whose key is
+    gone and that has encrypted values is listed in ``erased`` with those fields."""
     if strict and definitions is None:
         raise ReplayError("a strict replay needs the saga definitions")
     report = ReplayReport(topic=topic, strict=strict, undecodable=list(undecodable))
@@ -323,13 +332,18 @@ def replay_entries(
         report.entries += len(entries)
         timeline = build_timeline(entries)
         report.sagas.append(timeline)
+        scope = scopes(saga_id) if scopes is not None else None
+        sealed = ciphertext_paths(list(entries)) if scope is not None else set()
+        if sealed and scope is not None and scope.erased:
+            report.erased[saga_id] = sorted(sealed)
         if not strict:
             continue
         if timeline.partial:
             report.unverified.append(saga_id)
             continue
         assert definitions is not None
-        checked, divergences = check_saga(entries, definitions)
+        with saga_keys(scope) if scope is not None else nullcontext():
+            checked, divergences = check_saga(entries, definitions)
         report.checked_inputs += checked
         report.divergences.extend(divergences)
     return report

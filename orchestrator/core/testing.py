@@ -58,6 +58,7 @@ from sagaline.schemas.commands import (
 )
 from sagaline.schemas.events import SagaEvent
 from sagaline.schemas.journal import JournalEntry
+from sagaline.schemas.personal import use_test_keys
 from sagaline.schemas.replies import (
     CompensationFailed,
     CompensationSucceeded,
@@ -132,6 +133,7 @@ class SagaTestKit(Generic[DataT]):
         now: datetime = DEFAULT_START,
         check_fold: bool = True,
     ) -> None:
+        use_test_keys()  # personal fields: encrypted with the kit's fixed test key
         self.definition = definition
         self.saga_id = saga_id
         self.now = now

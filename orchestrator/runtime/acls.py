@@ -16,6 +16,9 @@ projection    read the journal; its group
 console       read journal, state, deadletter and progress
 ============  =============================================================================
 
+The data keys topic (``<prefix>.keys``): the client writes and reads it, the
+orchestrator and the worker read it; erasing and re-wrapping take the admin.
+
 Everything else is refused (``allow.everyone.if.no.acl.found=false``); only the
 broker/controller principal ``admin`` is a super user.
 """
@@ -102,6 +105,7 @@ def acl_bindings(names: TopicNames, groups: AclGroups | None = None) -> list[Acl
     """Every ALLOW binding of the role principals for the topics under ``names``."""
     g = groups or AclGroups()
     n = names
+    keys = f"{n.prefix}.keys"
     bindings = [
         *_writes("client", [n.commands]),
         *_reads("client", [n.journal, n.state, n.deadletter, n.progress]),
@@ -121,6 +125,14 @@ def acl_bindings(names: TopicNames, groups: AclGroups | None = None) -> list[Acl
         *_group("projection", g.projection),
         *_reads("console", [n.journal, n.state, n.deadletter, n.progress]),
         *_group("console", g.readers),
+        # data keys (runtime/data_keys.py): the client creates them; deciders, steps and
+        # replay read them; only the admin erases (a tombstone) and re-wraps
+        *_writes("client", [keys]),
+        *_reads("client", [keys]),
+        *_reads("orchestrator", [keys]),
+        *_group("orchestrator", "sagaline-keys-"),
+        *_reads("worker", [keys]),
+        *_group("worker", "sagaline-keys-"),
     ]
     unique: dict[tuple[object, ...], AclBinding] = {}
     for b in bindings:  # e.g. DESCRIBE granted by both a read and a write

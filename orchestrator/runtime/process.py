@@ -22,6 +22,7 @@ from confluent_kafka import KafkaException
 
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import SagalineError
+from sagaline.orchestrator.runtime import data_keys
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, TopicConfigError
 from sagaline.orchestrator.runtime.loader import load_object as load
@@ -159,6 +160,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings = Settings.from_env(
             kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix
         )
+        data_keys.configure(settings)  # personal fields: this deployment's data keys
         app, schedules = split_app(load_object(args.app))
         logic = logic_with_schedules(_as_logic(app), schedules)
         codec = load_object(args.codec, "--codec") if args.codec else _default_codec()

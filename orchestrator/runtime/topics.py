@@ -66,6 +66,9 @@ class TopicLayout:
     state_delete_retention_ms: int = 86_400_000
     #: progress is advisory and only of interest while a saga runs: kept one hour
     progress_retention_ms: int = 3_600_000
+    #: an erased data key leaves the keys topic's log about this long after its tombstone
+    #: (segment roll, max compaction lag, tombstone retention; plus the cleaner's backoff)
+    keys_compaction_ms: int = 60_000
 
 
 def topic_specs(names: TopicNames, layout: TopicLayout | None = None) -> tuple[TopicSpec, ...]:
@@ -102,6 +105,21 @@ def topic_specs(names: TopicNames, layout: TopicLayout | None = None) -> tuple[T
             n,
             rf,
             {"cleanup.policy": "delete", "retention.ms": str(lay.progress_retention_ms)},
+            optional=True,
+        ),
+        TopicSpec(
+            f"{names.prefix}.keys",  # wrapped data keys (runtime/data_keys.py)
+            n,
+            rf,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(lay.keys_compaction_ms),
+                "max.compaction.lag.ms": str(lay.keys_compaction_ms),
+                "min.compaction.lag.ms": "0",
+                "min.cleanable.dirty.ratio": "0.01",
+                "delete.retention.ms": str(lay.keys_compaction_ms),
+            },
+            required=("cleanup.policy",),
             optional=True,
         ),
     )
