@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.registry import SagaRegistry
-from sagaline.orchestrator.core.saga import Saga, agent, step
+from sagaline.orchestrator.core.saga import Saga, agent, approval, step
 
 #: what ``Digest.draft`` publishes, in order: (message, fraction, partial)
 DRAFT_PROGRESS: list[tuple[str | None, float | None, str | None]] = [
@@ -79,7 +79,23 @@ class Chat(Saga[Topic]):
         return data.model_copy(update={"text": answer})
 
 
-REGISTRY = SagaRegistry([Digest, Chat])
+class Card(Saga[Topic]):
+    """A step with progress, then an approval (the stream's reader approves)."""
+
+    type_name = "it.progress-card"
+
+    @step(uses_db=False, timeout=timedelta(seconds=30))
+    def write_card(self, ctx: StepContext, data: Topic) -> None:
+        ctx.progress(f"writing a card for {data.name}", fraction=0.5)
+
+    manager = approval(timeout=timedelta(hours=1))
+
+    @step(uses_db=False, compensate=None, timeout=timedelta(seconds=30))
+    def send_card(self, ctx: StepContext, data: Topic) -> None:
+        return None
+
+
+REGISTRY = SagaRegistry([Digest, Chat, Card])
 
 
 def registry() -> SagaRegistry:

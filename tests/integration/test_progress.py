@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from orchestrator_support import check_saga_invariants, delete_prefix_topics
-from progress_sagas import DRAFT_PROGRESS, REGISTRY, TOKENS, Chat, Digest, Topic
+from progress_sagas import DRAFT_PROGRESS, REGISTRY, TOKENS, Card, Chat, Digest, Topic
 
 from sagaline.consumers.handlers import RegistryResolver
 from sagaline.consumers.migrations import migrate
@@ -150,6 +150,27 @@ def test_an_agent_turn_streams_partial_llm_output(
     final = events[-1].state
     assert final is not None and final.status == "completed"
     assert "Kafka keeps the journal." in final.data.data.decode()  # type: ignore[union-attr]
+
+
+def test_the_streams_reader_approves_when_the_saga_asks(
+    settings: Settings, database_url: str, schema: str
+) -> None:
+    seen: list[str] = []
+    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+        handle = client.start(Card, Topic(name="cy"), saga_id="progress-card")
+        for event in handle.stream(timeout=90):
+            if event.progress is not None:
+                seen.append(f"progress {event.progress.step} {event.progress.message}")
+            elif event.state is not None:
+                seen.append(f"state {event.state.status} {event.state.node}")
+                if [w.name for w in event.state.waits] == ["manager"]:
+                    client.approve("progress-card", "manager", by="grace@example.com")
+    assert event.final and event.state is not None and event.state.status == "completed"
+    assert "progress write_card writing a card for cy" in seen
+    assert "state waiting manager" in seen
+    assert seen.index("progress write_card writing a card for cy") < seen.index(
+        "state waiting manager"
+    )
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
