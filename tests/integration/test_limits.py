@@ -33,6 +33,7 @@ from sagaline.consumers.relay import Relay, RelayOptions
 from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
+from sagaline.orchestrator.core.audit_rules import audit_entries
 from sagaline.orchestrator.core.limiter import LimiterData
 from sagaline.orchestrator.core.payloads import from_payload
 from sagaline.orchestrator.runtime.core import AvroCodec
@@ -215,6 +216,7 @@ def test_twenty_sagas_share_two_slots_across_an_orchestrator_sigkill(
         assert queued[0].limiter_id == LIMITER and released[0].reason == "step succeeded"
         held.append((saga_id, acquired[0].at.timestamp(), released[0].at.timestamp()))
     assert _most_at_once(held) <= 2  # by the journal's decision times too
+    assert audit_entries({i: by_saga[i] for i in ids}).findings == []
     assert limiter is not None and limiter.saga_type == "sagaline.limiter"
     data = from_payload(limiter.data, LimiterData)
     assert data.holders == [] and data.queue == [] and data.granted_total == SAGAS
