@@ -45,7 +45,21 @@ class Limited(Saga[Job]):
         return None
 
 
-REGISTRY = SagaRegistry([Limited])
+class Throttled(Saga[Job]):
+    """At most two starts of ``call`` per customer in any three seconds."""
+
+    type_name = "it.throttled"
+
+    @step(
+        compensate=None,
+        uses_db=False,
+        limit=Limit("it-rate", key=lambda d: d.customer, max_starts=2, per=timedelta(seconds=3)),
+    )
+    def call(self, ctx: StepContext, data: Job) -> None:
+        return None
+
+
+REGISTRY = SagaRegistry([Limited, Throttled])
 
 
 def registry() -> SagaRegistry:

@@ -24,7 +24,7 @@ from pathlib import Path
 import limit_sagas
 import psycopg
 import pytest
-from limit_sagas import REGISTRY, Job, Limited
+from limit_sagas import REGISTRY, Job, Limited, Throttled
 from orchestrator_support import check_saga_invariants, delete_prefix_topics, journals
 
 from sagaline.consumers.handlers import RegistryResolver
@@ -36,7 +36,9 @@ from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.core.audit_rules import audit_entries
 from sagaline.orchestrator.core.limiter import LimiterData
 from sagaline.orchestrator.core.payloads import from_payload
-from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.engine import EngineConfig
+from sagaline.orchestrator.runtime.engine import Orchestrator as Engine
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.limits import SlotAcquired, SlotReleased, StepQueued
 
@@ -220,3 +222,44 @@ def test_twenty_sagas_share_two_slots_across_an_orchestrator_sigkill(
     assert limiter is not None and limiter.saga_type == "sagaline.limiter"
     data = from_payload(limiter.data, LimiterData)
     assert data.holders == [] and data.queue == [] and data.granted_total == SAGAS
+
+
+def test_a_rate_limit_spaces_the_starts_by_its_window_on_kafka(
+    settings: Settings, database_url: str, schema: str
+) -> None:
+    """Five sagas, two starts per three seconds: the window timer of the limiter
+    (a durable state timer) grants the rest; no window ever holds more than two."""
+    limit_sagas.RUNS_TABLE = f"{schema}.limit_runs"
+    prefix = settings.topics.prefix
+    engine = Engine(
+        settings,
+        CoreLogic(REGISTRY),
+        EngineConfig(instance_id="r", group_id=f"{prefix}-orch"),
+        codec=AvroCodec(),
+    )
+    thread = threading.Thread(target=engine.run, daemon=True)
+    ids = [f"rate-{i}" for i in range(5)]
+    thread.start()
+    try:
+        with Workers(settings, database_url, schema), SagaClient(settings) as client:
+            for saga_id in ids:
+                client.start(Throttled, Job(customer="acme"), saga_id=saga_id)
+
+            def all_done() -> bool:
+                return all((s := client.status(i)) is not None and s.is_terminal for i in ids)
+
+            _wait_for("every throttled saga to finish", all_done, 120)
+    finally:
+        engine.request_stop()
+        thread.join(30)
+    codec = AvroCodec()
+    finals = check_saga_invariants(settings.kafka_bootstrap_servers, prefix, codec, ids)
+    assert {finals[i].status for i in ids} == {"completed"}
+    by_saga = journals(settings.kafka_bootstrap_servers, prefix, codec)
+    granted = sorted(
+        e.at for i in ids for x in by_saga[i] for e in x.events if isinstance(e, SlotAcquired)
+    )
+    assert len(granted) == len(ids)
+    for n, start in enumerate(granted):  # any 3 s window holds at most 2 grants
+        assert len([t for t in granted[n:] if (t - start).total_seconds() < 3]) <= 2
+    assert audit_entries({i: by_saga[i] for i in ids}).findings == []
