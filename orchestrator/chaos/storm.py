@@ -34,7 +34,7 @@ from sagaline.orchestrator.chaos.flood import Flood
 from sagaline.orchestrator.chaos.invariants import ZERO, Expected, check_invariants
 from sagaline.orchestrator.chaos.reading import StateTail, read_topic
 from sagaline.orchestrator.chaos.storm_saga import StormData, StormSaga, create_storm_tables
-from sagaline.orchestrator.client import SagaClient
+from sagaline.orchestrator.client import DeliveryFailed, SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -212,12 +212,20 @@ class _Tracker:
 
 
 def _start(client: SagaClient, ids: list[str], fails: dict[str, bool]) -> None:
-    for n, saga_id in enumerate(ids):
-        data = StormData(n=n, fail=fails[saga_id])
-        client.start(StormSaga, data, saga_id=saga_id, check_existing=False, flush=False)
-        if n % 500 == 499:
-            client.flush()
-    client.flush()
+    """Start ``ids`` in chunks of 500; a chunk Kafka did not confirm (a loaded machine, a
+    cluster just started) is sent again: a repeated start is a no-op."""
+    for first in range(0, len(ids), 500):
+        for attempt in range(1, 6):
+            for n, saga_id in enumerate(ids[first : first + 500], start=first):
+                data = StormData(n=n, fail=fails[saga_id])
+                client.start(StormSaga, data, saga_id=saga_id, check_existing=False, flush=False)
+            try:
+                client.flush()
+                break
+            except DeliveryFailed as exc:
+                if attempt == 5:
+                    raise
+                log.warning("starting sagas (attempt %d): %s; sending them again", attempt, exc)
 
 
 def _phase(
@@ -438,7 +446,8 @@ class _Run:
         )
         fleet = Fleet(spec)
         fleet.start()
-        client = SagaClient(Settings(kafka_bootstrap_servers=bootstrap, topics=self.topics))
+        settings = Settings(kafka_bootstrap_servers=bootstrap, topics=self.topics)
+        client = SagaClient(settings, timeout=60.0)  # a loaded machine: slow confirmations
         tail = StateTail(bootstrap, self.topics.state, self.codec)
         stop_codes: dict[str, int | None] = {}
         try:

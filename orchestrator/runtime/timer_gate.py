@@ -14,13 +14,14 @@ executions in 66,396 at 10,000 sagas.
 
 So timers are fired in the inputs' time (the records' ``CreateTime``): a timer due
 at *t* fires only once every assigned input partition is read up to *t* - either
-its position reached its high watermark (nothing unread), or the last record
-read from it was written at or after *t*.  The timers beyond that horizon wait
-(rechecked every 50 ms).  A partition that makes no progress (a transaction left
-open until the broker aborts it, a partition without a leader) holds them at
-most :data:`STALL_S` seconds, then they fire anyway (logged).  Record times
-come from the producers' clocks: skew between machines shifts the horizon by
-the skew.
+its end (the last stable offset, reported by the consumer's end-of-partition
+event) was reached after the last record read, or its position reached its high
+watermark, or the last record read from it was written at or after *t*.  The
+timers beyond that horizon wait (rechecked every 50 ms).  Records of a
+transaction still open are not waited for.  A partition that makes no progress
+(no leader, an end never reported) holds them at most :data:`STALL_S` seconds,
+then they fire anyway (logged).  Record times come from the producers' clocks:
+skew between machines shifts the horizon by the skew.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ TP = tuple[str, int]
 
 #: how soon held timers are looked at again
 RECHECK_S = 0.05
-#: longest hold while the horizon does not move (a hanging transaction is aborted by
-#: the broker after its transaction timeout, 30 s by default here)
-STALL_S = 45.0
+#: longest hold while the horizon does not move (a partition without a leader, an end
+#: that is never reported)
+STALL_S = 20.0
 
 
 class GatedTimerWheel(TimerWheel):
@@ -76,6 +77,7 @@ class GatedTimerWheel(TimerWheel):
         self._consumer: Consumer | None = None
         self._last_ms: dict[TP, int] = {}
         self._eof: dict[TP, int] = {}  # where each partition's end was last reached
+        self._next: dict[TP, int] = {}  # offset after the last record read
         self._stall: tuple[float, float, bool] | None = None  # (horizon, since, released)
         self.held_checks = 0
 
@@ -98,6 +100,7 @@ class GatedTimerWheel(TimerWheel):
             kept.append(msg)
             if err is not None:
                 continue
+            self._next[tp] = max(self._next.get(tp, 0), (msg.offset() or 0) + 1)
             kind, ms = msg.timestamp()
             if kind == TIMESTAMP_NOT_AVAILABLE:
                 continue
@@ -111,6 +114,7 @@ class GatedTimerWheel(TimerWheel):
             self._seen_epoch = epoch
             self._last_ms.clear()
             self._eof.clear()
+            self._next.clear()
             self._stall = None
 
     def _lagging(self, consumer: Consumer) -> dict[TP, float]:
@@ -123,12 +127,13 @@ class GatedTimerWheel(TimerWheel):
             read = {}
         lagging: dict[TP, float] = {}
         for tp in tps:
+            if tp in self._eof and self._eof[tp] >= self._next.get(tp, -1):
+                continue  # its end (the last stable offset) was reached after the last record
             try:
                 high = int(consumer.get_watermark_offsets(_tps([tp])[0], cached=True)[1])
             except KafkaException:
                 high = -1
-            # the end: control records (commit markers) are never delivered, only passed
-            position = max(read.get(tp, -1), self._positions.get(tp, -1), self._eof.get(tp, -1))
+            position = max(read.get(tp, -1), self._positions.get(tp, -1))
             if high >= 0 and position >= high:
                 continue  # read to the end
             last = self._last_ms.get(tp)
