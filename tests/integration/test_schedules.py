@@ -1,14 +1,15 @@
 """Schedules on real Kafka: every tick starts exactly one saga, across SIGKILLs during
-ticks, restarts and downtime; a re-fired tick is harmless; pause and resume are
-commands the orchestrator decides and keeps.
+ticks, restarts, downtime and rebalances; a re-fired tick is harmless; pause and resume
+are commands the orchestrator decides and keeps.
 
 The orchestrator is the real ``sagaline orchestrator run`` subprocess with
 ``schedule_app:app`` (one saga every two seconds, catch-up ``all``).  Each kill
 lands 0-40 ms after a tick is due (while its transaction is being decided or
-committed), and some restarts wait out several ticks first (downtime).
-Afterwards the committed topics are read: each tick from the schedule's
-declaration to its cursor has exactly one ``StartSaga`` on the commands topic,
-exactly one saga and exactly one ``SagaStarted`` in the journal.
+committed), and some restarts wait out several ticks first (downtime); then a
+second orchestrator joins and the first leaves (two rebalances).  Afterwards
+the committed topics are read: each tick from the schedule's declaration to
+its cursor has exactly one ``StartSaga`` on the commands topic, exactly one
+saga and exactly one ``SagaStarted`` in the journal.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sagaline.schemas.commands import StartSaga
 from sagaline.schemas.events import SagaStarted
 from sagaline.schemas.state import SagaState
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 INTEGRATION = Path(__file__).resolve().parent
 ROOT = INTEGRATION.parent.parent
@@ -46,15 +47,16 @@ SCHEDULE_ID = EVERY_2S.schedule_id
 class Orchestrator:
     """One ``sagaline orchestrator run --app schedule_app:app`` subprocess (restartable)."""
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, instance: str = "sched-0") -> None:
         self.settings = settings
+        self.instance = instance
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"orch-{self.starts}.log"
+        return self.log_dir / f"orch-{self.instance}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1
@@ -70,7 +72,7 @@ class Orchestrator:
                     "--app",
                     "schedule_app:app",
                     "--instance-id",
-                    "sched-0",
+                    self.instance,
                     "--group",
                     f"{self.settings.topics.prefix}-orch",
                     "--bootstrap",
@@ -145,6 +147,19 @@ def sleep_to_tick(offset_s: float) -> None:
     time.sleep((int(now // 2) + 1) * 2 - now + offset_s)
 
 
+def wait_all_started(settings: Settings, codec: AvroCodec, timeout: float = 60.0) -> None:
+    """Until every committed StartSaga of the schedule has its saga's snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ids = {s.envelope.saga_id for s in committed_starts(settings, codec)}
+        prefix = settings.topics.prefix
+        missing = ids - set(latest_snapshots(settings.kafka_bootstrap_servers, prefix, codec))
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"never decided: {sorted(missing)[:3]}"
+        time.sleep(0.5)
+
+
 def committed_starts(settings: Settings, codec: AvroCodec) -> list[StartSaga]:
     starts = []
     for rec in read_committed(settings.kafka_bootstrap_servers, settings.topics.commands):
@@ -156,11 +171,12 @@ def committed_starts(settings: Settings, codec: AvroCodec) -> list[StartSaga]:
     return starts
 
 
-def test_sigkill_during_ticks_loses_none_and_doubles_none(
+def test_sigkill_during_ticks_and_a_rebalance_lose_none_and_double_none(
     settings: Settings, tmp_path: Path
 ) -> None:
     codec = AvroCodec()
     orch = Orchestrator(settings, tmp_path)
+    other = Orchestrator(settings, tmp_path, "sched-1")
     orch.start()
     try:
         orch.wait_assigned()
@@ -172,6 +188,10 @@ def test_sigkill_during_ticks_loses_none_and_doubles_none(
             time.sleep(downtime)  # ticks pass while no orchestrator runs
             orch.start()
             orch.wait_assigned()
+        # a rebalance: a second orchestrator joins, then the first leaves
+        other.start()
+        other.wait_assigned()
+        orch.stop()
         before = schedule_state(settings, codec)
         assert before is not None
         wait_schedule(settings, codec, lambda d: d.started >= before.started + 2, "went on")
@@ -182,11 +202,16 @@ def test_sigkill_during_ticks_loses_none_and_doubles_none(
             first = committed_starts(settings, codec)[0]
             again = TickData.model_validate_json(first.data.data or b"")
             client.start(Ticked, again, saga_id=first.envelope.saga_id, check_existing=False)
-            time.sleep(2.0)
+            # stop the ticks, then let the orchestrator decide every start it committed
+            client.pause(SCHEDULE_ID, by="test")
+            wait_schedule(settings, codec, lambda d: d.paused, "paused")
+            wait_all_started(settings, codec)
+            time.sleep(1.0)
         finally:
             client.close()
     finally:
         orch.stop()
+        other.stop()
 
     data = schedule_state(settings, codec)
     assert data is not None and data.cursor is not None
@@ -269,4 +294,6 @@ def test_cli_pauses_and_resumes_a_schedule_durably(settings: Settings, tmp_path:
     ]
     assert at_pause.changed_at is not None and after.changed_at is not None
     assert not [t for t in ticks if at_pause.changed_at < t <= after.changed_at]
-    assert len(ticks) == len(set(ticks)) == after.started
+    final = schedule_state(settings, codec)  # ticks went on until the stop
+    assert final is not None
+    assert len(ticks) == len(set(ticks)) == final.started
