@@ -12,6 +12,7 @@ input and names the erased fields; the data reads ``⟨erased⟩``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -256,3 +257,49 @@ def test_personal_fields_are_encrypted_everywhere_and_erasable(
 def _topics(bootstrap: str, prefix: str) -> list[str]:
     admin = AdminClient(admin_config(bootstrap))
     return [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix + ".")]
+
+
+def test_kek_rotation_rewraps_every_data_key_and_retires_the_old_kek(
+    kafka_bootstrap: str,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kek_file = tmp_path / "kek.json"
+    monkeypatch.delenv(data_keys.KEK_ENV, raising=False)
+    monkeypatch.setenv(data_keys.KEK_FILE_ENV, str(kek_file))
+    settings = Settings.from_env(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+    ensure_topics(kafka_bootstrap, settings.topics, TopicLayout(partitions=2))
+    topic = data_keys.keys_topic(settings.topics)
+    store = data_keys.DataKeyStore(kafka_bootstrap, topic)
+    try:
+        before = {sid: store.create(sid) for sid in ("a-1", "a-2", "a-3")}
+        first = data_keys.load_keyring().current
+    finally:
+        store.close()
+
+    kafka = ["--bootstrap", kafka_bootstrap, "--prefix", prefix]
+    code, out, _ = _cli(["kek", "rotate", *kafka], capsys)
+    ring = data_keys.load_keyring()
+    assert code == 0 and "re-wrapped 3 data key(s)" in out and ring.current != first
+    assert set(ring.keys) == {first, ring.current}
+    code, out, _ = _cli(["kek", "list", "--json"], capsys)
+    listed = json.loads(out)
+    assert listed["current"] == ring.current and set(listed["keks"]) == set(ring.keys)
+    assert all(base64_of(k) not in out for k in ring.keys.values())  # ids only, never keys
+
+    code, out, _ = _cli(["kek", "rotate", "--retire", *kafka], capsys)
+    retired = data_keys.load_keyring()
+    assert code == 0 and "re-wrapped 3 data key(s)" in out and first in out
+    assert list(retired.keys) == [retired.current]
+    fresh = data_keys.DataKeyStore(kafka_bootstrap, topic, keyring=retired)
+    try:
+        assert {sid: fresh.key(sid) for sid in before} == before  # same data keys
+        assert fresh.erase("a-2") and fresh.key("a-2") is None
+    finally:
+        fresh.close()
+
+
+def base64_of(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
