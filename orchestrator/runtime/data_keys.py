@@ -270,22 +270,25 @@ class DataKeyStore:
             try:
                 parts = topic_partitions(consumer, self.topic, self.timeout)
                 ends = stable_offsets(consumer, self.topic, parts, timeout=self.timeout)
+                ranges = {
+                    p: (max(self._positions.get(p, low), low), high)
+                    for p, (low, high) in ends.items()
+                }
+                for rec in read_to_end(consumer, self.topic, ranges, timeout=self.timeout * 6):
+                    self._apply(rec.text_key, rec.value)
             except (ReadToEndError, KafkaException) as exc:
                 raise DataKeyError(f"cannot read {self.topic}: {exc}") from exc
-            ranges = {
-                p: (max(self._positions.get(p, low), low), high) for p, (low, high) in ends.items()
-            }
-            for rec in read_to_end(consumer, self.topic, ranges, timeout=self.timeout * 6):
-                saga_id = rec.text_key
-                if saga_id is None:
-                    continue
-                self._plain.pop(saga_id, None)
-                if rec.value is None:
-                    self._wrapped.pop(saga_id, None)
-                else:
-                    self._wrapped[saga_id] = rec.value
             self._positions = {p: high for p, (_, high) in ends.items()}
             self._looked = time.monotonic()
+
+    def _apply(self, saga_id: str | None, value: bytes | None) -> None:
+        if saga_id is None:
+            return
+        self._plain.pop(saga_id, None)
+        if value is None:
+            self._wrapped.pop(saga_id, None)  # erased: the key is gone from this process too
+        else:
+            self._wrapped[saga_id] = value
 
     def key(self, saga_id: str) -> bytes | None:
         """The saga's data key, or ``None`` when it has none (erased or never created)."""
