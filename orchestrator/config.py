@@ -365,7 +365,7 @@ class EnvSettings(BaseSettings):
     #: who may sign replies (the processes that run steps)
     reply_signers: list[str] = ["worker", "relay", "orchestrator"]
     #: who may sign commands (start, signal, cancel, operator commands)
-    command_signers: list[str] = ["admin", "client", "orchestrator"]
+    command_signers: list[str] = ["admin", "client", "console", "orchestrator"]
     #: who may approve each saga type: ``{"refund": ["cfo"], "*": ["admin"]}``
     approvers: dict[str, list[str]] = {}
     otel_exporter_otlp_endpoint: str | None = Field(

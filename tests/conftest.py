@@ -23,7 +23,7 @@ unless a test picks a role principal; ``session_credentials`` holds the password
 
 Records are signed (``SAGALINE_TEST_SIGNING=0`` turns it off): the session makes an
 Ed25519 key per role principal (``admin``, ``client``, ``orchestrator``, ``worker``,
-``relay``, ``auditor``) in a temporary keyring and exports ``SAGALINE_KEYS_DIR`` and
+``relay``, ``auditor``, ``projection``, ``console``) in a temporary keyring and exports ``SAGALINE_KEYS_DIR`` and
 ``SAGALINE_SIGNING``, so every process signs as its role and verifies what it reads.
 
 Fixtures for everyone:

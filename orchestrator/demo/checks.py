@@ -88,7 +88,8 @@ def check_outcomes(demo: DemoPlan, states: dict[str, SagaState]) -> list[Check]:
         if state is None or p.action not in ("approve", "reject"):
             continue
         data = from_payload(state.data, RefundRequest)
-        if data.approved_by != p.by:
+        # with signing on the orchestrator records "SIGNER for CLAIMED" (docs/security.md)
+        if (data.approved_by or "").rpartition(" for ")[2] != p.by:
             approvers.append(f"{p.saga_id}: decided by {data.approved_by!r}, expected {p.by!r}")
     checks.append(
         Check(

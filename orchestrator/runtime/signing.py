@@ -236,7 +236,16 @@ def revoke_key(directory: Path, name: str, kid: str) -> bool:
 
 
 #: the signers ``sagaline dev up`` and the tests make keys for (one per Kafka role principal)
-ROLE_SIGNERS = ("admin", "client", "orchestrator", "worker", "relay", "auditor")
+ROLE_SIGNERS = (
+    "admin",
+    "client",
+    "orchestrator",
+    "worker",
+    "relay",
+    "auditor",
+    "projection",
+    "console",
+)
 
 
 def ensure_role_keys(directory: Path) -> Path:

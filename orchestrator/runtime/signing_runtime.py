@@ -64,7 +64,7 @@ class SigningConfig:
     signing_key: Path | None = field(default=None, repr=False)
     orchestrator_signers: frozenset[str] = frozenset({"orchestrator"})
     reply_signers: frozenset[str] = frozenset({"worker", "relay", "orchestrator"})
-    command_signers: frozenset[str] = frozenset({"admin", "client", "orchestrator"})
+    command_signers: frozenset[str] = frozenset({"admin", "client", "console", "orchestrator"})
     approvers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
