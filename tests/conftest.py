@@ -21,10 +21,11 @@ and scram-sha-256 passwords, and ``SAGALINE_KAFKA_*`` are exported too, so every
 built by ``sagaline.orchestrator.runtime.kafka_config`` authenticates (as ``admin``
 unless a test picks a role principal; ``session_credentials`` holds the passwords).
 
-Records are signed (``SAGALINE_TEST_SIGNING=0`` turns it off): the session makes an
-Ed25519 key per role principal (``admin``, ``client``, ``orchestrator``, ``worker``,
-``relay``, ``auditor``, ``projection``, ``console``) in a temporary keyring and exports ``SAGALINE_KEYS_DIR`` and
-``SAGALINE_SIGNING``, so every process signs as its role and verifies what it reads.
+The session makes an Ed25519 key per role principal (``admin``, ``client``,
+``orchestrator``, ``worker``, ``relay``, ``auditor``, ``projection``, ``console``) in a
+temporary keyring and exports ``SAGALINE_KEYS_DIR``; ``SAGALINE_TEST_SIGNING=1`` also
+exports ``SAGALINE_SIGNING=true``, so every process signs as its role and verifies what
+it reads (not yet the default: docs/security.md).
 
 Fixtures for everyone:
 
@@ -48,6 +49,7 @@ For chaos tests only (each test gets servers of its own, which it may SIGKILL):
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -83,6 +85,8 @@ _POSTGRES_FIXTURES = {"database_url"}
 _INFRA_FIXTURES = _KAFKA_FIXTURES | _POSTGRES_FIXTURES
 
 CreateTopics = Callable[..., list[str]]
+#: what the session removes at its end (the temporary keyring)
+_CLEANUPS: list[Callable[[], object]] = []
 
 
 # -- session services ---------------------------------------------------------
@@ -94,10 +98,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _export_signing_keys() -> None:
-    """A session keyring with a key per role; signing on unless SAGALINE_TEST_SIGNING=0."""
+    """A session keyring with a key per role; signing on if SAGALINE_TEST_SIGNING=1."""
     if "SAGALINE_KEYS_DIR" not in os.environ:
         keys = Path(tempfile.mkdtemp(prefix="sagaline-keys-")) / "keys"
         os.environ["SAGALINE_KEYS_DIR"] = str(ensure_role_keys(keys))
+        _CLEANUPS.append(functools.partial(shutil.rmtree, keys.parent, ignore_errors=True))
     signing = os.environ.get("SAGALINE_TEST_SIGNING", "0") != "0"
     os.environ.setdefault("SAGALINE_SIGNING", "true" if signing else "false")
 
@@ -125,6 +130,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     infra = config.stash.get(_INFRA, None)
     if infra is not None:
         infra.close()
+    while _CLEANUPS:
+        _CLEANUPS.pop()()
 
 
 @pytest.fixture(scope="session", autouse=True)
