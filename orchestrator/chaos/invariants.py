@@ -147,18 +147,19 @@ def _db_checks(
     missing = sum(max(0, n - rows[k]) for k, n in wanted.items())
     foreign = sum(n for k, n in rows.items() if k[0] not in expected.fails)
     done = _completion_times(records)
-    rerun = sum(
-        1
+    rerun = [
+        f"{s}/{st}/{k} started {at.isoformat()}, completion journaled {when.isoformat()}"
         for s, st, k, at in attempts
-        if (str(s), str(st), str(k)) in done and at > done[(str(s), str(st), str(k))]
-    )
+        if (when := done.get((str(s), str(st), str(k)))) is not None and at > when
+    ]
     return {
         "effect_rows": len(effects),
         "executions": len(attempts),
         "duplicate_effects": duplicates,
         "missing_effects": missing,
         "effects_of_unknown_sagas": foreign,
-        "completed_steps_rerun": rerun,
+        "completed_steps_rerun": len(rerun),
+        "completed_steps_rerun_examples": rerun[:5],
     }
 
 

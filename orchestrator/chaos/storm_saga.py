@@ -14,9 +14,10 @@ and a permanent failure for the sagas that ask for one:
 
 Every execution (step or compensation, whatever its outcome) is first counted
 in the attempts table through a separate autocommit connection, so executions
-rolled back by a crash still count.  The tables live in the schema named by
-``SAGALINE_STORM_SCHEMA`` (the workers' schema); :func:`create_storm_tables`
-creates them.
+rolled back by a crash still count; its ``at`` is when the step function was
+entered (an insert delayed by a PostgreSQL outage keeps that time).  The tables
+live in the schema named by ``SAGALINE_STORM_SCHEMA`` (the workers' schema);
+:func:`create_storm_tables` creates them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from pydantic import BaseModel
@@ -95,6 +96,8 @@ class _Attempts:
 
     @classmethod
     def record(cls, ctx: StepContext, kind: str) -> None:
+        # the execution starts now: an insert delayed by a database outage keeps this time
+        started = datetime.now(UTC)
         for _ in range(100):
             conn: psycopg.Connection | None = getattr(cls._local, "conn", None)
             try:
@@ -103,8 +106,9 @@ class _Attempts:
                     cls._local.conn = conn
                 conn.execute(
                     f"INSERT INTO {_schema()}.storm_attempts"
-                    " (saga_id, step, kind, idempotency_key, attempt) VALUES (%s, %s, %s, %s, %s)",
-                    (ctx.saga_id, ctx.step, kind, ctx.idempotency_key, ctx.attempt),
+                    " (saga_id, step, kind, idempotency_key, attempt, at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (ctx.saga_id, ctx.step, kind, ctx.idempotency_key, ctx.attempt, started),
                 )
                 return
             except psycopg.OperationalError:
