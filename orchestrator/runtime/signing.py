@@ -4,7 +4,8 @@ Pure of Kafka.  A signature covers one record as Kafka carries it: its topic,
 its key and its encoded value (``None`` for a tombstone), framed so that no
 two different triples sign the same bytes (:func:`signed_message`).  It travels
 in two headers: ``sagaline-signer`` (``NAME/KEYID``) and ``sagaline-sig`` (the
-64 signature bytes).
+64 signature bytes, base64: headers stay ASCII text, so dead letters and tools that
+treat headers as text carry them unharmed).
 
 Keys live in one directory (``.sagaline/keys`` in dev, ``SAGALINE_KEYS_DIR``):
 
@@ -20,6 +21,8 @@ file name up to its first dot.  See docs/security.md and ADR 0017.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import re
@@ -105,7 +108,7 @@ class Signer:
         signature = self.private.sign(signed_message(topic, key, value))
         return [
             (SIGNER_HEADER, f"{self.name}/{self.key_id}".encode("ascii")),
-            (SIG_HEADER, signature),
+            (SIG_HEADER, base64.b64encode(signature)),
         ]
 
 
@@ -162,8 +165,10 @@ class Keyring:
                 "UnknownSigner", f"signer {shown!r} key {kid[:16]!r} is not in the keyring"
             )
         try:
-            public.verify(signature, signed_message(topic, key, value))
-        except InvalidSignature:
+            public.verify(
+                base64.b64decode(signature, validate=True), signed_message(topic, key, value)
+            )
+        except (InvalidSignature, binascii.Error):
             raise SignatureError(
                 "BadSignature", f"the signature of {name!r} does not match the record on {topic}"
             ) from None

@@ -247,3 +247,13 @@ def test_the_recorded_identity_starts_with_the_verified_signer() -> None:
     assert signed_identity("admin", None) == "admin"
     assert signed_identity("admin", "admin") == "admin"
     assert signed_identity("console", "alice") == "console for alice"
+
+
+def test_signature_headers_are_ascii_text_and_garbage_is_a_bad_signature(keys: Path) -> None:
+    headers = _signed(keys, "worker")
+    for _, value in headers:
+        value.decode("ascii")  # dead letters and text-minded tools carry them unharmed
+    garbage = [headers[0], (SIG_HEADER, b"\xff not base64")]
+    with pytest.raises(SignatureError) as caught:
+        Keyring.load(keys).verify(TOPIC, KEY, VALUE, garbage)
+    assert caught.value.error_type == "BadSignature"
