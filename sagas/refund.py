@@ -163,6 +163,8 @@ class RefundAgent(Saga[RefundRequest]):
     """Refund an order after a manager's approval (see the module docstring)."""
 
     type_name = "refund"
+    #: 2: the approval is bound to :class:`ApprovalView` (version 1: :class:`RefundAgentV1`)
+    version = 2
 
     @step(retry=_STEP_RETRY, compensate=None)
     def check_eligibility(self, ctx: StepContext, data: RefundRequest) -> Eligibility:
@@ -308,3 +310,19 @@ class DemoRefundAgent(RefundAgent):
     manager_approval = approval(timeout=DEMO_APPROVAL_TIMEOUT)
     manager_approval.on_signal(RefundAgent.record_decision)
     manager_approval.shows(RefundAgent.approval_view)
+
+
+class RefundAgentV1(RefundAgent):
+    """Version 1 of the refund agent: the manager's approval is not bound to a view.
+
+    Version 2 binds the approve to what the manager was shown, so it decides differently
+    (``WaitOpened`` carries the view's hash; an approve without it is refused): a new
+    version.  This one stays registered so that refunds started before the upgrade finish,
+    replay and audit under the decisions they started with (a saga keeps its version).
+    """
+
+    type_name = "refund"
+    version = 1
+
+    manager_approval = approval(timeout=APPROVAL_TIMEOUT)
+    manager_approval.on_signal(RefundAgent.record_decision)

@@ -259,6 +259,8 @@ class ResearchAgent(Saga[ResearchData]):
     """Answer a question from the corpus; the LLM picks the tools."""
 
     type_name = "research"
+    #: 2: model fallback and the provider's limit (version 1: :class:`ResearchAgentV1`)
+    version = 2
     budget = Budget(max_tokens=TOKEN_BUDGET)
     #: The model this instance asks (``None``: :func:`research_model`); tests set it.
     model: ChatModel | None = None
@@ -330,3 +332,25 @@ class ResearchAgent(Saga[ResearchData]):
     @file_report.on_result
     def _filed(self, data: ResearchData, result: ReportFiled) -> ResearchData:
         return data.model_copy(update={"report_id": result.report_id})
+
+
+class ResearchAgentV1(ResearchAgent):
+    """Version 1 of the research agent: one model, no provider limit.
+
+    Version 2 (:class:`ResearchAgent`) asks :data:`MODELS` in order and holds a slot of
+    the provider's limit for every turn: it decides differently, so it is a new version.
+    This one stays registered so that research sagas started before the upgrade finish,
+    replay and audit under the decisions they started with (a saga keeps its version).
+    """
+
+    type_name = "research"
+    version = 1
+
+    investigate = agent(
+        tools=[ResearchAgent.search_web, ResearchAgent.read_document, ResearchAgent.calculator],
+        max_turns=MAX_TURNS,
+        retry=Retry(max_attempts=4, initial=timedelta(milliseconds=500)),
+        timeout=timedelta(minutes=2),
+    )
+    investigate.llm(ResearchAgent.think)
+    investigate.on_answer(ResearchAgent._answered)

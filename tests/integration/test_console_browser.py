@@ -224,7 +224,7 @@ def test_approve_in_the_browser_and_watch_it_complete(
     assert page.evaluate("window.__notReloaded") is True
     text = item.inner_text()
     assert "manager_approval" in text and "support-bot" in text and first.data.order_id in text
-    assert "refund v1" in text
+    assert "refund v2" in text
     page.screenshot(path=str(_screenshot_path(tmp_path, "console-inbox.png")), full_page=True)
 
     # the saga's own page, open in a second tab, follows the approval made in the inbox
