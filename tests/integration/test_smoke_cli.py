@@ -61,7 +61,11 @@ def test_up_is_idempotent_smoke_passes_and_down_stops_everything(
         "SAGALINE_KAFKA_CA": str(secrets / "ca.pem"),
         "SAGALINE_KAFKA_CREDENTIALS": str(secrets / "kafka-users.json"),
         "SAGALINE_KAFKA_USER": "admin",
+        "SAGALINE_KEYS_DIR": str(dev_env.parent / "keys"),
     }
+    # one Ed25519 key per role principal, owner-only (records are signed with them)
+    keys = dev_env.parent / "keys"
+    assert keys.stat().st_mode & 0o077 == 0
     assert kafka["security"] == "SASL_SSL/SCRAM-SHA-512"
     assert postgres["security"] == "scram-sha-256"
     # The second `up` found the same processes instead of starting new ones.
