@@ -52,7 +52,7 @@ from sagaline.orchestrator.runtime.telemetry import (
 )
 from sagaline.schemas.base import Payload, Record
 from sagaline.schemas.errors import SchemaError
-from sagaline.schemas.personal import use_saga_keys
+from sagaline.schemas.personal import saga_keys
 from sagaline.schemas.replies import REPLY_TYPES
 from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
@@ -223,22 +223,23 @@ class TaskRunner:
         task: Task,
         store: PostgresPayloadStore | None,
     ) -> Payload | None:
-        use_saga_keys(saga_scope(task.envelope.saga_id))  # personal fields: this saga's key
-        args: Any = task.args
-        if handler.args_type is not None:
-            args = load_payload(task.args, handler.args_type, store)
-        try:
-            result = handler.fn(ctx, args)
-            if inspect.isawaitable(result):
-                left = ctx.remaining()
-                try:
-                    result = asyncio.run(_await(result, left))
-                except TimeoutError as exc:
-                    raise StepTimeout(f"step {task.step!r} passed its deadline") from exc
-        finally:
-            ctx.settle_progress()  # its progress reaches Kafka before its reply (bounded)
-        ctx.check_deadline()
-        return self._result_payload(handler, result, store)
+        # personal fields: this saga's key, for this task only (never left set for the next)
+        with saga_keys(saga_scope(task.envelope.saga_id)):
+            args: Any = task.args
+            if handler.args_type is not None:
+                args = load_payload(task.args, handler.args_type, store)
+            try:
+                result = handler.fn(ctx, args)
+                if inspect.isawaitable(result):
+                    left = ctx.remaining()
+                    try:
+                        result = asyncio.run(_await(result, left))
+                    except TimeoutError as exc:
+                        raise StepTimeout(f"step {task.step!r} passed its deadline") from exc
+            finally:
+                ctx.settle_progress()  # its progress reaches Kafka before its reply (bounded)
+            ctx.check_deadline()
+            return self._result_payload(handler, result, store)
 
     def _result_payload(
         self, handler: StepHandlerLike, result: Any, store: PostgresPayloadStore | None
