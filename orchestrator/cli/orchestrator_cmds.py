@@ -11,6 +11,7 @@ import argparse
 from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
 from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
 from sagaline.orchestrator.config import Settings
+from sagaline.orchestrator.runtime.local_runs import LocalSteps
 from sagaline.orchestrator.runtime.metrics import LagMonitor
 from sagaline.orchestrator.runtime.process import add_run_arguments, run_from_args
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -44,7 +45,18 @@ def register(subparsers: Subparsers) -> None:
     run = orch_cmds.add_parser("run", help="run one orchestrator process until SIGTERM")
     add_run_arguments(run)
     add_process_options(run)
-    set_handler(run, with_process_services("orchestrator", run_from_args, _lag))
+    set_handler(run, with_process_services("orchestrator", _run_orchestrator, _lag))
+
+
+def _run_orchestrator(args: argparse.Namespace) -> int:
+    """``orchestrator run``, with the runner of the sagas' local steps wired in."""
+    return run_from_args(args, local=_local_steps)
+
+
+def _local_steps(logic: object, settings: Settings, codec: object) -> LocalSteps | None:
+    from sagaline.consumers.local_steps import local_steps_for
+
+    return local_steps_for(logic, settings.database_url, settings.topics.replies)
 
 
 def _lag(args: argparse.Namespace, settings: Settings) -> LagMonitor:

@@ -49,10 +49,10 @@ from sagaline.orchestrator.runtime.intake import (
     decode_input,
     gather,
     utc,
-    with_trace,
 )
 from sagaline.orchestrator.runtime.intake import saga_id_of as _saga_id_of
 from sagaline.orchestrator.runtime.layout import PartitionGuard
+from sagaline.orchestrator.runtime.local_runs import LocalSteps, Outbound
 from sagaline.orchestrator.runtime.poison import AbortPolicy, Verdict
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.restore import restore_partitions, stable_committed
@@ -60,7 +60,6 @@ from sagaline.orchestrator.runtime.signing_inputs import guard_message
 from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     get_tracer,
-    headers_from_carrier,
     link_for,
 )
 from sagaline.orchestrator.runtime.timer_gate import GatedTimerWheel
@@ -95,6 +94,7 @@ class Orchestrator:
         codec: Codec,
         tracer: Tracer | None = None,
         clock: Callable[[], float] = time.time,
+        local_steps: LocalSteps | None = None,
     ) -> None:
         self.settings = settings
         self.names = settings.topics
@@ -115,11 +115,7 @@ class Orchestrator:
         self._owned: dict[int, PartitionState] = {}
         self._saga_partition: dict[str, int] = {}
         self._wheel = GatedTimerWheel(self._positions, self._assigned, clock, lambda: self._epoch)
-        self._destinations = {
-            "tasks": self.names.tasks,
-            "commands": self.names.commands,
-            "replies": self.names.replies,
-        }
+        self._outbound = Outbound(self.names, codec, local_steps, config.transactional_id)
         self._input_types = {
             self.names.commands: COMMAND_TYPES,
             self.names.replies: REPLY_TYPES,
@@ -332,6 +328,7 @@ class Orchestrator:
             for msg in accepted:
                 self._handle_message(batch, msg, now)
             self._fire_timers(batch, now, timer_limit)
+            self._outbound.drain(batch, self._decide)  # local steps, in this transaction
             for saga_id, state in batch.overlay.items():
                 self._produce_state(batch, saga_id, state)
             for link in batch.links:
@@ -415,19 +412,7 @@ class Orchestrator:
         key = saga_id.encode("utf-8")
         for entry in outcome.journal:
             batch.produces.append(Produce(self.names.journal, key, self.codec.encode(entry)))
-        for out in outcome.outgoing:
-            rec = out.record
-            rec = with_trace(rec, carrier)
-            headers = headers_from_carrier(carrier) or None
-            target_key = _saga_id_of(rec).encode("utf-8")
-            batch.produces.append(
-                Produce(
-                    self._destinations.get(out.destination, out.destination),
-                    target_key,
-                    self.codec.encode(rec),
-                    headers=headers,
-                )
-            )
+        self._outbound.route(batch, saga_id, partition, outcome.outgoing, carrier)
 
     def _fire_timers(self, batch: Batch, now: float, limit: int) -> None:
         if limit <= 0:

@@ -14,9 +14,11 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import KafkaException
 
@@ -26,6 +28,7 @@ from sagaline.orchestrator.runtime import data_keys
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, TopicConfigError
 from sagaline.orchestrator.runtime.loader import load_object as load
+from sagaline.orchestrator.runtime.local_runs import LocalSteps
 from sagaline.orchestrator.runtime.metrics import APPROVALS_OPEN
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.schedules import (
@@ -49,6 +52,9 @@ EXIT_CONFIG = 2
 EXIT_FATAL = 3
 
 log = logging.getLogger("sagaline.orchestrator")
+
+#: builds the runner of local steps from (logic, settings, codec); ``None``: no local steps
+LocalStepsFactory = Callable[[SagaLogic, Settings, Any], LocalSteps | None]
 
 
 def load_object(spec: str, option: str = "--app") -> object:
@@ -150,8 +156,12 @@ def _active_states(orchestrator: Orchestrator) -> list[Record]:
     return [state for part in owned for state in list(part.active.values())]
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Build the orchestrator that ``args`` describe and run it until stopped."""
+def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = None) -> int:
+    """Build the orchestrator that ``args`` describe and run it until stopped.
+
+    ``local(logic, settings, codec)`` gives the runner of the sagas' local steps (or ``None``);
+    the command line passes ``sagaline.consumers.local_steps.local_steps_for``.
+    """
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
@@ -162,8 +172,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
         data_keys.configure(settings)  # personal fields: this deployment's data keys
         app, schedules = split_app(load_object(args.app))
-        logic = logic_with_schedules(_as_logic(app), schedules)
+        base = _as_logic(app)
+        logic = logic_with_schedules(base, schedules)
         codec = load_object(args.codec, "--codec") if args.codec else _default_codec()
+        local_steps = local(base, settings, codec) if local is not None else None
         layout = TopicLayout(partitions=args.ensure_topics or 1)
         _ensure_topics_waiting(settings, layout, create=args.ensure_topics is not None)
         declare_schedules(settings, schedules, codec)  # type: ignore[arg-type]
@@ -179,7 +191,13 @@ def run_from_args(args: argparse.Namespace) -> int:
             producer_linger_ms=args.producer_linger_ms,
             static_membership=not args.dynamic_membership,
         )
-        orchestrator = Orchestrator(settings, logic, config, codec=codec)  # type: ignore[arg-type]
+        orchestrator = Orchestrator(
+            settings,
+            logic,
+            config,
+            codec=codec,  # type: ignore[arg-type]
+            local_steps=local_steps,
+        )
         APPROVALS_OPEN.track(lambda: _active_states(orchestrator))
     except SagalineError as exc:
         log.error("%s", exc)

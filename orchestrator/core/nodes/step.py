@@ -42,7 +42,14 @@ if TYPE_CHECKING:
     from sagaline.schemas.base import Payload
     from sagaline.schemas.state import StepState
 
-__all__ = ["StepKind", "StepSpec", "failure_pause_reason", "model_or_none", "step"]
+__all__ = [
+    "StepKind",
+    "StepSpec",
+    "check_local",
+    "failure_pause_reason",
+    "model_or_none",
+    "step",
+]
 
 DataT = TypeVar("DataT")
 ResultT = TypeVar("ResultT")
@@ -84,9 +91,11 @@ class StepSpec(FunctionNode, Generic[DataT, ResultT]):
         compensation_retry: Retry | None,
         uses_db: bool = True,
         limit: Limit[Any] | None = None,
+        local: bool = False,
     ) -> None:
         super().__init__(fn, name)
         self.uses_db = uses_db
+        self.local = local
         self.limit = limit
         self.compensate_declared = compensate is not UNSET
         self.compensate_fn: Callable[..., Any] | None = None if compensate is UNSET else compensate
@@ -183,6 +192,7 @@ def step(
     compensation_retry: Retry | None = None,
     uses_db: bool = True,
     limit: Limit[Any] | None = None,
+    local: bool = False,
 ) -> _StepDecorator: ...
 
 
@@ -203,6 +213,7 @@ def step(
     compensation_retry: Retry | None = None,
     uses_db: bool = True,
     limit: Limit[Any] | None = None,
+    local: bool = False,
 ) -> StepSpec[Any, Any] | _StepDecorator:
     """Declare a step: ``@step`` or ``@step(retry=Retry(...), timeout=...)``.
 
@@ -216,6 +227,9 @@ def step(
     ``uses_db=False`` tells the worker the step needs no database transaction.
     ``limit`` shares a key's slots with every saga (``Limit``: at most N running,
     at most N starts per period); the step waits for a slot in FIFO order.
+    ``local=True`` runs the step inside the orchestrator process: its reply is
+    journaled in the transaction of the decisions around it (with ``uses_db``
+    exactly-once through the inbox; without, at-least-once).
     """
 
     def build(f: Callable[..., Any]) -> StepSpec[Any, Any]:
@@ -234,6 +248,7 @@ def step(
             compensation_retry=compensation_retry,
             uses_db=uses_db,
             limit=limit,
+            local=local,
         )
 
     return build(fn) if fn is not None else build
@@ -253,6 +268,17 @@ def model_or_none(annotation: Any, what: str) -> type[BaseModel] | None:
     raise SagaDefinitionError(f"{what} must be a pydantic model or None, got {annotation!r}")
 
 
+def check_local(node: StepSpec[Any, Any], where: str) -> None:
+    """A local step runs in the orchestrator: refuse the settings only a worker honours."""
+    worker_only = {"to": node.to, "heartbeat_timeout": node.heartbeat_timeout}
+    for option, value in worker_only.items():
+        if value is not None:
+            raise SagaDefinitionError(
+                f"{where}: local=True runs the step in the orchestrator, "
+                f"but {option}= is a worker-only setting; drop one of them"
+            )
+
+
 class StepKind(NodeKind[StepSpec[Any, Any]]):
     kind = "step"
     skippable = True
@@ -267,6 +293,8 @@ class StepKind(NodeKind[StepSpec[Any, Any]]):
             hints = resolve_hints(node.fn, localns)
             node.result_type = model_or_none(hints.get("return"), f"{where} result")
         check_arity(node.fn, "self, ctx, args", where)
+        if node.local:
+            check_local(node, where)
         if node.compensate_fn is not None:
             check_arity(node.compensate_fn, "self, ctx, data", f"{where} compensation")
         if node.on_result_fn is not None:
@@ -405,6 +433,8 @@ class StepKind(NodeKind[StepSpec[Any, Any]]):
             marks.append("pivot")
         if node.to:
             marks.append(f"to {node.to}")
+        if node.local:
+            marks.append("local")
         extra = f"<br/><small>{', '.join(marks)}</small>" if marks else ""
         return [f'{n}["{mermaid_label(n)}{extra}"]']
 
