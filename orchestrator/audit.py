@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -24,7 +26,17 @@ from sagaline.orchestrator.core.audit_rules import (
     audit_saga,
 )
 from sagaline.orchestrator.core.errors import OrchestratorError
-from sagaline.orchestrator.runtime.journal_reader import Progress, read_journal
+from sagaline.orchestrator.runtime.journal_reader import JournalRead, Progress, read_journal
+from sagaline.orchestrator.runtime.journal_signatures import (
+    CHECK as SIGNATURE_CHECK,
+)
+from sagaline.orchestrator.runtime.journal_signatures import (
+    DESCRIPTION as SIGNATURE_DESCRIPTION,
+)
+from sagaline.orchestrator.runtime.journal_signatures import (
+    SignatureCheck,
+    signature_check,
+)
 from sagaline.schemas.codec import RecordCodec
 
 __all__ = [
@@ -33,6 +45,7 @@ __all__ = [
     "AuditReport",
     "Finding",
     "InboxRow",
+    "SignedAuditReport",
     "audit",
     "audit_entries",
     "audit_inbox",
@@ -69,6 +82,58 @@ def read_inbox(database_url: str, schema: str, saga_ids: Iterable[str]) -> list[
     return [InboxRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4]) for r in rows]
 
 
+@dataclass
+class SignedAuditReport(AuditReport):
+    """An :class:`AuditReport` that also says whether journal signatures were verified."""
+
+    #: journal records whose signature was verified (``None``: not checked, signing off)
+    signatures_checked: int | None = None
+    #: why they were not checked
+    signatures_skipped: str = "signing is off"
+
+    @classmethod
+    def of(cls, report: AuditReport, checked: int | None, skipped: str) -> SignedAuditReport:
+        values = {f.name: getattr(report, f.name) for f in fields(report)}
+        return cls(**values, signatures_checked=checked, signatures_skipped=skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        failures = sum(1 for f in self.findings if f.check == SIGNATURE_CHECK)
+        data["signatures_checked"] = self.signatures_checked
+        if self.signatures_checked is not None:
+            data["checks"][SIGNATURE_CHECK] = {
+                "description": SIGNATURE_DESCRIPTION,
+                "failures": failures,
+            }
+        return data
+
+    def render(self) -> str:
+        lines = super().render().split("\n")
+        if self.signatures_checked is None:
+            line = f"  (journal signatures not checked: {self.signatures_skipped})"
+        else:
+            failed = any(f.check == SIGNATURE_CHECK for f in self.findings)
+            line = f"  {'FAIL' if failed else 'ok  '} {SIGNATURE_CHECK:<13} {SIGNATURE_DESCRIPTION}"
+        lines.insert(2 + len(CHECKS), line)
+        return "\n".join(lines)
+
+
+def _signature_findings(
+    check: SignatureCheck, read: JournalRead, by_saga: dict[str, Any], filtered: bool
+) -> list[Finding]:
+    """One finding per journal record (of the audited sagas, when filtered) whose
+    signature did not verify."""
+    seqs = {(r.partition, r.offset): r.entry.seq for r in read.records}
+    found = []
+    for problem in check.problems:
+        if filtered and problem.key not in by_saga:
+            continue  # a saga that --saga-id or --type left out
+        where = (problem.partition, problem.offset)
+        message = f"{problem.error_type}: {problem.reason} ({read.topic}[{where[0]}]@{where[1]})"
+        found.append(Finding(SIGNATURE_CHECK, problem.key, seqs.get(where), message))
+    return found
+
+
 def audit(
     bootstrap_servers: str,
     topic: str,
@@ -81,8 +146,13 @@ def audit(
     codec: RecordCodec | None = None,
     progress: Progress | None = None,
     timeout: float = 60.0,
-) -> AuditReport:
-    """Read the journal ``topic`` and audit it (and the worker inbox with ``database_url``)."""
+    signatures: bool = True,
+) -> SignedAuditReport:
+    """Read the journal ``topic`` and audit it (and the worker inbox with ``database_url``).
+
+    With signing on (and ``signatures``), every journal record's signature is verified too.
+    """
+    check = signature_check(topic) if signatures else None
     read = read_journal(
         bootstrap_servers,
         topic,
@@ -92,9 +162,15 @@ def audit(
         codec=codec,
         progress=progress,
         timeout=timeout,
+        on_record=check,
     )
     by_saga = read.by_saga()
-    report = audit_entries(by_saga, topic=topic, undecodable=read.undecodable, since=since)
+    plain = audit_entries(by_saga, topic=topic, undecodable=read.undecodable, since=since)
+    skipped = "signing is off (SAGALINE_SIGNING)" if signatures else "--no-signatures"
+    report = SignedAuditReport.of(plain, None if check is None else check.checked, skipped)
+    if check is not None:
+        filtered = saga_id is not None or saga_type is not None
+        report.findings.extend(_signature_findings(check, read, by_saga, filtered))
     if database_url:
         rows = read_inbox(database_url, db_schema, by_saga)
         report.inbox_rows = len(rows)

@@ -23,9 +23,9 @@ unless a test picks a role principal; ``session_credentials`` holds the password
 
 The session makes an Ed25519 key per role principal (``admin``, ``client``,
 ``orchestrator``, ``worker``, ``relay``, ``auditor``, ``projection``, ``console``) in a
-temporary keyring and exports ``SAGALINE_KEYS_DIR``; ``SAGALINE_TEST_SIGNING=1`` also
-exports ``SAGALINE_SIGNING=true``, so every process signs as its role and verifies what
-it reads (not yet the default: docs/security.md).
+temporary keyring and exports ``SAGALINE_KEYS_DIR`` and ``SAGALINE_SIGNING=true``, so
+every process signs as its role and verifies what it reads (the default, like TLS;
+``SAGALINE_TEST_SIGNING=0`` turns signing off; docs/security.md).
 
 Fixtures for everyone:
 
@@ -98,12 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _export_signing_keys() -> None:
-    """A session keyring with a key per role; signing on if SAGALINE_TEST_SIGNING=1."""
+    """A session keyring with a key per role; signing on unless SAGALINE_TEST_SIGNING=0."""
     if "SAGALINE_KEYS_DIR" not in os.environ:
         keys = Path(tempfile.mkdtemp(prefix="sagaline-keys-")) / "keys"
         os.environ["SAGALINE_KEYS_DIR"] = str(ensure_role_keys(keys))
         _CLEANUPS.append(functools.partial(shutil.rmtree, keys.parent, ignore_errors=True))
-    signing = os.environ.get("SAGALINE_TEST_SIGNING", "0") != "0"
+    signing = os.environ.get("SAGALINE_TEST_SIGNING", "1") != "0"
     os.environ.setdefault("SAGALINE_SIGNING", "true" if signing else "false")
 
 

@@ -273,16 +273,21 @@ def publish_journal(
     transactional_id: str,
     abort: bool = False,
     raw: Iterable[tuple[str, bytes]] = (),
+    signer: str | None = "orchestrator",
 ) -> None:
     """Write ``entries`` (keyed by saga id, timestamped with their envelope time) and any
-    ``raw`` (key, bytes) records in one Kafka transaction, committed or ``abort``-ed."""
+    ``raw`` (key, bytes) records in one Kafka transaction, committed or ``abort``-ed;
+    signed as ``signer`` when signing is on (as the orchestrator signs its journal),
+    unsigned when ``signer`` is ``None``."""
     from confluent_kafka import Producer
 
     from sagaline.orchestrator.runtime.kafka_config import transactional_producer_config
+    from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
     from sagaline.schemas.codec import default_codec
 
     codec = default_codec()
-    producer = Producer(transactional_producer_config(bootstrap, transactional_id))
+    config = transactional_producer_config(bootstrap, transactional_id)
+    producer = Producer(config) if signer is None else SignedProducer(config, signer)
     producer.init_transactions(30)
     producer.begin_transaction()
     for entry in entries:

@@ -178,11 +178,18 @@ def _register_audit(subparsers: Subparsers) -> None:
         "audit",
         help="check the journal's invariants; exit 1 with a report when one fails",
         description="Check hash chains, dispatches, side effects, compensations, terminal "
-        "statuses and approvals over the journal (and the worker inbox with a database).",
+        "statuses and approvals over the journal (and the worker inbox with a database); "
+        "with signing on, every entry's signature too.",
     )
     _journal_filters(aud)
     aud.add_argument(
         "--no-inbox", action="store_true", help="do not compare the worker inbox with the journal"
+    )
+    aud.add_argument(
+        "--no-signatures",
+        action="store_true",
+        help="do not verify journal-entry signatures (checked when SAGALINE_SIGNING is on: "
+        "an entry not signed by an orchestrator signer is a finding)",
     )
     _kafka_args(aud)
     _database_args(aud)
@@ -354,6 +361,7 @@ def _audit(args: argparse.Namespace) -> int:
             db_schema=args.db_schema,
             progress=counter.callback,
             timeout=args.timeout,
+            signatures=not args.no_signatures,
         )
     if args.saga_id and report.sagas == 0 and report.ok:
         raise UnknownSagaId(f"unknown saga id {args.saga_id!r}: not in {settings.topics.journal}")

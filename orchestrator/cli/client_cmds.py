@@ -97,7 +97,13 @@ def register(subparsers: Subparsers) -> None:
         p = _writer(subparsers, verb, f"{verb} a saga's open approval")
         p.add_argument("saga_id")
         p.add_argument("wait_name", metavar="wait", help="the approval's name")
-        p.add_argument("--by", required=True, help="the approver's identity")
+        p.add_argument(
+            "--by",
+            required=True,
+            help="the approver's identity; with signing on, the journal records the verified "
+            "signer (SAGALINE_SIGNER, else your Kafka user) and this text only as a note "
+            "('admin for alice')",
+        )
         p.add_argument("--note")
         if approved:
             p.add_argument(

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from sagaline.orchestrator.cli.command import Handler, Subparsers, add_json_flag, emit, set_handler
-from sagaline.orchestrator.config import EnvSettings, KafkaValue, Settings, read_kafka_config_file
+from sagaline.orchestrator.config import (
+    EnvSettings,
+    KafkaValue,
+    Settings,
+    dev_env_path,
+    read_kafka_config_file,
+)
 from sagaline.orchestrator.console.redact import REDACTED, is_secret_name, redact_url
 from sagaline.orchestrator.core.errors import ConfigError
 from sagaline.orchestrator.runtime.kafka_config import set_passthrough
@@ -151,7 +157,11 @@ def _effective(args: argparse.Namespace) -> dict[str, Any]:
             value = REDACTED
         elif name == "kafka_config":
             value = redact_kafka(value)
+        elif name == "signing_key":
+            value = "(set; its path is not shown)"
         shown[_variable(name)] = str(value) if isinstance(value, Path) else value
+    # signing: whether it is on and the keyring it verifies with (never a private key)
+    shown.setdefault("SAGALINE_KEYS_DIR", str(dev_env_path().parent / "keys"))
     shown["kafka_passthrough"] = redact_kafka(kafka_passthrough(env, args))
     return shown
 

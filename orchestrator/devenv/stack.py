@@ -307,7 +307,10 @@ def _env_text(
             "SAGALINE_KAFKA_USER=admin",
         ]
     if keys is not None:
-        lines.append(f"SAGALINE_KEYS_DIR={keys}")
+        # Ed25519 signatures of every record (docs/security.md), on with the transport
+        lines += [f"SAGALINE_KEYS_DIR={keys}", "SAGALINE_SIGNING=true"]
+    else:
+        lines.append("SAGALINE_SIGNING=false")
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "JournalRead",
     "JournalReadError",
     "JournalRecord",
+    "OnRecord",
     "Progress",
     "Undecodable",
     "journal_codec",
@@ -54,6 +55,8 @@ __all__ = [
 
 #: called with (records read so far, records to read at most) while reading
 Progress = Callable[[int, int], None]
+#: called with every raw record read (the audit's signature check)
+OnRecord = Callable[[RawRecord], None]
 
 
 class JournalReadError(OrchestratorError):
@@ -104,6 +107,7 @@ def read_journal(
     codec: RecordCodec | None = None,
     progress: Progress | None = None,
     timeout: float = 60.0,
+    on_record: OnRecord | None = None,
 ) -> JournalRead:
     """Read ``topic`` up to the end-offset snapshot taken at the start.
 
@@ -111,7 +115,8 @@ def read_journal(
     saga id with :func:`~sagaline.orchestrator.runtime.partitioner.partition_for`)
     and keeps only its entries; ``saga_type`` keeps only sagas of that type.
     ``timeout`` bounds the whole read (a transaction left open longer than
-    that on the journal holds the last stable offset back).
+    that on the journal holds the last stable offset back).  ``on_record`` sees every
+    raw record read (before decoding, whatever its saga).
     """
     codec = codec or journal_codec()
     consumer = Consumer(
@@ -132,6 +137,8 @@ def read_journal(
         for record in read_to_end(consumer, topic, ranges, timeout=timeout):
             if since_ms is not None and record.timestamp_ms < since_ms:
                 continue  # a later offset with an earlier time: before --since
+            if on_record is not None:
+                on_record(record)
             _decode_into(result, codec, record)
             if progress is not None:
                 progress(len(result.records) + len(result.undecodable), total)

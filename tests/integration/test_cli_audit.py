@@ -24,6 +24,7 @@ from sagaline.consumers.migrations import migrate
 from sagaline.consumers.projections import ProjectionError, get_saga
 from sagaline.orchestrator.cli.main import main
 from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.runtime.signing_runtime import reset_signing, signing_config
 from sagaline.schemas.events import StepDispatched
 
 pytestmark = pytest.mark.integration
@@ -175,6 +176,53 @@ def test_audit_clean_inbox_and_tampered(setup: Setup, capsys: pytest.CaptureFixt
 
     code, _, err = run_cli(["audit", *setup.kafka(), "--saga-id", "nobody"], capsys)
     assert code == 2 and "unknown saga id 'nobody'" in err
+
+
+def test_audit_reports_journal_entries_not_signed_by_the_orchestrator(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A well-formed entry (valid chain) written with another role's key, or with none,
+    is a signature finding; the genuine entries pass."""
+    assert signing_config().enabled  # the test session signs (SAGALINE_TEST_SIGNING)
+    forged = run_refund(f"{setup.names.prefix}-by-worker", "approved")
+    publish_journal(
+        setup.bootstrap, setup.names.journal, forged.entries, transactional_id="w", signer="worker"
+    )
+    bare = run_refund(f"{setup.names.prefix}-unsigned", "approved")
+    publish_journal(
+        setup.bootstrap, setup.names.journal, bare.entries[:2], transactional_id="u", signer=None
+    )
+    code, out, _ = run_cli(["audit", *setup.kafka(), "--no-inbox", "--json"], capsys)
+    assert code == 1, out
+    report = json.loads(out)
+    assert report["signatures_checked"] == report["entries"] > len(forged.entries)
+    assert report["checks"]["signature"]["failures"] == len(forged.entries) + 2
+    found = {(f["saga_id"], f["seq"], f["message"].split(":")[0]) for f in report["findings"]}
+    assert found == {(forged.saga_id, e.seq, "WrongSigner") for e in forged.entries} | {
+        (bare.saga_id, e.seq, "Unsigned") for e in bare.entries[:2]
+    }
+    assert all(
+        "'worker'" in f["message"] for f in report["findings"] if f["saga_id"] == forged.saga_id
+    )
+    # one saga: only its findings; the text report names the check
+    code, out, _ = run_cli(
+        ["audit", *setup.kafka(), "--no-inbox", "--saga-id", setup.runs["approved"].saga_id],
+        capsys,
+    )
+    assert code == 0 and "ok   signature" in out and "audit passed" in out, out
+    code, out, _ = run_cli(["audit", *setup.kafka(), "--no-inbox"], capsys)
+    assert code == 1 and "FAIL signature" in out and f"[signature] saga {bare.saga_id} seq 1" in out
+    # asked not to check, or with signing off: the report says so
+    code, out, _ = run_cli(["audit", *setup.kafka(), "--no-inbox", "--no-signatures"], capsys)
+    assert code == 0 and "journal signatures not checked: --no-signatures" in out, out
+    monkeypatch.setenv("SAGALINE_SIGNING", "false")
+    reset_signing()
+    try:
+        code, out, _ = run_cli(["audit", *setup.kafka(), "--no-inbox", "--json"], capsys)
+    finally:
+        monkeypatch.undo()
+        reset_signing()
+    assert code == 0 and json.loads(out)["signatures_checked"] is None, out
 
 
 def test_projection_list_and_status(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:

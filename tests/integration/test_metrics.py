@@ -13,12 +13,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 from observe_stack import Stack, by_label, run_refunds, running_stack, scrape, total, wait_until
 
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.runtime.journal_reader import read_journal
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.schemas.events import SagaFinished, SagaStarted, StepCompensated, StepCompleted
 from sagaline.schemas.state import SagaState
 
@@ -42,7 +42,10 @@ def _approvals_agree(stack: Stack, states: dict[str, SagaState]) -> None:
 
 
 def _poison_command(stack: Stack) -> None:
-    producer = Producer(client_producer_config(stack.settings.kafka_bootstrap_servers))
+    # signed as a client: it reaches the decoder and is dead-lettered for what it is
+    producer = SignedProducer(
+        client_producer_config(stack.settings.kafka_bootstrap_servers), "client"
+    )
     producer.produce(stack.names.commands, key=b"poison-1", value=b"\x00 not a record")
     assert producer.flush(10) == 0
 

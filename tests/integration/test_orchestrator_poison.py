@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 from orchestrator_chain import JsonCodec, start_command
 from orchestrator_support import Responder, delete_prefix_topics, fresh_prefix, read_committed
@@ -35,6 +34,7 @@ from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.layout import PartitionCountChanged
 from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import MAX_ORIGINAL_VALUE_BYTES, DeadLetter
 
@@ -78,16 +78,19 @@ def test_oversized_inputs_are_dead_lettered_and_their_partition_keeps_flowing(
 ) -> None:
     codec = JsonCodec()
     # what a default client may write (text: the test's JSON codec keeps bytes as UTF-8)
-    plain = base64.b64encode(os.urandom(750_000))[:999_900]
+    # (less room for the two signature headers)
+    plain = base64.b64encode(os.urandom(750_000))[:999_700]
     # 5 MB that compresses to almost nothing: the broker accepts it, the consumer gets 5 MB
     compressible = b"sagaline" * 655_360
     plain_p = partition_for("big-plain", PARTITIONS)
-    big_client = Producer(
+    # signed (as a worker and a client), so that each is refused for its size, not as Unsigned
+    big_client = SignedProducer(
         client_producer_config(
             kafka_bootstrap, extra={"compression.type": "zstd", "message.max.bytes": 8_000_000}
-        )
+        ),
+        "worker",
     )
-    small_client = Producer(client_producer_config(kafka_bootstrap))
+    small_client = SignedProducer(client_producer_config(kafka_bootstrap), "client")
     responder = Responder(kafka_bootstrap, prefix, codec).start()
     try:
         with Running(make_orchestrator(kafka_bootstrap, prefix, "a")) as run:
@@ -124,7 +127,7 @@ def test_start_on_the_wrong_partition_is_dead_lettered(kafka_bootstrap: str, pre
     saga_id = "misrouted-1"
     right = partition_for(saga_id, PARTITIONS)
     wrong = (right + 1) % PARTITIONS
-    producer = Producer(client_producer_config(kafka_bootstrap))
+    producer = SignedProducer(client_producer_config(kafka_bootstrap), "client")
     responder = Responder(kafka_bootstrap, prefix, codec).start()
     try:
         with Running(make_orchestrator(kafka_bootstrap, prefix, "a")) as run:
@@ -215,7 +218,7 @@ def test_an_input_whose_dead_letter_is_refused_too_is_skipped_and_the_partition_
     tiny = NewTopic(names.deadletter, 1, 1, config={"max.message.bytes": "300"})
     admin.create_topics([tiny])[names.deadletter].result(30)
     ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=PARTITIONS))
-    producer = Producer(client_producer_config(kafka_bootstrap))
+    producer = SignedProducer(client_producer_config(kafka_bootstrap), "client")
     responder = Responder(kafka_bootstrap, prefix, codec).start()
     try:
         orch = make_orchestrator(kafka_bootstrap, prefix, "a")

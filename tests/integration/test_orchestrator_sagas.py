@@ -19,6 +19,7 @@ from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
 
@@ -132,7 +133,6 @@ def test_approve_and_reject_with_identity(settings: Settings) -> None:
 
 
 def test_reply_for_unknown_saga_is_dead_lettered(settings: Settings) -> None:
-    from confluent_kafka import Producer
 
     codec = AvroCodec()
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
@@ -140,7 +140,7 @@ def test_reply_for_unknown_saga_is_dead_lettered(settings: Settings) -> None:
     try:
         with Running(orchestrator(settings)), SagaClient(settings) as client:
             client.signal("never-started", "manager_ok", by="mallory", approved=True)
-            producer = Producer(client_producer_config(bootstrap))
+            producer = SignedProducer(client_producer_config(bootstrap), "worker")
             producer.produce(f"{prefix}.replies", key="garbage", value=b"\xc3\x01garbage")
             producer.flush(10)
             h = client.start(Pipeline, PipeData(label="after"), saga_id="after-poison")

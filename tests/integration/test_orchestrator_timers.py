@@ -21,6 +21,7 @@ from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.replies import StepSucceeded
@@ -135,9 +136,7 @@ def test_finished_saga_is_tombstoned_after_grace_and_not_restored(settings: Sett
             again = make(settings, tombstone_grace_s=1.0)
             thread, errors = start_thread(again)
             try:
-                from confluent_kafka import Producer
-
-                producer = Producer(client_producer_config(bootstrap))
+                producer = SignedProducer(client_producer_config(bootstrap), "worker")
                 producer.produce(f"{prefix}.replies", key="short-lived", value=codec.encode(late))
                 producer.flush(10)
                 deadline = time.monotonic() + 20

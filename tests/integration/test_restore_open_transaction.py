@@ -20,17 +20,19 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from sagaline.orchestrator.runtime.kafka_config import reader_config, transactional_producer_config
 from sagaline.orchestrator.runtime.restore import read_partition_latest
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 
 pytestmark = pytest.mark.integration
 
 
-def _open_transaction(bootstrap: str, topic: str) -> Producer:
+def _open_transaction(bootstrap: str, topic: str) -> SignedProducer:
     """One committed snapshot (``before``), then ``late`` written in a transaction left open."""
-    producer = Producer(transactional_producer_config(bootstrap, f"restore-{uuid.uuid4().hex}"))
+    config = transactional_producer_config(bootstrap, f"restore-{uuid.uuid4().hex}")
+    producer = SignedProducer(config, "orchestrator")  # state records: the orchestrator's
     producer.init_transactions(30)
     producer.begin_transaction()
     producer.produce(topic, key=b"before", value=b"1", partition=0)

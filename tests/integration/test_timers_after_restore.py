@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Producer
 from orchestrator_chain import ChainLogic, JsonCodec, start_command
 from orchestrator_support import Responder, delete_prefix_topics, read_committed
 
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.state import SagaState
 from sagaline.schemas.tasks import TASK_TYPES, ExecuteStep
@@ -104,7 +104,7 @@ def test_a_reply_written_before_the_deadline_beats_the_overdue_timeout(
 ) -> None:
     codec = JsonCodec()
     ids = [f"late-{i}" for i in range(SAGAS)]
-    producer = Producer(client_producer_config(settings.kafka_bootstrap_servers))
+    producer = SignedProducer(client_producer_config(settings.kafka_bootstrap_servers), "client")
     started = time.time()  # the steps' deadlines count from the starts' time
     for saga_id in ids:
         command = start_command(saga_id, when=datetime.fromtimestamp(started, UTC))
