@@ -7,59 +7,81 @@ The public face.  Everything a user's project needs is importable from here::
 The repository root is this package: ``sagaline.schemas`` is ``schemas/``,
 ``sagaline.orchestrator`` is ``orchestrator/``, ``sagaline.consumers`` is
 ``consumers/`` and ``sagaline.sagas`` is ``sagas/`` (see docs/architecture.md).
-The client and the worker need Kafka and PostgreSQL: they are imported on
-first use, so ``import sagaline`` stays light.
+
+Every name is imported on first use (PEP 562): ``import sagaline`` (which every
+``sagaline.…`` import runs first, the command line included) loads nothing
+else, and ``from sagaline import Saga`` loads the core but not Kafka,
+PostgreSQL or the settings.  Type checkers see the names through the
+``TYPE_CHECKING`` imports below.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from sagaline.orchestrator.config import Settings
-from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, ToolInfo
-from sagaline.orchestrator.core.audit_rules import audit_entries
-from sagaline.orchestrator.core.context import StepContext
-from sagaline.orchestrator.core.decider import (
-    Decision,
-    Input,
-    Outgoing,
-    decide,
-    pending_timers,
-    timer_input,
-)
-from sagaline.orchestrator.core.errors import (
-    OrchestratorError,
-    RetryableError,
-    SagaDefinitionError,
-    SagalineError,
-    TerminalError,
-    UnknownSagaType,
-)
-from sagaline.orchestrator.core.fold import evolve, fold
-from sagaline.orchestrator.core.journal import make_journal_entry, record_decision, verify_chain
-from sagaline.orchestrator.core.limit_spec import Limit
-from sagaline.orchestrator.core.policies import Budget, Retry
-from sagaline.orchestrator.core.registry import SagaRegistry
-from sagaline.orchestrator.core.replay_check import replay_entries
-from sagaline.orchestrator.core.saga import (
-    DONE,
-    Done,
-    Node,
-    Saga,
-    SignalInfo,
-    StepHandler,
-    StepSpec,
-    agent,
-    approval,
-    child,
-    parallel,
-    sleep,
-    step,
-    tool,
-    wait_for_signal,
-)
-from sagaline.orchestrator.core.schedule import Schedule
-from sagaline.orchestrator.core.testing import SagaTestKit
-from sagaline.schemas.base import Usage
-from sagaline.schemas.personal import ERASED, Personal, Secret
+if TYPE_CHECKING:
+    from sagaline.consumers import Relay, Worker, WorkerStepContext
+    from sagaline.orchestrator.audit import audit
+    from sagaline.orchestrator.client import (
+        DeliveryFailed,
+        KafkaUnavailable,
+        Receipt,
+        SagaAlreadyStarted,
+        SagaClient,
+        SagaHandle,
+        SagaNotFound,
+        SagaRejected,
+        UnsupportedDataModel,
+        Verdict,
+        WaitTimeout,
+    )
+    from sagaline.orchestrator.config import Settings
+    from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, ToolInfo
+    from sagaline.orchestrator.core.audit_rules import audit_entries
+    from sagaline.orchestrator.core.context import StepContext
+    from sagaline.orchestrator.core.decider import (
+        Decision,
+        Input,
+        Outgoing,
+        decide,
+        pending_timers,
+        timer_input,
+    )
+    from sagaline.orchestrator.core.errors import (
+        OrchestratorError,
+        RetryableError,
+        SagaDefinitionError,
+        SagalineError,
+        TerminalError,
+        UnknownSagaType,
+    )
+    from sagaline.orchestrator.core.fold import evolve, fold
+    from sagaline.orchestrator.core.journal import make_journal_entry, record_decision, verify_chain
+    from sagaline.orchestrator.core.limit_spec import Limit
+    from sagaline.orchestrator.core.policies import Budget, Retry
+    from sagaline.orchestrator.core.registry import SagaRegistry
+    from sagaline.orchestrator.core.replay_check import replay_entries
+    from sagaline.orchestrator.core.saga import (
+        DONE,
+        Done,
+        Node,
+        Saga,
+        SignalInfo,
+        StepHandler,
+        StepSpec,
+        agent,
+        approval,
+        child,
+        parallel,
+        sleep,
+        step,
+        tool,
+        wait_for_signal,
+    )
+    from sagaline.orchestrator.core.schedule import Schedule
+    from sagaline.orchestrator.core.testing import SagaTestKit
+    from sagaline.orchestrator.replay import load_definitions, replay
+    from sagaline.schemas.base import Usage
+    from sagaline.schemas.personal import ERASED, Personal, Secret
 
 __all__ = [
     "DONE",
@@ -130,56 +152,85 @@ __all__ = [
     "wait_for_signal",
 ]
 
-# The client needs Kafka: imported on first use so the pure core stays light.
-_CLIENT_NAMES = (
-    "DeliveryFailed",
-    "KafkaUnavailable",
-    "Receipt",
-    "SagaAlreadyStarted",
-    "SagaClient",
-    "SagaHandle",
-    "SagaNotFound",
-    "SagaRejected",
-    "UnsupportedDataModel",
-    "Verdict",
-    "WaitTimeout",
-)
-# The worker and the relay need PostgreSQL and Kafka: same.
-_WORKER_NAMES = ("Relay", "Worker", "WorkerStepContext")
-# Replay and audit read the journal from Kafka (and the inbox from PostgreSQL): same.
-_AUDIT_NAMES = ("audit", "load_definitions", "replay")
-
-if TYPE_CHECKING:
-    from sagaline.consumers import Relay, Worker, WorkerStepContext
-    from sagaline.orchestrator.audit import audit
-    from sagaline.orchestrator.client import (
-        DeliveryFailed,
-        KafkaUnavailable,
-        Receipt,
-        SagaAlreadyStarted,
-        SagaClient,
-        SagaHandle,
-        SagaNotFound,
-        SagaRejected,
-        UnsupportedDataModel,
-        Verdict,
-        WaitTimeout,
-    )
-    from sagaline.orchestrator.replay import load_definitions, replay
+_CORE = "sagaline.orchestrator.core"
+_CLIENT = "sagaline.orchestrator.client"
+#: where each public name lives (imported on first use)
+_HOMES: dict[str, tuple[str, ...]] = {
+    "sagaline.consumers": ("Relay", "Worker", "WorkerStepContext"),
+    "sagaline.orchestrator.audit": ("audit",),
+    _CLIENT: (
+        "DeliveryFailed",
+        "KafkaUnavailable",
+        "Receipt",
+        "SagaAlreadyStarted",
+        "SagaClient",
+        "SagaHandle",
+        "SagaNotFound",
+        "SagaRejected",
+        "UnsupportedDataModel",
+        "Verdict",
+        "WaitTimeout",
+    ),
+    "sagaline.orchestrator.config": ("Settings",),
+    f"{_CORE}.agents": ("AgentDecision", "AgentTurn", "ToolInfo"),
+    f"{_CORE}.audit_rules": ("audit_entries",),
+    f"{_CORE}.context": ("StepContext",),
+    f"{_CORE}.decider": (
+        "Decision",
+        "Input",
+        "Outgoing",
+        "decide",
+        "pending_timers",
+        "timer_input",
+    ),
+    f"{_CORE}.errors": (
+        "OrchestratorError",
+        "RetryableError",
+        "SagaDefinitionError",
+        "SagalineError",
+        "TerminalError",
+        "UnknownSagaType",
+    ),
+    f"{_CORE}.fold": ("evolve", "fold"),
+    f"{_CORE}.journal": ("make_journal_entry", "record_decision", "verify_chain"),
+    f"{_CORE}.limit_spec": ("Limit",),
+    f"{_CORE}.policies": ("Budget", "Retry"),
+    f"{_CORE}.registry": ("SagaRegistry",),
+    f"{_CORE}.replay_check": ("replay_entries",),
+    f"{_CORE}.saga": (
+        "DONE",
+        "Done",
+        "Node",
+        "Saga",
+        "SignalInfo",
+        "StepHandler",
+        "StepSpec",
+        "agent",
+        "approval",
+        "child",
+        "parallel",
+        "sleep",
+        "step",
+        "tool",
+        "wait_for_signal",
+    ),
+    f"{_CORE}.schedule": ("Schedule",),
+    f"{_CORE}.testing": ("SagaTestKit",),
+    "sagaline.orchestrator.replay": ("load_definitions", "replay"),
+    "sagaline.schemas.base": ("Usage",),
+    "sagaline.schemas.personal": ("ERASED", "Personal", "Secret"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLIENT_NAMES:
-        from sagaline.orchestrator import client
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagaline' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
 
-        return getattr(client, name)
-    if name in _WORKER_NAMES:
-        from sagaline import consumers
 
-        return getattr(consumers, name)
-    if name in _AUDIT_NAMES:
-        from sagaline.orchestrator import audit as audit_io
-        from sagaline.orchestrator import replay as replay_io
-
-        return getattr(audit_io if name == "audit" else replay_io, name)
-    raise AttributeError(f"module 'sagaline' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

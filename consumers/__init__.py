@@ -7,24 +7,33 @@
 * :class:`Relay` publishes the outbox to Kafka.
 * :func:`migrate` creates the worker tables; :class:`PostgresPayloadStore`
   keeps large payloads.
+
+
+The names are imported on first use (PEP 562), so importing one submodule of
+this package does not import them all; type checkers see them through the
+``TYPE_CHECKING`` imports.
 """
 
-from sagaline.consumers.context import WorkerStepContext
-from sagaline.consumers.errors import (
-    DatabaseUnavailable,
-    HandlerNotFound,
-    MigrationError,
-    NoDatabaseInStep,
-    PayloadNotFound,
-    SchemaTooNew,
-    StepTimeout,
-    WorkerError,
-)
-from sagaline.consumers.handlers import Handler, HandlerResolver, RegistryResolver, StepTable
-from sagaline.consumers.migrations import LATEST_VERSION, MigrationResult, migrate
-from sagaline.consumers.payload_store import PostgresPayloadStore
-from sagaline.consumers.relay import Relay, RelayOptions, RelayStats
-from sagaline.consumers.worker import TaskTrace, Worker, WorkerOptions, WorkerStats
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sagaline.consumers.context import WorkerStepContext
+    from sagaline.consumers.errors import (
+        DatabaseUnavailable,
+        HandlerNotFound,
+        MigrationError,
+        NoDatabaseInStep,
+        PayloadNotFound,
+        SchemaTooNew,
+        StepTimeout,
+        WorkerError,
+    )
+    from sagaline.consumers.handlers import Handler, HandlerResolver, RegistryResolver, StepTable
+    from sagaline.consumers.migrations import LATEST_VERSION, MigrationResult, migrate
+    from sagaline.consumers.payload_store import PostgresPayloadStore
+    from sagaline.consumers.relay import Relay, RelayOptions, RelayStats
+    from sagaline.consumers.worker import TaskTrace, Worker, WorkerOptions, WorkerStats
 
 __all__ = [
     "LATEST_VERSION",
@@ -52,3 +61,39 @@ __all__ = [
     "WorkerStepContext",
     "migrate",
 ]
+
+_HOME_OF = {
+    "WorkerStepContext": "sagaline.consumers.context",
+    "DatabaseUnavailable": "sagaline.consumers.errors",
+    "HandlerNotFound": "sagaline.consumers.errors",
+    "MigrationError": "sagaline.consumers.errors",
+    "NoDatabaseInStep": "sagaline.consumers.errors",
+    "PayloadNotFound": "sagaline.consumers.errors",
+    "SchemaTooNew": "sagaline.consumers.errors",
+    "StepTimeout": "sagaline.consumers.errors",
+    "WorkerError": "sagaline.consumers.errors",
+    "Handler": "sagaline.consumers.handlers",
+    "HandlerResolver": "sagaline.consumers.handlers",
+    "RegistryResolver": "sagaline.consumers.handlers",
+    "StepTable": "sagaline.consumers.handlers",
+    "LATEST_VERSION": "sagaline.consumers.migrations",
+    "MigrationResult": "sagaline.consumers.migrations",
+    "migrate": "sagaline.consumers.migrations",
+    "PostgresPayloadStore": "sagaline.consumers.payload_store",
+    "Relay": "sagaline.consumers.relay",
+    "RelayOptions": "sagaline.consumers.relay",
+    "RelayStats": "sagaline.consumers.relay",
+    "TaskTrace": "sagaline.consumers.worker",
+    "Worker": "sagaline.consumers.worker",
+    "WorkerOptions": "sagaline.consumers.worker",
+    "WorkerStats": "sagaline.consumers.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -3,6 +3,9 @@
 Both stop cleanly on SIGTERM or SIGINT: the worker finishes its running
 steps, commits offsets and leaves its consumer group; the relay finishes the
 batch it is publishing and releases its shard locks.
+
+The worker's and the relay's code is imported by the command that runs it
+(a relay does not import the worker, the step runner or the saga core).
 """
 
 from __future__ import annotations
@@ -14,22 +17,16 @@ import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sagaline.consumers.handlers import HandlerResolver, RegistryResolver
-from sagaline.consumers.migrations import migrate
-from sagaline.consumers.relay import Relay, RelayOptions
-from sagaline.consumers.startup import wait_for_database, wait_for_kafka
-from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.cli.command import Subparsers, add_json_flag, emit, set_handler
 from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import ConfigError
-from sagaline.orchestrator.core.registry import SagaRegistry
-from sagaline.orchestrator.core.saga import Saga
-from sagaline.orchestrator.runtime import data_keys
-from sagaline.orchestrator.runtime.loader import load_object
-from sagaline.orchestrator.runtime.metrics import LagMonitor
+
+if TYPE_CHECKING:
+    from sagaline.consumers.handlers import HandlerResolver
+    from sagaline.orchestrator.runtime.metrics import LagMonitor
 
 __all__ = ["load_resolver", "register"]
 
@@ -94,6 +91,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _worker_lag(args: argparse.Namespace, settings: Settings) -> LagMonitor:
+    from sagaline.orchestrator.runtime.metrics import LagMonitor
+
     return LagMonitor(settings.kafka_bootstrap_servers, args.group, (settings.topics.tasks,))
 
 
@@ -105,6 +104,8 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from sagaline.orchestrator.runtime import data_keys
+
     settings = Settings.from_env(
         kafka_bootstrap_servers=args.bootstrap,
         database_url=args.database_url,
@@ -122,6 +123,11 @@ def load_resolver(spec: str) -> HandlerResolver:
     one ``Saga`` class, an object with ``resolve(...)``, or a zero-argument
     callable returning one of those.
     """
+    from sagaline.consumers.handlers import RegistryResolver
+    from sagaline.orchestrator.core.registry import SagaRegistry
+    from sagaline.orchestrator.core.saga import Saga
+    from sagaline.orchestrator.runtime.loader import load_object
+
     obj: Any = load_object(spec, option="--app", error=ConfigError, call_unless="resolve")
     if hasattr(obj, "resolve"):
         resolver: HandlerResolver = obj
@@ -155,12 +161,16 @@ def _wait_for_services(settings: Settings, stop: threading.Event) -> bool:
     A process started during an outage waits instead of exiting; ``False``
     when a signal stopped it while waiting.
     """
+    from sagaline.consumers.startup import wait_for_database, wait_for_kafka
+
     if settings.database_url is not None and not wait_for_database(settings.database_url, stop):
         return False
     return wait_for_kafka(settings.kafka_bootstrap_servers, stop)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
+    from sagaline.consumers.worker import Worker, WorkerOptions
+
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     resolver = load_resolver(args.app)
@@ -191,6 +201,8 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from sagaline.consumers.migrations import migrate
+
     settings = _settings(args)
     assert settings.database_url is not None
     result = migrate(settings.database_url, args.schema)
@@ -204,6 +216,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _run_relay(args: argparse.Namespace) -> int:
+    from sagaline.consumers.migrations import migrate
+    from sagaline.consumers.relay import Relay, RelayOptions
+
     settings = _settings(args)
     assert settings.database_url is not None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -10,9 +10,35 @@ Users and roles come from a TOML file (:mod:`~sagaline.orchestrator.console.user
 writes go through :class:`~sagaline.orchestrator.client.SagaClient`, as the
 CLI's do.  Only the command line imports this package (an import contract).
 See docs/console.md.
+
+The names below are imported on first use (PEP 562): a process that only needs
+:mod:`~sagaline.orchestrator.console.redact` (every ``worker``/``orchestrator``/``relay
+run`` does, through ``sagaline config``'s options) loads neither Starlette nor argon2.
 """
 
-from sagaline.orchestrator.console.app import ConsoleOptions, create_app, serve
-from sagaline.orchestrator.console.users import ROLES, add_user, load_users
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sagaline.orchestrator.console.app import ConsoleOptions, create_app, serve
+    from sagaline.orchestrator.console.users import ROLES, add_user, load_users
 
 __all__ = ["ROLES", "ConsoleOptions", "add_user", "create_app", "load_users", "serve"]
+
+_HOME_OF = {
+    "ConsoleOptions": "sagaline.orchestrator.console.app",
+    "create_app": "sagaline.orchestrator.console.app",
+    "serve": "sagaline.orchestrator.console.app",
+    "ROLES": "sagaline.orchestrator.console.users",
+    "add_user": "sagaline.orchestrator.console.users",
+    "load_users": "sagaline.orchestrator.console.users",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

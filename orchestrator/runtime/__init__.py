@@ -1,16 +1,25 @@
-"""The orchestrator's Kafka runtime: topics, the exactly-once loop, restore, timers."""
+"""The orchestrator's Kafka runtime: topics, the exactly-once loop, restore, timers.
 
-from sagaline.orchestrator.runtime.engine import EngineConfig, EngineStats, Orchestrator
-from sagaline.orchestrator.runtime.errors import (
-    FatalKafkaError,
-    InputRejected,
-    RestoreError,
-    TopicConfigError,
-)
-from sagaline.orchestrator.runtime.partitioner import partition_for
-from sagaline.orchestrator.runtime.ports import Codec, Outcome, Outgoing, SagaLogic, TimerSpec
-from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics, topic_specs
-from sagaline.orchestrator.runtime.transactions import Produce, TransactionalProducer
+The names are imported on first use (PEP 562), so importing one submodule of
+this package does not import them all; type checkers see them through the
+``TYPE_CHECKING`` imports.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sagaline.orchestrator.runtime.engine import EngineConfig, EngineStats, Orchestrator
+    from sagaline.orchestrator.runtime.errors import (
+        FatalKafkaError,
+        InputRejected,
+        RestoreError,
+        TopicConfigError,
+    )
+    from sagaline.orchestrator.runtime.partitioner import partition_for
+    from sagaline.orchestrator.runtime.ports import Codec, Outcome, Outgoing, SagaLogic, TimerSpec
+    from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics, topic_specs
+    from sagaline.orchestrator.runtime.transactions import Produce, TransactionalProducer
 
 __all__ = [
     "Codec",
@@ -32,3 +41,33 @@ __all__ = [
     "partition_for",
     "topic_specs",
 ]
+
+_HOME_OF = {
+    "EngineConfig": "sagaline.orchestrator.runtime.engine",
+    "EngineStats": "sagaline.orchestrator.runtime.engine",
+    "Orchestrator": "sagaline.orchestrator.runtime.engine",
+    "FatalKafkaError": "sagaline.orchestrator.runtime.errors",
+    "InputRejected": "sagaline.orchestrator.runtime.errors",
+    "RestoreError": "sagaline.orchestrator.runtime.errors",
+    "TopicConfigError": "sagaline.orchestrator.runtime.errors",
+    "partition_for": "sagaline.orchestrator.runtime.partitioner",
+    "Codec": "sagaline.orchestrator.runtime.ports",
+    "Outcome": "sagaline.orchestrator.runtime.ports",
+    "Outgoing": "sagaline.orchestrator.runtime.ports",
+    "SagaLogic": "sagaline.orchestrator.runtime.ports",
+    "TimerSpec": "sagaline.orchestrator.runtime.ports",
+    "TopicLayout": "sagaline.orchestrator.runtime.topics",
+    "ensure_topics": "sagaline.orchestrator.runtime.topics",
+    "topic_specs": "sagaline.orchestrator.runtime.topics",
+    "Produce": "sagaline.orchestrator.runtime.transactions",
+    "TransactionalProducer": "sagaline.orchestrator.runtime.transactions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
