@@ -3,13 +3,15 @@
 Every step function appends one line ``<saga id>/<step>`` to the file named by
 ``SAGALINE_TEST_CALLS`` (when set): a record of every execution that survives a SIGKILL of
 the process that ran it.  The database steps insert one row per execution into
-``local_effects`` (no unique key: a second execution would show as a second row).
+``local_effects`` (no unique key: a second execution would show as a second row), after
+sleeping ``SAGALINE_TEST_STEP_SLEEP_S`` seconds (the chaos test widens its kill windows).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -52,6 +54,7 @@ def _bump(ctx: StepContext, data: LocalData, name: str) -> Count:
 
 def _effect(ctx: StepContext, name: str) -> None:
     record_call(ctx, name)
+    time.sleep(float(os.environ.get("SAGALINE_TEST_STEP_SLEEP_S", "0")))  # widen kill windows
     ctx.db.execute("INSERT INTO local_effects (saga_id, step) VALUES (%s, %s)", (ctx.saga_id, name))
 
 
