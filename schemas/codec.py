@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,17 +36,10 @@ from typing import Any, Protocol, TypeVar, overload
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
-from sagaline.schemas._introspect import (
-    is_enum_class,
-    is_record_class,
-    mapping_value,
-    record_branches,
-    sequence_item,
-    union_members,
-    unwrap,
-)
+from sagaline.schemas.avro_compiled import Compiled, Short, Unsupported, compile_record
 from sagaline.schemas.avrogen import check_bounded, full_name
 from sagaline.schemas.base import SCHEMA_NAMESPACE, Record
+from sagaline.schemas.codec_plans import dumper, loader
 from sagaline.schemas.errors import (
     BadHeader,
     EncodingError,
@@ -72,6 +66,7 @@ __all__ = [
     "decode",
     "default_codec",
     "encode",
+    "trusted_decode",
 ]
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -92,6 +87,8 @@ class _Writer:
     schema: Any  # fastavro-parsed current schema
     header: bytes  # single-object header
     dump: Callable[[Record], dict[str, Any]]
+    #: compiled from the current schema (``avro_compiled``); None: fastavro only
+    compiled: Compiled | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +99,8 @@ class _Reader:
     writer_schema: Any  # parsed
     reader_schema: Any  # parsed current schema, or None when writer == reader
     load: _Converter | None
+    #: set on first use when the writer schema is the current one (no resolution)
+    current: bool = False
 
 
 class RecordCodec(Protocol):
@@ -153,9 +152,13 @@ class Codec:
                 name=name,
                 schema=parsed,
                 header=SINGLE_OBJECT_MAGIC + current.fingerprint,
-                dump=_dumper(model),
+                dump=dumper(model),
             )
-            self._readers[current.fingerprint] = _Reader(model, parsed, None, _loader(model))
+            self._readers[current.fingerprint] = _Reader(
+                model, parsed, None, loader(model), current=True
+            )
+        #: compiled encoders/decoders, built on a record type's first use
+        self._compiled: dict[type[Record], Compiled | None] = {}
 
     # -- encode ----------------------------------------------------------------
 
@@ -168,15 +171,34 @@ class Codec:
                 "sagaline.schemas.catalog.ALL_RECORDS (or pass a Catalogue that lists it)"
             )
         header = writer.header if self.registry is None else self._confluent_header(writer)
-        out = io.BytesIO()
-        out.write(header)
+        compiled = self._compiled_for(writer.model)
         try:
+            if compiled is not None:
+                body = bytearray(header)
+                compiled.encode(record, body)
+                return bytes(body)
+            out = io.BytesIO()
+            out.write(header)
             schemaless_writer(out, writer.schema, writer.dump(record))
+            return out.getvalue()
         except Exception as exc:
             raise EncodingError(
                 f"cannot encode {writer.name}: {type(exc).__name__}: {exc}"
             ) from exc
-        return out.getvalue()
+
+    def _compiled_for(self, model: type[Record]) -> Compiled | None:
+        """The compiled functions of ``model``'s current schema (None: fastavro)."""
+        try:
+            return self._compiled[model]
+        except KeyError:
+            pass
+        schema = self.catalogue.current(self._writers[model].name).schema
+        try:
+            compiled: Compiled | None = compile_record(schema, model)
+        except Unsupported:
+            compiled = None
+        with self._lock:
+            return self._compiled.setdefault(model, compiled)
 
     def _confluent_header(self, writer: _Writer) -> bytes:
         header = self._confluent_headers.get(writer.model)
@@ -188,7 +210,7 @@ class Codec:
             with self._lock:
                 self._confluent_headers[writer.model] = header
                 self._id_readers.setdefault(
-                    schema_id, _Reader(writer.model, writer.schema, None, _loader(writer.model))
+                    schema_id, _Reader(writer.model, writer.schema, None, loader(writer.model))
                 )
         return header
 
@@ -210,11 +232,34 @@ class Codec:
         expected: type[Record] | tuple[type[Record], ...] | None = None,
     ) -> Record:
         """Decode one message; ``expected`` restricts the accepted record type(s)."""
+        return self._decode(data, expected, trusted=False)
+
+    def decode_trusted(
+        self,
+        data: bytes | bytearray | memoryview,
+        expected: type[Record] | tuple[type[Record], ...] | None = None,
+    ) -> Record:
+        """Decode one of sagaline's own records (a hash-chained journal entry, a state
+        snapshot) without validating it again: its values were validated when it was
+        written, and Avro's types are the record's.  Never for records from outside
+        (commands, replies): use :meth:`decode`."""
+        return self._decode(data, expected, trusted=True)
+
+    def _decode(
+        self,
+        data: bytes | bytearray | memoryview,
+        expected: type[Record] | tuple[type[Record], ...] | None,
+        *,
+        trusted: bool,
+    ) -> Record:
         reader, offset = self._reader_for(data)
         if expected is not None and not _accepts(expected, reader.model):
             raise UnexpectedRecordType(
                 f"message is a {full_name(reader.model)}, expected {_names(expected)}"
             )
+        compiled = self._compiled_for(reader.model) if reader.current else None
+        if compiled is not None:
+            return _compiled_decode(compiled, reader, bytes(data), offset, trusted)
         buffer = io.BytesIO(data)
         buffer.seek(offset)
         try:
@@ -334,7 +379,7 @@ class Codec:
         except Exception as exc:
             raise UnknownSchema(f"{what}: writer schema of {name} is unusable: {exc}") from exc
         current = self._writers[model].schema
-        return _Reader(model, writer_parsed, current, _loader(model))
+        return _Reader(model, writer_parsed, current, loader(model))
 
 
 # -- module-level convenience ---------------------------------------------------
@@ -369,7 +414,49 @@ def decode(
     return default_codec().decode(data, expected)
 
 
+def trusted_decode(codec: RecordCodec, data: bytes, expected: tuple[type[Record], ...]) -> Record:
+    """``codec.decode_trusted`` when ``codec`` is a :class:`Codec`, else ``codec.decode``."""
+    if isinstance(codec, Codec):
+        return codec.decode_trusted(data, expected)
+    return codec.decode(data, expected)
+
+
 # -- helpers ---------------------------------------------------------------------
+
+
+def _compiled_decode(
+    compiled: Compiled, reader: _Reader, data: bytes, offset: int, trusted: bool
+) -> Record:
+    """Decode a body written with the current schema through the compiled functions."""
+    name = full_name(reader.model)
+    decoder = compiled.decode_trusted if trusted else None
+    try:
+        raw, end = (decoder or compiled.decode_dict)(data, offset)
+    except (Short, IndexError, struct.error) as exc:
+        raise TruncatedMessage(
+            f"{name}: the message ends before the record does ({type(exc).__name__})"
+        ) from exc
+    except Exception as exc:  # Bad, bad UTF-8, a date out of range...
+        raise InvalidRecord(
+            f"{name}: the body is not valid Avro for its schema ({type(exc).__name__}: {exc})"
+        ) from exc
+    if end != len(data):
+        raise InvalidRecord(
+            f"{name}: {len(data) - end} bytes left over after the record "
+            "(corrupted length or concatenated messages)"
+        )
+    if decoder is not None:
+        return raw  # type: ignore[no-any-return]
+    try:
+        if reader.load is not None:
+            raw = reader.load(raw)
+        return reader.model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRecord(f"{name}: decoded fields fail validation: {_summary(exc)}") from exc
+    except SchemaError:
+        raise
+    except Exception as exc:
+        raise InvalidRecord(f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse(schema: Mapping[str, Any]) -> Any:
@@ -402,144 +489,3 @@ def _summary(exc: ValidationError, limit: int = 3) -> str:
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-# Encoding plans: Record → the plain dicts fastavro writes.  Records inside a
-# union travel in fastavro's tuple notation ``(full name, dict)`` so the branch
-# is explicit (two records of the same shape stay distinct, and fastavro need
-# not validate every branch to choose one).
-
-
-@functools.cache
-def _dumper(model: type[Record]) -> Callable[[Record], dict[str, Any]]:
-    converted = [
-        (name, enc)
-        for name, info in model.model_fields.items()
-        if (enc := _encoder(info.annotation)) is not None
-    ]
-
-    def dump(record: Record) -> dict[str, Any]:
-        # pydantic keeps field values in __dict__; copy, then convert the few
-        # fields that hold records, unions or enums
-        out = dict(record.__dict__)
-        for name, enc in converted:
-            value = out[name]
-            if value is not None:
-                out[name] = enc(value)
-        return out
-
-    return dump
-
-
-def _encoder(tp: Any) -> _Converter | None:
-    """How to turn a field value into fastavro's input (None: as is)."""
-    tp = unwrap(tp)
-    members = union_members(tp)
-    if members is not None:
-        records = record_branches(tp)
-        others = [m for m in members if m is not type(None) and not is_record_class(m)]
-        other_encs = [e for e in (_encoder(m) for m in others) if e is not None]
-        if not records and not other_encs:
-            return None
-        names = {r: full_name(r) for r in records}
-
-        def union_value(value: Any) -> Any:
-            cls: type[Record] = type(value)
-            name = names.get(cls)
-            if name is None:
-                for branch, branch_name in names.items():
-                    if isinstance(value, branch):
-                        cls, name = branch, branch_name
-                        break
-            if name is not None:
-                return (name, _dumper(cls)(value))
-            for enc in other_encs:
-                value = enc(value)
-            return value
-
-        return union_value
-    if is_record_class(tp):
-        model: type[Record] = tp
-        return lambda value: _dumper(model)(value)
-    if is_enum_class(tp):
-        return lambda value: value.value
-    item = sequence_item(tp)
-    if item is not None:
-        item_enc = _encoder(item)
-        if item_enc is None:
-            return None
-        return lambda value: [None if v is None else item_enc(v) for v in value]
-    inner = mapping_value(tp)
-    if inner is not None:
-        value_enc = _encoder(inner)
-        if value_enc is None:
-            return None
-        return lambda value: {k: None if v is None else value_enc(v) for k, v in value.items()}
-    return None
-
-
-# Decoding plans: fastavro returns ``(full name, dict)`` for unions of two or
-# more records; turn those into model instances so pydantic need not guess.
-
-
-def _loader(model: type[Record]) -> _Converter | None:
-    return _record_loader(model, frozenset())
-
-
-def _record_loader(model: type[Record], stack: frozenset[type[Record]]) -> _Converter | None:
-    if model in stack:
-        return None
-    stack = stack | {model}
-    fields = [
-        (name, conv)
-        for name, info in model.model_fields.items()
-        if (conv := _decoder(info.annotation, stack)) is not None
-    ]
-    if not fields:
-        return None
-
-    def load(raw: Any) -> Any:
-        if not isinstance(raw, dict):
-            return raw
-        for name, conv in fields:
-            value = raw.get(name)
-            if value is not None:
-                raw[name] = conv(value)
-        return raw
-
-    return load
-
-
-def _decoder(tp: Any, stack: frozenset[type[Record]]) -> _Converter | None:
-    tp = unwrap(tp)
-    if union_members(tp) is not None:
-        records = record_branches(tp)
-        if len(records) > 1:
-            by_name = {full_name(r): (r, _record_loader(r, stack)) for r in records}
-
-            def union_value(value: Any) -> Any:
-                if isinstance(value, tuple) and len(value) == 2:
-                    model, load = by_name[value[0]]
-                    body = value[1] if load is None else load(value[1])
-                    return model.model_validate(body)
-                return value
-
-            return union_value
-        if len(records) == 1:
-            return _record_loader(records[0], stack)
-        return None
-    if is_record_class(tp):
-        return _record_loader(tp, stack)
-    item = sequence_item(tp)
-    if item is not None:
-        item_dec = _decoder(item, stack)
-        if item_dec is None:
-            return None
-        return lambda value: [None if v is None else item_dec(v) for v in value]
-    inner = mapping_value(tp)
-    if inner is not None:
-        value_dec = _decoder(inner, stack)
-        if value_dec is None:
-            return None
-        return lambda value: {k: None if v is None else value_dec(v) for k, v in value.items()}
-    return None
