@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.errors import TerminalError
+from sagaline.orchestrator.core.policies import Retry
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga, step
 
@@ -138,6 +140,24 @@ class LocalDb(Saga[LocalData]):
         _effect(ctx, "notify")
 
 
+class SlowFirst(Saga[LocalData]):
+    """A local step whose first attempt outlives its timeout; the retry is quick."""
+
+    type_name = "test.local-slow-first"
+
+    @step(
+        local=True,
+        uses_db=False,
+        compensate=None,
+        timeout=timedelta(milliseconds=500),
+        retry=Retry(max_attempts=3, initial=timedelta(milliseconds=100)),
+    )
+    def slow(self, ctx: StepContext, data: LocalData) -> None:
+        record_call(ctx, f"slow#{ctx.attempt}")
+        if ctx.attempt == 1:
+            time.sleep(3.0)
+
+
 class KillOnce(Saga[LocalData]):
     """A local step without a database that SIGKILLs its process the first time it runs."""
 
@@ -152,7 +172,7 @@ class KillOnce(Saga[LocalData]):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-REGISTRY = SagaRegistry([LocalChain, Mixed, LocalDb, KillOnce])
+REGISTRY = SagaRegistry([LocalChain, Mixed, LocalDb, SlowFirst, KillOnce])
 
 
 def registry() -> SagaRegistry:

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from local_step_sagas import EFFECTS_TABLE, REGISTRY, LocalChain, LocalData, LocalDb, Mixed
+from local_step_sagas import (
+    EFFECTS_TABLE,
+    REGISTRY,
+    LocalChain,
+    LocalData,
+    LocalDb,
+    Mixed,
+    SlowFirst,
+)
 from orchestrator_support import Responder, delete_prefix_topics, read_committed
 from psycopg_pool import ConnectionPool
 
@@ -33,7 +41,7 @@ from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Envelope
 from sagaline.schemas.journal import JournalEntry
-from sagaline.schemas.replies import StepSucceeded
+from sagaline.schemas.replies import StepFailed, StepSucceeded
 from sagaline.schemas.tasks import ExecuteStep
 
 pytestmark = pytest.mark.integration
@@ -179,6 +187,20 @@ def test_local_database_steps_write_once_and_compensate_locally(
     ]
     report = audit(settings.kafka_bootstrap_servers, settings.topics.journal, timeout=60)
     assert report.ok, report.render()
+
+
+def test_a_local_step_past_its_timeout_fails_and_is_retried(
+    settings: Settings, calls: Path
+) -> None:
+    with Running(settings, None), SagaClient(settings) as client:
+        done = client.start(SlowFirst, LocalData(label="s"), saga_id="slow-1").wait(timeout=60)
+    assert done.status == "completed"
+    replies = [e.input for _o, e in _journal(settings, "slow-1")[1:]]
+    failed = [r for r in replies if isinstance(r, StepFailed)]
+    assert [(r.attempt, r.error_type, r.retryable) for r in failed] == [(1, "StepTimeout", True)]
+    assert [type(r).__name__ for r in replies][-1] == "StepSucceeded"
+    # the first attempt was abandoned at its timeout (still sleeping when the retry ran)
+    assert calls.read_text().split() == ["slow-1/slow#1", "slow-1/slow#2"]
 
 
 def test_a_rerun_of_a_recorded_local_task_reuses_its_reply(
