@@ -233,7 +233,12 @@ class LocalStepRunner(TaskRunner):
 
 
 def local_steps_for(
-    app: object, database_url: str | None, replies_topic: str, codec: RecordCodec | None = None
+    app: object,
+    database_url: str | None,
+    replies_topic: str,
+    codec: RecordCodec | None = None,
+    *,
+    schema: str = "sagaline",
 ) -> LocalStepRunner | None:
     """The local-step runner ``sagaline orchestrator run`` wires in, or ``None``.
 
@@ -256,10 +261,10 @@ def local_steps_for(
                 "these sagas have local steps that use the database: set DATABASE_URL "
                 "(or run `sagaline dev up`)"
             )
-        migrate(database_url)
+        migrate(database_url, schema)
         pool = ConnectionPool(
             database_url, min_size=1, max_size=9, open=True, name="sagaline-local-steps"
         )
     return LocalStepRunner(
-        registry, pool=pool, replies_topic=replies_topic, codec=codec, own_pool=True
+        registry, pool=pool, replies_topic=replies_topic, codec=codec, schema=schema, own_pool=True
     )

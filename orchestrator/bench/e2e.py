@@ -26,7 +26,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sagaline.orchestrator.bench.e2e_sagas import E2EFive, Kafka5, Outbox5
+from sagaline.orchestrator.bench.e2e_sagas import (
+    E2EFive,
+    Kafka5,
+    Local1,
+    Local5,
+    LocalDb1,
+    LocalDb5,
+    Outbox5,
+)
 from sagaline.orchestrator.bench.e2e_stack import Seen, Stack
 from sagaline.orchestrator.bench.workers_support import summary
 from sagaline.orchestrator.client import SagaClient
@@ -36,7 +44,14 @@ from sagaline.orchestrator.core.saga import Saga
 __all__ = ["PATHS", "goal", "run_e2e"]
 
 STEPS = 5
-PATHS: dict[str, type[Saga[E2EFive]]] = {"kafka": Kafka5, "outbox": Outbox5}
+PATHS: dict[str, type[Saga[E2EFive]]] = {
+    "kafka": Kafka5,
+    "outbox": Outbox5,
+    "local": Local5,
+    "local_db": LocalDb5,
+}
+#: one-step sagas of the local paths: (latency of 5 - latency of 1) / 4 = one more step
+ONE_STEP: dict[str, type[Saga[E2EFive]]] = {"local": Local1, "local_db": LocalDb1}
 _HOPS = (
     "start_sent_to_first_task_visible",
     "task_visible_to_reply_produced",
@@ -120,6 +135,16 @@ class _Run:
         }
 
 
+def marginal_step(run: _Run, path: str, five: dict[str, Any], n: int) -> dict[str, Any]:
+    """A local path's one-step saga, and (p50 of 5 steps - p50 of 1 step) / 4."""
+    one = run.sequential(ONE_STEP[path], n)
+    p50_five, p50_one = five["saga_latency"].get("p50_ms"), one["saga_latency"].get("p50_ms")
+    per_step = None
+    if p50_five is not None and p50_one is not None:
+        per_step = round((p50_five - p50_one) / (STEPS - 1), 3)
+    return {"one_step_saga_latency": one["saga_latency"], "p50_ms_per_further_step": per_step}
+
+
 def goal(measured: float | None, target: float, *, at_least: bool = False) -> dict[str, Any]:
     """One goal's line of the report: the figure, the target and whether it is met."""
     met = measured is not None and (measured >= target if at_least else measured <= target)
@@ -170,7 +195,12 @@ def waiting(run: _Run, kind: type[Saga[E2EFive]], n: int, many: int) -> dict[str
 
 def _goals(report: dict[str, Any]) -> dict[str, Any]:
     goals: dict[str, Any] = {}
-    limits = {"kafka": (3.0, 2000.0), "outbox": (4.0, 1000.0)}
+    limits = {
+        "kafka": (3.0, 2000.0),
+        "outbox": (4.0, 1000.0),
+        "local": (1.0, 5000.0),
+        "local_db": (1.0, 5000.0),
+    }
     for path, (overhead_ms, steps_per_s) in limits.items():
         part = report.get(path)
         if not part:
@@ -181,6 +211,9 @@ def _goals(report: dict[str, Any]) -> dict[str, Any]:
         goals[f"goal1_{path}_saga_p99_ms"] = goal(seq["saga_latency"].get("p99_ms"), 30.0)
         tput = part.get("throughput", {}).get("steps_per_s")
         goals[f"goal3_{path}_steps_per_s"] = goal(tput, steps_per_s, at_least=True)
+        if "marginal_step" in part:
+            further = part["marginal_step"]["p50_ms_per_further_step"]
+            goals[f"goal2_{path}_p50_ms_per_further_step"] = goal(further, overhead_ms)
     if "waiting" in report:
         late = report["waiting"]["wait_return_after_terminal_visible"].get("p50_ms")
         goals["goal7_wait_after_commit_p50_ms"] = goal(late, 2.0)
@@ -219,6 +252,8 @@ def run_e2e(
         for path in paths:
             kind = PATHS[path]
             part: dict[str, Any] = {"sequential": run.sequential(kind, sagas)}
+            if path in ONE_STEP:
+                part["marginal_step"] = marginal_step(run, path, part["sequential"], sagas)
             if throughput > 0:
                 part["throughput"] = run.throughput(kind, throughput)
             report[path] = part

@@ -149,7 +149,8 @@ class Stack:
             "orchestrator": Proc(
                 [cli, "orchestrator", "run", "--app", APP, "--instance-id", "o1",
                  "--group", f"{self.prefix}-orch", "--log-level", "WARNING",
-                 "--stats-file", str(self.stats_file), *conn],
+                 "--stats-file", str(self.stats_file), *conn,
+                 "--database-url", dsn, "--local-schema", self.schema],
                 self.workdir / "orchestrator.log",
             ),
             "worker": Proc(

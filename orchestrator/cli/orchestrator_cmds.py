@@ -44,19 +44,29 @@ def register(subparsers: Subparsers) -> None:
     orch_cmds = orch.add_subparsers(dest="orchestrator_command", metavar="<command>", required=True)
     run = orch_cmds.add_parser("run", help="run one orchestrator process until SIGTERM")
     add_run_arguments(run)
+    run.add_argument(
+        "--database-url",
+        help="PostgreSQL of the sagas' local database steps (default: DATABASE_URL / dev file)",
+    )
+    run.add_argument(
+        "--local-schema",
+        default="sagaline",
+        help="schema of the local steps' inbox: the workers' --schema (default sagaline)",
+    )
     add_process_options(run)
     set_handler(run, with_process_services("orchestrator", _run_orchestrator, _lag))
 
 
 def _run_orchestrator(args: argparse.Namespace) -> int:
     """``orchestrator run``, with the runner of the sagas' local steps wired in."""
-    return run_from_args(args, local=_local_steps)
 
+    def local_steps(logic: object, settings: Settings, codec: object) -> LocalSteps | None:
+        from sagaline.consumers.local_steps import local_steps_for
 
-def _local_steps(logic: object, settings: Settings, codec: object) -> LocalSteps | None:
-    from sagaline.consumers.local_steps import local_steps_for
+        url = args.database_url or settings.database_url
+        return local_steps_for(logic, url, settings.topics.replies, schema=args.local_schema)
 
-    return local_steps_for(logic, settings.database_url, settings.topics.replies)
+    return run_from_args(args, local=local_steps)
 
 
 def _lag(args: argparse.Namespace, settings: Settings) -> LagMonitor:
