@@ -63,17 +63,33 @@ class RawRecord:
         return self.key.decode("utf-8", "replace") if self.key is not None else None
 
 
-def with_retries(call: Callable[[], T], attempts: int = 5) -> T:
-    """``call()``, retried briefly on retriable broker errors (a leader moving, a topic
-    whose metadata is still propagating)."""
+#: errors a leader election or metadata still propagating gives for a while; the
+#: client does not always flag them retriable (``get_watermark_offsets`` does not).
+#: A broker that does not answer at all is not among them: that fails at once.
+_TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def _transient(error: object) -> bool:
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
+
+
+def with_retries(call: Callable[[], T], attempts: int = 10) -> T:
+    """``call()``, retried on transient broker errors (a leader moving, a topic whose
+    metadata is still propagating): up to ``attempts`` tries, about 10 s in all."""
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if attempt == attempts or not isinstance(error, KafkaError) or not error.retriable():
+            if attempt == attempts or not _transient(error):
                 raise
-            time.sleep(0.2 * attempt)
+            time.sleep(min(0.2 * attempt, 2.0))
     raise AssertionError("unreachable")
 
 

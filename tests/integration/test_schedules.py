@@ -292,8 +292,11 @@ def test_cli_pauses_and_resumes_a_schedule_durably(settings: Settings, tmp_path:
         TickData.model_validate_json(s.data.data or b"").tick
         for s in committed_starts(settings, codec)
     ]
-    assert at_pause.changed_at is not None and after.changed_at is not None
-    assert not [t for t in ticks if at_pause.changed_at < t <= after.changed_at]
+    # The pause takes effect when the orchestrator decides it, not at the command's
+    # own time (a tick decided between the two is started, rightly): no tick after
+    # the last one started before the pause, up to the resume, ever starts.
+    assert at_pause.last_started is not None and after.changed_at is not None
+    assert not [t for t in ticks if at_pause.last_started < t <= after.changed_at]
     final = schedule_state(settings, codec)  # ticks went on until the stop
     assert final is not None
     assert len(ticks) == len(set(ticks)) == final.started
