@@ -55,7 +55,8 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: infra browser
-	$(BIN)/pytest
+	@# two workers, each with its own Kafka and PostgreSQL (docs/adr/0022)
+	$(BIN)/pytest -n 2 --dist loadfile
 
 down: setup
 	$(BIN)/sagaline dev down
