@@ -25,7 +25,8 @@ The session makes an Ed25519 key per role principal (``admin``, ``client``,
 ``orchestrator``, ``worker``, ``relay``, ``auditor``, ``projection``, ``console``) in a
 temporary keyring and exports ``SAGALINE_KEYS_DIR`` and ``SAGALINE_SIGNING=true``, so
 every process signs as its role and verifies what it reads (the default, like TLS;
-``SAGALINE_TEST_SIGNING=0`` turns signing off; docs/security.md).
+``SAGALINE_TEST_SIGNING=0``, or ``SAGALINE_TEST_SECURITY=0``, turns signing off;
+docs/security.md).
 
 Fixtures for everyone:
 
@@ -103,7 +104,9 @@ def _export_signing_keys() -> None:
         keys = Path(tempfile.mkdtemp(prefix="sagaline-keys-")) / "keys"
         os.environ["SAGALINE_KEYS_DIR"] = str(ensure_role_keys(keys))
         _CLEANUPS.append(functools.partial(shutil.rmtree, keys.parent, ignore_errors=True))
-    signing = os.environ.get("SAGALINE_TEST_SIGNING", "1") != "0"
+    # on with security (SAGALINE_TEST_SECURITY=0 turns both off, as `dev up --insecure` does)
+    default = os.environ.get("SAGALINE_TEST_SECURITY", "1")
+    signing = os.environ.get("SAGALINE_TEST_SIGNING", default) != "0"
     os.environ.setdefault("SAGALINE_SIGNING", "true" if signing else "false")
 
 

@@ -24,7 +24,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel
 
@@ -45,6 +45,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
     reader_config,
 )
 from sagaline.orchestrator.runtime.restore import restore_partitions
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Envelope
 from sagaline.schemas.commands import SignalSaga, StartSaga
@@ -132,7 +133,9 @@ class _Run:
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer(client_producer_config(bootstrap, linger_ms=5))
+    # journal entries and snapshots, signed as the orchestrator they stand in for (with
+    # signing on, restore skips an unsigned snapshot and the audit reports an unsigned entry)
+    producer = SignedProducer(client_producer_config(bootstrap, linger_ms=5), "orchestrator")
     for key, value in records:
         while True:
             try:

@@ -32,6 +32,8 @@ from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.core.schedule_decide import ScheduleData, schedule_data
 from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.signing_inputs import signed_identity
+from sagaline.orchestrator.runtime.signing_runtime import signing_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.commands import StartSaga
 from sagaline.schemas.events import SagaStarted
@@ -112,6 +114,12 @@ class Orchestrator:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def _recorded(signer: str, claimed: str) -> str:
+    """Who the journal records: with signing on, the verified signer heads the claim
+    (the scheduler's starts are the orchestrator's, the CLI signs as ``admin``)."""
+    return signed_identity(signer, claimed) if signing_config().enabled else claimed
 
 
 @pytest.fixture
@@ -232,7 +240,9 @@ def test_sigkill_during_ticks_and_a_rebalance_lose_none_and_double_none(
     entries = journals(bootstrap, prefix, codec)
     for saga_id in expected:
         state = states[saga_id]
-        assert isinstance(state, SagaState) and state.requested_by == SCHEDULE_ID
+        assert isinstance(state, SagaState) and state.requested_by == _recorded(
+            "orchestrator", SCHEDULE_ID
+        )
         started = [
             e for entry in entries[saga_id] for e in entry.events if isinstance(e, SagaStarted)
         ]
@@ -267,7 +277,11 @@ def test_cli_pauses_and_resumes_a_schedule_durably(settings: Settings, tmp_path:
         assert paused.returncode == 0, paused.stderr
         assert paused.stdout.strip() == "paused schedule every-2s (by ops)"
         at_pause = schedule_state(settings, codec)
-        assert at_pause is not None and at_pause.paused and at_pause.changed_by == "ops"
+        assert (
+            at_pause is not None
+            and at_pause.paused
+            and at_pause.changed_by == _recorded("admin", "ops")
+        )
         # the pause is durable: a restarted orchestrator keeps it
         orch.kill()
         orch.start()
@@ -285,7 +299,9 @@ def test_cli_pauses_and_resumes_a_schedule_durably(settings: Settings, tmp_path:
         after = wait_schedule(
             settings, codec, lambda d: d.started >= at_pause.started + 2, "resumed"
         )
-        assert after.changed_by == "ops" and after.skipped >= 2  # the ticks of the pause
+        assert (
+            after.changed_by == _recorded("admin", "ops") and after.skipped >= 2
+        )  # the ticks of the pause
     finally:
         orch.stop()
     ticks = [
