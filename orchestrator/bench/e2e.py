@@ -243,6 +243,10 @@ def run_e2e(
         "worker_concurrency": concurrency,
         "steps_per_saga": STEPS,
     }
+    if any(path in ONE_STEP for path in paths):
+        from sagaline.orchestrator.bench.e2e_local import local_cpu
+
+        report["local_cpu_in_process"] = local_cpu()
     try:
         stack.start()
         run = _Run(stack)
