@@ -33,6 +33,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from sagaline.consumers.crash import crash_point
+from sagaline.consumers.db import describe_dsn
 from sagaline.consumers.errors import HandlerNotFound
 from sagaline.consumers.handlers import RegistryResolver, StepHandlerLike, handler_uses_db
 from sagaline.consumers.migrations import migrate
@@ -261,7 +262,13 @@ def local_steps_for(
                 "these sagas have local steps that use the database: set DATABASE_URL "
                 "(or run `sagaline dev up`)"
             )
-        migrate(database_url, schema)
+        try:
+            migrate(database_url, schema)
+        except psycopg.Error as exc:
+            where = describe_dsn(database_url)
+            raise SagalineError(
+                f"local steps: cannot prepare the inbox at {where}: {exc}"
+            ) from None
         pool = ConnectionPool(
             database_url, min_size=1, max_size=9, open=True, name="sagaline-local-steps"
         )

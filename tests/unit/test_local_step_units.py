@@ -88,6 +88,10 @@ def test_the_decider_dispatches_a_local_step_like_any_other() -> None:
 def test_wiring_needs_a_database_only_for_local_database_steps() -> None:
     with pytest.raises(SagalineError, match="DATABASE_URL"):
         local_steps_for(SagaRegistry([WithDb]), None, "x.replies")
+    unreachable = "postgresql://someone:hunter2@127.0.0.1:1/nowhere"
+    with pytest.raises(SagalineError) as caught:
+        local_steps_for(SagaRegistry([WithDb]), unreachable, "x.replies")
+    assert "127.0.0.1:1/nowhere" in str(caught.value) and "hunter2" not in str(caught.value)
     runner = local_steps_for(SagaRegistry([Quick]), None, "x.replies")
     assert runner is not None
     runner.close()
