@@ -185,8 +185,11 @@ def test_local_database_steps_write_once_and_compensate_locally(
         ("db-ok", "debit", "step", "succeeded"),
         ("db-ok", "notify", "step", "succeeded"),
     ]
-    report = audit(settings.kafka_bootstrap_servers, settings.topics.journal, timeout=60)
+    # the audit's inbox check: every recorded execution agrees with the journal
+    bootstrap, topic = settings.kafka_bootstrap_servers, settings.topics.journal
+    report = audit(bootstrap, topic, timeout=60, database_url=pool.conninfo)
     assert report.ok, report.render()
+    assert report.inbox_rows == 6
 
 
 def test_a_local_step_past_its_timeout_fails_and_is_retried(
