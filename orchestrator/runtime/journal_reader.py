@@ -33,12 +33,13 @@ from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.stable_read import (
     RawRecord,
     ReadToEndError,
+    paused_gc,
     read_to_end,
     stable_offsets,
     topic_partitions,
     with_retries,
 )
-from sagaline.schemas.codec import RecordCodec, default_codec
+from sagaline.schemas.codec import RecordCodec, default_codec, trusted_decode
 from sagaline.schemas.journal import JournalEntry
 
 __all__ = [
@@ -134,14 +135,15 @@ def read_journal(
         ranges = _ranges(consumer, topic, partitions, since, result, timeout)
         total = sum(end - start for start, end in ranges.values())
         since_ms = int(since.timestamp() * 1000) if since is not None else None
-        for record in read_to_end(consumer, topic, ranges, timeout=timeout):
-            if since_ms is not None and record.timestamp_ms < since_ms:
-                continue  # a later offset with an earlier time: before --since
-            if on_record is not None:
-                on_record(record)
-            _decode_into(result, codec, record)
-            if progress is not None:
-                progress(len(result.records) + len(result.undecodable), total)
+        with paused_gc():
+            for record in read_to_end(consumer, topic, ranges, timeout=timeout):
+                if since_ms is not None and record.timestamp_ms < since_ms:
+                    continue  # a later offset with an earlier time: before --since
+                if on_record is not None:
+                    on_record(record)
+                _decode_into(result, codec, record)
+                if progress is not None:
+                    progress(len(result.records) + len(result.undecodable), total)
         result.records = [
             r
             for r in result.records
@@ -200,7 +202,8 @@ def _decode_into(result: JournalRead, codec: RecordCodec, record: RawRecord) -> 
         result.undecodable.append(Undecodable(partition, offset, key, "null value (tombstone)"))
         return
     try:
-        entry = codec.decode(record.value, (JournalEntry,))
+        # the journal is sagaline's own hash-chained record: built without re-validation
+        entry = trusted_decode(codec, record.value, (JournalEntry,))
     except Exception as exc:  # any failure is a finding about the journal, not a crash
         result.undecodable.append(Undecodable(partition, offset, key, f"{exc}"))
         return

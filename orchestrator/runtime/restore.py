@@ -38,8 +38,9 @@ from sagaline.orchestrator.runtime import metrics
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.signing_inputs import verified_state_record
-from sagaline.orchestrator.runtime.stable_read import next_batch
+from sagaline.orchestrator.runtime.stable_read import next_batch, paused_gc
 from sagaline.schemas.base import Record
+from sagaline.schemas.codec import trusted_decode
 
 __all__ = [
     "RestoredPartition",
@@ -235,21 +236,9 @@ def restore_partitions(
     """Read ``partitions`` of the state topic and decode the sagas in them."""
     values, ends, count = read_partition_latest(reader, topic, partitions, timeout=timeout)
     restored: dict[int, RestoredPartition] = {}
-    expected = (logic.state_type,)
-    for p, latest in values.items():
-        part = RestoredPartition(p, end_offset=ends[p])
-        for saga_id, raw in latest.items():
-            try:
-                state = codec.decode(raw, expected)
-            except Exception as exc:
-                raise RestoreError(
-                    f"cannot decode the state of saga {saga_id} in {topic}[{p}]: {exc}"
-                ) from exc
-            if logic.is_terminal(state):
-                part.finished[saga_id] = state
-            else:
-                part.active[saga_id] = state
-        restored[p] = part
+    with paused_gc():  # many records that all stay alive: no collection along the way
+        for p, latest in values.items():
+            restored[p] = _decode_partition(p, ends[p], latest, topic, codec, logic)
     log.info(
         "restored %s partitions %s: %d records, %d active sagas",
         topic,
@@ -258,3 +247,25 @@ def restore_partitions(
         sum(len(r.active) for r in restored.values()),
     )
     return restored
+
+
+def _decode_partition(
+    partition: int, end: int, latest: dict[str, bytes], topic: str, codec: Codec, logic: SagaLogic
+) -> RestoredPartition:
+    """The sagas of one partition's latest snapshots, split into active and finished."""
+    part = RestoredPartition(partition, end_offset=end)
+    expected = (logic.state_type,)
+    for saga_id, raw in latest.items():
+        try:
+            # a snapshot the orchestrator validated when it wrote it (and signed,
+            # when signing is on): built without validating it again
+            state = trusted_decode(codec, raw, expected)
+        except Exception as exc:
+            raise RestoreError(
+                f"cannot decode the state of saga {saga_id} in {topic}[{partition}]: {exc}"
+            ) from exc
+        if logic.is_terminal(state):
+            part.finished[saga_id] = state
+        else:
+            part.active[saga_id] = state
+    return part

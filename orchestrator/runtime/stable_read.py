@@ -16,9 +16,11 @@ the test kit read through here; configure the consumer with
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,6 +32,7 @@ __all__ = [
     "RawRecord",
     "ReadToEndError",
     "next_batch",
+    "paused_gc",
     "read_to_end",
     "stable_offsets",
     "topic_partitions",
@@ -61,6 +64,24 @@ class RawRecord:
     def text_key(self) -> str | None:
         """The key as UTF-8 text (``None`` when there is none)."""
         return self.key.decode("utf-8", "replace") if self.key is not None else None
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a read builds many records.
+
+    Decoding a journal or a state topic allocates records that all stay alive;
+    every collection triggered along the way walks them all again (it cost as
+    much CPU as the decoding itself: ``docs/performance.md``).  Nothing a read
+    builds forms cycles, so nothing is lost; the collector runs again after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 #: errors a leader election or metadata still propagating gives for a while; the
