@@ -8,11 +8,12 @@ through the port, decides each reply like an input (so the journal records it as
 in the same Kafka transaction as the decisions around it), and repeats with the tasks those
 decisions dispatched, until no local work is left.
 
-Bounds: a batch runs at most ``LocalLimits.max_runs`` local tasks and spends at most
-``LocalLimits.budget_s`` seconds running them; the tasks beyond a bound are produced to the
-tasks topic, where a worker runs them (the worker's inbox is the same table, so a database
-step stays exactly-once on either path).  Each task has a timeout (the step's own, else the
-port's default); the port answers a task past it with a retryable ``StepFailed``.
+Bounds: a batch runs at most ``LocalLimits.max_runs`` local tasks (``per_saga`` of one
+saga: a loop of local steps) and spends at most ``LocalLimits.budget_s`` seconds running
+them; the tasks beyond a bound are produced to the tasks topic, where a worker runs them
+(the worker's inbox is the same table, so a database step stays exactly-once on either
+path).  Each task has a timeout (the step's own, else the port's default); the port answers
+a task past it with a retryable ``StepFailed``.
 
 The runtime imports no worker code: the port is implemented in
 ``sagaline.consumers.local_steps`` and wired in by ``sagaline orchestrator run``.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +74,8 @@ class LocalLimits:
 
     max_runs: int = 10_000
     budget_s: float = 10.0
+    #: local tasks of one saga in one batch (a loop of local steps)
+    per_saga: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -150,14 +154,19 @@ class Outbound:
         local = self.local
         started = time.monotonic()
         runs = 0
+        per_saga: Counter[str] = Counter()
         try:
             while self._held:
                 held, self._held = self._held, []
                 left = self.limits.budget_s - (time.monotonic() - started)
                 room = max(0, self.limits.max_runs - runs) if left > 0 else 0
-                now, later = held[:room], held[room:]
-                for item in later:
-                    self._overflow(batch, item)
+                now: list[LocalTask] = []
+                for item in held:
+                    per_saga[item.saga_id] += 1
+                    if len(now) < room and per_saga[item.saga_id] <= self.limits.per_saga:
+                        now.append(item)
+                    else:
+                        self._overflow(batch, item)
                 if not now:
                     continue
                 replies = local.run_tasks([item.task for item in now], left)

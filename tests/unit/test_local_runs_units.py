@@ -1,0 +1,147 @@
+"""``Outbound``: local tasks held, run and decided within one batch; its bounds.
+
+The real decider (``CoreLogic``) and the real ``LocalStepRunner`` (steps without a
+database), no Kafka: ``decide`` below stages a decision in the batch as the engine's
+``_decide`` does (overlay, journal entries, then ``Outbound.route``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from opentelemetry.context import Context
+from pydantic import BaseModel
+
+from sagaline import DONE, Done, Node, Saga, StepContext, step
+from sagaline.consumers.local_steps import LocalStepRunner
+from sagaline.orchestrator.config import TopicNames
+from sagaline.orchestrator.core.payloads import input_sha256, to_payload
+from sagaline.orchestrator.core.registry import SagaRegistry
+from sagaline.orchestrator.runtime.batch import Batch
+from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
+from sagaline.orchestrator.runtime.local_runs import LocalLimits, Outbound
+from sagaline.orchestrator.runtime.transactions import Produce
+from sagaline.schemas.base import Envelope, Record
+from sagaline.schemas.commands import StartSaga
+from sagaline.schemas.state import SagaState
+from sagaline.schemas.tasks import TASK_TYPES, ExecuteStep
+
+pytestmark = pytest.mark.unit
+
+NAMES = TopicNames("unit-local")
+
+
+class Ticks(BaseModel):
+    n: int = 0
+    until: int = 5
+
+
+class Loop(Saga[Ticks]):
+    type_name = "unit.local-loop"
+
+    @step(local=True, uses_db=False, compensate=None)
+    def tick(self, ctx: StepContext, data: Ticks) -> Ticks:
+        return Ticks(n=data.n + 1, until=data.until)
+
+    @tick.on_result
+    def _tick(self, data: Ticks, result: Ticks) -> Ticks:
+        return result
+
+    @tick.route("tick", DONE)
+    def _again(self, data: Ticks) -> Node | Done:
+        return type(self).tick if data.n < data.until else DONE
+
+
+REGISTRY = SagaRegistry([Loop])
+
+
+@pytest.fixture
+def runner() -> Iterator[LocalStepRunner]:
+    local = LocalStepRunner(REGISTRY, pool=None, replies_topic=NAMES.replies)
+    yield local
+    local.close()
+
+
+def _start(saga_id: str, until: int) -> StartSaga:
+    data = to_payload(Ticks(until=until))
+    envelope = Envelope(
+        message_id=f"start-{saga_id}",
+        saga_id=saga_id,
+        saga_type=Loop.type_name,
+        occurred_at=datetime.now(UTC),
+    )
+    return StartSaga(envelope=envelope, data=data, input_sha256=input_sha256(data))
+
+
+def _run_batch(outbound: Outbound, starts: list[StartSaga]) -> Batch:
+    logic, codec = CoreLogic(REGISTRY), AvroCodec()
+
+    def decide(
+        batch: Batch, saga_id: str, partition: int, record: Record, _: Context | None
+    ) -> None:
+        out = logic.decide(batch.overlay.get(saga_id), record)
+        batch.overlay[saga_id] = out.state
+        batch.partition_of[saga_id] = partition
+        for entry in out.journal:
+            batch.produces.append(Produce(NAMES.journal, saga_id.encode(), codec.encode(entry)))
+        outbound.route(batch, saga_id, partition, out.outgoing, {})
+
+    batch = Batch()
+    for start in starts:
+        decide(batch, start.envelope.saga_id, 0, start, None)
+    outbound.drain(batch, decide)
+    return batch
+
+
+def _tasks(batch: Batch) -> list[ExecuteStep]:
+    codec = AvroCodec()
+    found = [
+        codec.decode(p.value, TASK_TYPES)
+        for p in batch.produces
+        if p.topic == NAMES.tasks and p.value
+    ]
+    return [t for t in found if isinstance(t, ExecuteStep)]
+
+
+def _state(batch: Batch, saga_id: str) -> SagaState:
+    state = batch.overlay[saga_id]
+    assert isinstance(state, SagaState)
+    return state
+
+
+def test_a_loop_of_local_steps_finishes_in_one_batch(runner: LocalStepRunner) -> None:
+    outbound = Outbound(NAMES, AvroCodec(), runner, "unit")
+    batch = _run_batch(outbound, [_start("loop-1", until=5)])
+    assert _state(batch, "loop-1").status == "completed"
+    assert outbound.runs == 5 and outbound.overflowed == 0
+    assert _tasks(batch) == []  # nothing for the workers
+    journal = [p for p in batch.produces if p.topic == NAMES.journal]
+    assert len(journal) == 6  # the start and five replies, in this one batch
+
+
+def test_past_the_per_saga_bound_the_task_goes_to_the_workers(runner: LocalStepRunner) -> None:
+    outbound = Outbound(NAMES, AvroCodec(), runner, "unit", LocalLimits(per_saga=3))
+    batch = _run_batch(outbound, [_start("loop-2", until=10)])
+    state = _state(batch, "loop-2")
+    assert state.status == "running"
+    assert outbound.runs == 3 and outbound.overflowed == 1
+    [task] = _tasks(batch)
+    assert (task.step, task.envelope.saga_id) == ("tick", "loop-2")
+    assert state.steps["tick"].task_id == task.task_id  # the dispatched attempt, sent on
+
+
+def test_past_the_batch_bound_the_rest_goes_to_the_workers(runner: LocalStepRunner) -> None:
+    outbound = Outbound(NAMES, AvroCodec(), runner, "unit", LocalLimits(max_runs=4))
+    batch = _run_batch(outbound, [_start("a", until=3), _start("b", until=3)])
+    assert outbound.runs == 4 and outbound.overflowed == 2
+    assert sorted(t.envelope.saga_id for t in _tasks(batch)) == ["a", "b"]
+    assert {_state(batch, s).status for s in ("a", "b")} == {"running"}
+
+
+def test_without_a_runner_local_tasks_are_produced_for_the_workers() -> None:
+    outbound = Outbound(NAMES, AvroCodec(), None, "unit")
+    batch = _run_batch(outbound, [_start("plain", until=2)])
+    assert outbound.runs == 0
+    assert [t.step for t in _tasks(batch)] == ["tick"]
