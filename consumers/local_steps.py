@@ -260,7 +260,7 @@ def local_steps_for(
         if not database_url:
             raise SagalineError(
                 "these sagas have local steps that use the database: set DATABASE_URL "
-                "(or run `sagaline dev up`)"
+                "or --database-url (or run `sagaline dev up`)"
             )
         try:
             migrate(database_url, schema)
