@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.context import Context
 from pydantic import BaseModel
 
-from sagaline import DONE, Done, Node, Saga, StepContext, step
+from sagaline import DONE, Done, Node, Saga, StepContext, parallel, step
 from sagaline.consumers.local_steps import LocalStepRunner
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.core.payloads import input_sha256, to_payload
@@ -54,7 +54,27 @@ class Loop(Saga[Ticks]):
         return type(self).tick if data.n < data.until else DONE
 
 
-REGISTRY = SagaRegistry([Loop])
+class Fan(Saga[Ticks]):
+    """Two local branches in parallel, then a local step after the join."""
+
+    type_name = "unit.local-fan"
+
+    @step(local=True, uses_db=False, compensate=None)
+    def left(self, ctx: StepContext, data: Ticks) -> None:
+        return None
+
+    @step(local=True, uses_db=False, compensate=None)
+    def right(self, ctx: StepContext, data: Ticks) -> None:
+        return None
+
+    both = parallel(left, right)
+
+    @step(local=True, uses_db=False, compensate=None)
+    def after(self, ctx: StepContext, data: Ticks) -> None:
+        return None
+
+
+REGISTRY = SagaRegistry([Loop, Fan])
 
 
 @pytest.fixture
@@ -64,12 +84,12 @@ def runner() -> Iterator[LocalStepRunner]:
     local.close()
 
 
-def _start(saga_id: str, until: int) -> StartSaga:
+def _start(saga_id: str, until: int, saga: type[Saga[Ticks]] = Loop) -> StartSaga:
     data = to_payload(Ticks(until=until))
     envelope = Envelope(
         message_id=f"start-{saga_id}",
         saga_id=saga_id,
-        saga_type=Loop.type_name,
+        saga_type=saga.type_name,
         occurred_at=datetime.now(UTC),
     )
     return StartSaga(envelope=envelope, data=data, input_sha256=input_sha256(data))
@@ -145,3 +165,10 @@ def test_without_a_runner_local_tasks_are_produced_for_the_workers() -> None:
     batch = _run_batch(outbound, [_start("plain", until=2)])
     assert outbound.runs == 0
     assert [t.step for t in _tasks(batch)] == ["tick"]
+
+
+def test_parallel_local_branches_run_in_one_round(runner: LocalStepRunner) -> None:
+    outbound = Outbound(NAMES, AvroCodec(), runner, "unit")
+    batch = _run_batch(outbound, [_start("fan-1", until=0, saga=Fan)])
+    assert _state(batch, "fan-1").status == "completed"
+    assert outbound.runs == 3 and _tasks(batch) == []
