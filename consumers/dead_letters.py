@@ -6,13 +6,15 @@ bounded (``sagaline.schemas.deadletter.bounded``), so its size never depends
 on the original.  Delivery errors are sorted deliberately:
 
 * delivered — the caller commits the original's offset (or marks its row sent);
-* refused for good (a non-retriable client or broker error, ``fatal`` excepted)
-  — the refusal is logged at ERROR with the original's location, length and
-  SHA-256, and the caller skips the original all the same (one bad message
-  never stops a partition);
-* not delivered in time (a broker outage) — retried until delivered or until
-  ``stopping()`` is true; then :meth:`DeadLetterSender.send` returns ``False`` and
-  the caller must not commit (the original is redelivered later);
+* refused for good (the letter itself: too large, invalid, a topic that does not
+  exist; ``transactions.refused_for_good``) — the refusal is logged at ERROR with
+  the original's location, length and SHA-256, and the caller skips the original
+  all the same (one bad message never stops a partition);
+* anything else (a broker outage, an out-of-order sequence, a purge: a delivery
+  report's error carries no retriable flag, so only the codes above are refusals)
+  — retried until delivered or until ``stopping()`` is true; then
+  :meth:`DeadLetterSender.send` returns ``False`` and the caller must not commit
+  (the original is redelivered later);
 * fatal — :class:`~confluent_kafka.KafkaException` (the process restarts).
 """
 
@@ -29,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from sagaline.consumers.wire import Codec
 from sagaline.orchestrator.runtime.metrics import count_dead_letter
+from sagaline.orchestrator.runtime.transactions import is_fatal, refused_for_good
 from sagaline.schemas.deadletter import DeadLetter, KafkaHeaders, dead_letter_for
 
 __all__ = ["DeadLetterSender", "describe_original"]
@@ -97,7 +100,9 @@ class DeadLetterSender:
                 component = "relay" if self.rejected_by == "relay" else "worker"
                 count_dead_letter(component, letter.error_type)
                 return True
-            if not outcome.retriable() and outcome.code() != KafkaError._MSG_TIMED_OUT:
+            if is_fatal(outcome):
+                raise KafkaException(outcome)
+            if refused_for_good(outcome) or outcome.code() == KafkaError._UNKNOWN_TOPIC:
                 log.error("dead letter of %s refused (%s): skipping the original", where, outcome)
                 return True
             if self._stopping():

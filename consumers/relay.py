@@ -47,6 +47,7 @@ from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     context_from_carrier,
 )
+from sagaline.orchestrator.runtime.transactions import refused_for_good
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 
@@ -323,14 +324,11 @@ class Relay:
 
 
 def _refused_for_good(err: KafkaError) -> bool:
-    """A client or broker refusal that no retry can change (too large, invalid, ...)."""
-    if err.fatal() or err.retriable():
-        return False
-    return err.code() not in (
-        KafkaError._MSG_TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-    )
+    """A client or broker refusal of the row that no retry can change (too large, invalid, a
+    topic that does not exist).  A delivery report's error carries no retriable or fatal flag,
+    so only these codes count: anything else (an out-of-order sequence, an epoch or producer-id
+    error, a purge, a fatal producer, a timeout) leaves the row unsent for the next round."""
+    return refused_for_good(err) or (not err.fatal() and err.code() == KafkaError._UNKNOWN_TOPIC)
 
 
 def _deadletter_topic_for(topic: str) -> str:

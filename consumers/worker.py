@@ -55,6 +55,7 @@ from sagaline.consumers.worker_options import (
 )
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.signing_runtime import WorkerProducer, verify_task
+from sagaline.orchestrator.runtime.transactions import is_fatal, refused_for_good
 from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 
 __all__ = ["TaskTrace", "Worker", "WorkerOptions", "WorkerStats"]
@@ -377,11 +378,9 @@ class Worker:
             self._commit_transaction(producer)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            # abortable, or retriable (a broker outage outlasting the retries): abort and
+            # not fatal (abortable, retriable, produce() after the transaction failed): abort and
             # consume again from the committed offsets; fatal: exit, a restart fences us
-            if not isinstance(error, KafkaError) or error.fatal():
-                raise
-            if not (error.txn_requires_abort() or error.retriable()):
+            if not isinstance(error, KafkaError) or is_fatal(error):
                 raise
             log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
             _abort_transaction(producer)
@@ -402,7 +401,7 @@ class Worker:
             return
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
-            if err.fatal() or err.retriable() or err.txn_requires_abort():
+            if not refused_for_good(err):  # e.g. _STATE: the transaction failed, abort it
                 raise
             refusal = f"reply refused by the producer: {err}"
         letter = self._letters.letter(

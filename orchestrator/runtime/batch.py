@@ -64,6 +64,8 @@ class EngineStats:
     dead_letters: int = 0
     tombstones: int = 0
     aborted_batches: int = 0
+    #: transactional producers replaced after a fatal error (each followed by a full restore)
+    producers_recreated: int = 0
     restored_sagas: int = 0
     rebalances: int = 0
     #: wall time spent deciding (decode, decide, encode) and committing, in seconds

@@ -64,7 +64,7 @@ from sagaline.orchestrator.runtime.telemetry import (
 )
 from sagaline.orchestrator.runtime.timer_gate import GatedTimerWheel
 from sagaline.orchestrator.runtime.timers import DueTimer, planned_timers
-from sagaline.orchestrator.runtime.transactions import Produce
+from sagaline.orchestrator.runtime.transactions import Produce, rewind
 from sagaline.schemas.base import Record
 from sagaline.schemas.commands import COMMAND_TYPES
 from sagaline.schemas.deadletter import DeadLetter
@@ -349,7 +349,7 @@ class Orchestrator:
             self._policy.committed(keys)
             self._apply(batch, now)
             return
-        self._policy.aborted(keys, self._producer.last_abort)
+        self._policy.aborted(keys, self._producer.last_abort, refused=self._producer.last_refused)
         self._rollback(batch)
 
     def _accept(self, messages: list[Message]) -> tuple[list[Message], dict[tuple[str, int], int]]:
@@ -556,6 +556,16 @@ class Orchestrator:
 
     def _rollback(self, batch: Batch) -> None:
         self.stats.aborted_batches += 1
+        if self._producer.take_recreated():
+            # a fatal error re-created the producer: only Kafka knows whether the batch
+            # committed, so every assigned partition is restored from what was committed
+            self.stats.producers_recreated += 1
+            tps = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+            kept, self._policy = self._policy, AbortPolicy()  # refusals seen stay known
+            self._drop(tps)
+            self._on_assign(self._consumer, tps)
+            self._policy = kept
+            return
         self._rewind()
         for saga_id in {t.saga_id for t in batch.fired} | set(batch.overlay):
             p = self._saga_partition.get(saga_id)
@@ -568,9 +578,7 @@ class Orchestrator:
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to the last committed offset."""
-        for (topic, partition), offset in self._positions.items():
-            if (topic, partition) in self._assigned:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
+        rewind(self._consumer, self._positions, self._assigned)
 
     def _schedule(
         self,

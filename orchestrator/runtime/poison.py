@@ -13,8 +13,13 @@ failed transaction of its own:
    any output and logged at ERROR.  This last step always terminates: a
    transaction that only moves offsets cannot be refused because of the input.
 
-An abort that is not the item's fault (a broker outage) only ever delays it:
-verdicts reset when a transaction containing the item commits.
+Only an abort in which a record was **refused** for good (too large, invalid:
+``transactions.refused_for_good``) counts.  Any other abort — an out-of-order
+sequence number or an epoch bump after an earlier abort, a transaction the
+coordinator timed out, a broker outage, a re-created producer — says nothing
+about the items: it is neither counted nor blamed, and the items are decided
+again, as they are, until they commit.  Verdicts reset when a transaction
+containing the item commits.
 """
 
 from __future__ import annotations
@@ -75,8 +80,12 @@ class AbortPolicy:
             self._failures.pop(key, None)
             self._reasons.pop(key, None)
 
-    def aborted(self, keys: Sequence[Hashable], reason: str) -> None:
-        """A transaction with ``keys`` aborted with ``reason``."""
+    def aborted(self, keys: Sequence[Hashable], reason: str, *, refused: bool) -> None:
+        """A transaction with ``keys`` aborted with ``reason``; ``refused`` when a record of
+        it was refused for good (the only abort that may be an item's fault)."""
+        if not refused:
+            log.info("%d item(s) to decide again: %s", len(keys), reason)
+            return
         self.aborts += 1
         if len(keys) == 1:
             key = keys[0]

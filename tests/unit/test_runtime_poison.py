@@ -67,7 +67,7 @@ def test_an_input_that_never_commits_is_dead_lettered_then_skipped() -> None:
         if verdict is Verdict.SKIP:
             policy.committed([key])  # an offset-only transaction always terminates
             break
-        policy.aborted([key], "MSG_SIZE_TOO_LARGE")
+        policy.aborted([key], "MSG_SIZE_TOO_LARGE", refused=True)
     assert seen == [Verdict.DECIDE, Verdict.DECIDE, Verdict.DEAD_LETTER, Verdict.SKIP]
     assert policy.verdict(key) is Verdict.DECIDE  # committed: forgotten
     assert policy.aborts == 0
@@ -76,15 +76,15 @@ def test_an_input_that_never_commits_is_dead_lettered_then_skipped() -> None:
 def test_a_batch_that_aborts_twice_is_isolated_and_a_commit_resets() -> None:
     policy = AbortPolicy()
     keys = [("t", 0, i) for i in range(3)]
-    policy.aborted(keys, "x")
+    policy.aborted(keys, "x", refused=True)
     assert policy.isolate == 0
-    policy.aborted(keys, "x")
+    policy.aborted(keys, "x", refused=True)
     assert policy.isolate == 3
     assert all(policy.verdict(k) is Verdict.DECIDE for k in keys)  # not blamed as a group
     policy.committed(keys[:1])
     assert (policy.isolate, policy.aborts) == (2, 0)
-    policy.aborted([keys[1]], "refused")
-    policy.aborted([keys[1]], "refused")
+    policy.aborted([keys[1]], "refused", refused=True)
+    policy.aborted([keys[1]], "refused", refused=True)
     assert policy.reason(keys[1]) == "refused"
     policy.forget(lambda k: k == keys[1])
     assert policy.verdict(keys[1]) is Verdict.DECIDE
