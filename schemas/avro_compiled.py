@@ -46,6 +46,7 @@ from sagaline.schemas._introspect import (
 )
 from sagaline.schemas.avrogen import full_name
 from sagaline.schemas.base import SCHEMA_NAMESPACE, Record
+from sagaline.schemas.trusted import construct
 
 __all__ = ["Compiled", "Short", "Unsupported", "compile_record"]
 
@@ -81,12 +82,22 @@ def _zigzag(n: int) -> bytes:
 _TAB = [_zigzag(i) for i in range(_TABLE_SIZE)]
 
 
+#: recently written large values (timestamps repeat in every snapshot of a saga)
+_RECENT: dict[int, bytes] = {}
+
+
 def _long(n: int) -> bytes:
     if 0 <= n < _TABLE_SIZE:
         return _TAB[n]
-    if not -(1 << 63) <= n < (1 << 63):
-        raise ValueError(f"{n} does not fit an Avro long")
-    return _zigzag(n)
+    encoded = _RECENT.get(n)
+    if encoded is None:
+        if not -(1 << 63) <= n < (1 << 63):
+            raise ValueError(f"{n} does not fit an Avro long")
+        encoded = _zigzag(n)
+        if len(_RECENT) >= 4096:
+            _RECENT.clear()
+        _RECENT[n] = encoded
+    return encoded
 
 
 def _varint(buf: bytes, pos: int, b: int) -> tuple[int, int]:
@@ -114,6 +125,20 @@ def _millis(value: Any) -> int:
     return int(value)
 
 
+_RECENT_TIMES: dict[Any, bytes] = {}
+
+
+def _timestamp(value: Any) -> bytes:
+    """The encoded timestamp-millis of a datetime (recent ones remembered)."""
+    encoded = _RECENT_TIMES.get(value)
+    if encoded is None:
+        encoded = _long(_millis(value))
+        if len(_RECENT_TIMES) >= 4096:
+            _RECENT_TIMES.clear()
+        _RECENT_TIMES[value] = encoded
+    return encoded
+
+
 def _branch(cache: dict[type, int], names: Mapping[str, int], value: Any) -> int:
     """The union branch of a record value whose class is not cached yet."""
     for cls in type(value).__mro__:
@@ -123,21 +148,6 @@ def _branch(cache: dict[type, int], names: Mapping[str, int], value: Any) -> int
                 cache[type(value)] = index
                 return index
     raise ValueError(f"{type(value).__name__} is not a branch of this union")
-
-
-def _mk_factory() -> Callable[[type[Record], dict[str, Any]], Record]:
-    new = object.__new__
-    setattr_ = object.__setattr__
-
-    def make(cls: type[Record], values: dict[str, Any]) -> Record:
-        obj = new(cls)
-        setattr_(obj, "__dict__", values)
-        setattr_(obj, "__pydantic_fields_set__", set(values))
-        setattr_(obj, "__pydantic_extra__", None)
-        setattr_(obj, "__pydantic_private__", None)
-        return obj
-
-    return make
 
 
 @dataclass(frozen=True)
@@ -225,10 +235,10 @@ class _Gen:
         self.ns: dict[str, Any] = {
             "_TAB": _TAB,
             "_long": _long,
-            "_millis": _millis,
+            "_timestamp": _timestamp,
             "_varint": _varint,
             "_branch": _branch,
-            "_mk": _mk_factory(),
+            "_mk": construct,
             "_EPOCH": _EPOCH,
             "_td": timedelta,
             "_Short": Short,
@@ -303,7 +313,7 @@ class _Gen:
         kind = t if isinstance(t, str) else t["type"]
         logical = t.get("logicalType") if isinstance(t, dict) else None
         if kind == "long" and logical == "timestamp-millis":
-            return [f"{ind}out += _long(_millis({x}))"]
+            return [f"{ind}out += _timestamp({x})"]
         if kind in ("long", "int"):
             return [f"{ind}out += _TAB[{x}] if 0 <= {x} < {_TABLE_SIZE} else _long({x})"]
         if kind == "null":

@@ -11,6 +11,7 @@ Pure: no I/O, no clock (the time is the input's ``occurred_at``).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -74,9 +75,18 @@ class Decision:
 _ID_NAMESPACE = uuid.UUID("6f1c9a52-3d1e-4c8b-9a57-5a6167616c69")
 
 
+_ID_PREFIX = _ID_NAMESPACE.bytes
+
+
 def derive_message_id(*parts: object) -> str:
-    """A deterministic message id (UUIDv5) from ``parts``."""
-    return str(uuid.uuid5(_ID_NAMESPACE, "/".join(str(p) for p in parts)))
+    """A deterministic message id (UUIDv5) from ``parts``: ``str(uuid.uuid5(...))``
+    written directly (SHA-1, version and variant bits), without the UUID object."""
+    name = "/".join(map(str, parts)).encode()
+    digest = bytearray(hashlib.sha1(_ID_PREFIX + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def ms(delta: timedelta | None) -> int | None:

@@ -1,8 +1,7 @@
 """Fold decision events into saga state: ``evolve`` and ``fold``.
 
-``evolve`` needs no saga definition and no clock: every fact it uses is in
-the events, so a journal can be folded back into state by anyone (audit,
-replay, projections) without the user's code.
+``evolve`` needs no saga definition and no clock: every fact it uses is in the events,
+so anyone (audit, replay, projections) folds a journal back into state without user code.
 """
 
 from __future__ import annotations
@@ -63,6 +62,7 @@ from sagaline.schemas.state import (
     Timer,
     WaitState,
 )
+from sagaline.schemas.trusted import replace
 
 __all__ = ["FoldError", "evolve", "fold"]
 
@@ -97,7 +97,7 @@ def evolve(state: SagaState | None, event: SagaEvent) -> SagaState:
         raise FoldError(f"no fold for {type(event).__name__}")
     updates = handler(state, event)
     updates.setdefault("updated_at", event.at)
-    new = state.model_copy(update=updates)
+    new = replace(state, updates)
     return _settle_status(new)
 
 
@@ -126,7 +126,7 @@ def _settle_status(state: SagaState) -> SagaState:
     busy = any(s.status == "running" for s in state.steps.values())
     waiting = (bool(state.waits) or state.sleeping_until is not None) and not busy
     status = "waiting" if waiting else "running"
-    return state if status == state.status else state.model_copy(update={"status": status})
+    return state if status == state.status else replace(state, {"status": status})
 
 
 def _drop(timers: list[Timer], keep: Callable[[Timer], bool]) -> list[Timer]:

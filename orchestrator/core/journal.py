@@ -29,6 +29,7 @@ from sagaline.schemas.events import SagaEvent
 from sagaline.schemas.journal import GENESIS_HASH, JournalEntry
 from sagaline.schemas.replies import StepHeartbeat
 from sagaline.schemas.state import SagaState
+from sagaline.schemas.trusted import construct, replace
 
 __all__ = [
     "FLOAT_FIELDS",
@@ -118,15 +119,18 @@ def make_journal_entry(
     cause = input.envelope if input is not None else None
     # every value below comes from validated records (the input, the states and
     # the decided events), so the entry is built without validating it again
-    envelope = Envelope.model_construct(
-        message_id=derive_message_id(reference.saga_id, "journal", seq),
-        saga_id=reference.saga_id,
-        saga_type=reference.saga_type,
-        saga_version=reference.saga_version,
-        occurred_at=cause.occurred_at if cause else reference.updated_at,
-        causation_id=cause.message_id if cause else None,
-        correlation_id=(cause.correlation_id if cause else None) or reference.saga_id,
-        trace=dict(cause.trace) if cause else {},
+    envelope = construct(
+        Envelope,
+        {
+            "message_id": derive_message_id(reference.saga_id, "journal", seq),
+            "saga_id": reference.saga_id,
+            "saga_type": reference.saga_type,
+            "saga_version": reference.saga_version,
+            "occurred_at": cause.occurred_at if cause else reference.updated_at,
+            "causation_id": cause.message_id if cause else None,
+            "correlation_id": (cause.correlation_id if cause else None) or reference.saga_id,
+            "trace": dict(cause.trace) if cause else {},
+        },
     )
     fields: dict[str, Any] = {
         "envelope": envelope,
@@ -137,8 +141,8 @@ def make_journal_entry(
         "prev_hash": prev,
         "hash": "",
     }
-    fields["hash"] = entry_hash(JournalEntry.model_construct(**fields))
-    return JournalEntry.model_construct(**fields)
+    unhashed = construct(JournalEntry, fields)
+    return replace(unhashed, {"hash": entry_hash(unhashed)})
 
 
 def record_decision(
@@ -152,9 +156,7 @@ def record_decision(
     if not decision.events or decision.state is None:
         return None, state_before
     entry = make_journal_entry(state_before, input, decision.events, state_after=decision.state)
-    stamped = decision.state.model_copy(
-        update={"journal_seq": entry.seq, "journal_hash": entry.hash}
-    )
+    stamped = replace(decision.state, {"journal_seq": entry.seq, "journal_hash": entry.hash})
     return entry, stamped
 
 
@@ -186,5 +188,5 @@ def fold_journal(entries: Iterable[JournalEntry]) -> SagaState | None:
     for entry in entries:
         state = fold(entry.events, state)
         if state is not None:
-            state = state.model_copy(update={"journal_seq": entry.seq, "journal_hash": entry.hash})
+            state = replace(state, {"journal_seq": entry.seq, "journal_hash": entry.hash})
     return state
