@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -156,6 +154,11 @@ def redact_url(url: str) -> str:
     ``user:pass@`` part and secret-named query parameters of a URL, or the secret-named
     keys of a libpq ``key=value`` string; ``***`` alone if it cannot be parsed."""
     if "://" not in url:
+        # psycopg only for a libpq string: a process that never parses one (the
+        # orchestrator) does not import it at start
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:

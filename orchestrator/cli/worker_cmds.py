@@ -170,14 +170,17 @@ def _wait_for_services(settings: Settings, stop: threading.Event) -> bool:
 
 def _run_worker(args: argparse.Namespace) -> int:
     from sagaline.consumers.worker import Worker, WorkerOptions
+    from sagaline.orchestrator.runtime.startup_clock import log_startup
 
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_startup("worker", "imports done")
     resolver = load_resolver(args.app)
     timeout = timedelta(seconds=args.default_timeout_s) if args.default_timeout_s else None
     stop = _stop_on_signals()
     if not _wait_for_services(settings, stop):
         return 0
+    log_startup("worker", "app loaded, PostgreSQL and Kafka answered")
     worker = Worker(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         database_url=settings.database_url,
@@ -218,13 +221,16 @@ def _migrate(args: argparse.Namespace) -> int:
 def _run_relay(args: argparse.Namespace) -> int:
     from sagaline.consumers.migrations import migrate
     from sagaline.consumers.relay import Relay, RelayOptions
+    from sagaline.orchestrator.runtime.startup_clock import log_startup
 
     settings = _settings(args)
     assert settings.database_url is not None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_startup("relay", "imports done")
     stop = _stop_on_signals()
     if not _wait_for_services(settings, stop):
         return 0
+    log_startup("relay", "PostgreSQL and Kafka answered")
     migrate(settings.database_url, args.schema)
     relay = Relay(
         settings.database_url,

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.orchestrator.runtime import data_keys
+from sagaline.orchestrator.runtime.early_fence import EarlyFence
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, TopicConfigError
 from sagaline.orchestrator.runtime.loader import load_object as load
@@ -36,6 +37,7 @@ from sagaline.orchestrator.runtime.schedules import (
     logic_with_schedules,
     split_app,
 )
+from sagaline.orchestrator.runtime.startup_clock import log_startup
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Record
 
@@ -122,6 +124,8 @@ def run_orchestrator(orchestrator: Orchestrator, stats_file: str | None = None) 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        orchestrator.start()
+        log_startup("orchestrator", "producer fenced, group joined")
         orchestrator.run()
     except TopicConfigError as exc:
         # a topic layout the orchestrator refuses (partition counts changed, ...)
@@ -156,6 +160,28 @@ def _active_states(orchestrator: Orchestrator) -> list[Record]:
     return [state for part in owned for state in list(part.active.values())]
 
 
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        instance_id=args.instance_id,
+        group_id=args.group,
+        max_batch=args.max_batch,
+        linger_ms=args.linger_ms,
+        tombstone_grace_s=args.tombstone_grace_s,
+        transaction_timeout_ms=args.transaction_timeout_ms,
+        session_timeout_ms=args.session_timeout_ms,
+        fetch_wait_max_ms=args.fetch_wait_max_ms,
+        producer_linger_ms=args.producer_linger_ms,
+        static_membership=not args.dynamic_membership,
+    )
+
+
+def _fenced(fence: EarlyFence) -> None:
+    """Wait until the early fence is done: the engine's producer initialises last."""
+    took = fence.wait()
+    done = f"predecessor fenced early in {took:.3f}s" if took is not None else "early fence failed"
+    log_startup("orchestrator", done)
+
+
 def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = None) -> int:
     """Build the orchestrator that ``args`` describe and run it until stopped.
 
@@ -166,9 +192,17 @@ def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = No
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
+    log_startup("orchestrator", "imports done")
     try:
         settings = Settings.from_env(
             kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix
+        )
+        config = _engine_config(args)
+        # fence the predecessor while the sagas load (see early_fence)
+        fence = EarlyFence(
+            settings.kafka_bootstrap_servers,
+            config.transactional_id,
+            transaction_timeout_ms=config.transaction_timeout_ms,
         )
         data_keys.configure(settings)  # personal fields: this deployment's data keys
         app, schedules = split_app(load_object(args.app))
@@ -178,19 +212,9 @@ def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = No
         local_steps = local(base, settings, codec) if local is not None else None
         layout = TopicLayout(partitions=args.ensure_topics or 1)
         _ensure_topics_waiting(settings, layout, create=args.ensure_topics is not None)
+        log_startup("orchestrator", "app loaded, Kafka answered")
         declare_schedules(settings, schedules, codec)  # type: ignore[arg-type]
-        config = EngineConfig(
-            instance_id=args.instance_id,
-            group_id=args.group,
-            max_batch=args.max_batch,
-            linger_ms=args.linger_ms,
-            tombstone_grace_s=args.tombstone_grace_s,
-            transaction_timeout_ms=args.transaction_timeout_ms,
-            session_timeout_ms=args.session_timeout_ms,
-            fetch_wait_max_ms=args.fetch_wait_max_ms,
-            producer_linger_ms=args.producer_linger_ms,
-            static_membership=not args.dynamic_membership,
-        )
+        _fenced(fence)
         orchestrator = Orchestrator(
             settings,
             logic,
