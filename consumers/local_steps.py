@@ -22,11 +22,13 @@ again, like a DBOS step or a Temporal local activity.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
+from queue import SimpleQueue
 from typing import Literal
 
 import psycopg
@@ -55,6 +57,43 @@ log = logging.getLogger("sagaline.local_steps")
 Task = ExecuteStep | CompensateStep
 #: how long a local step without a timeout of its own may run
 DEFAULT_LOCAL_TIMEOUT = timedelta(seconds=10)
+
+
+class _DaemonThreads:
+    """A fixed set of daemon threads running submitted calls.
+
+    Unlike ``ThreadPoolExecutor`` (whose threads the interpreter joins at exit), a step
+    abandoned past its timeout never keeps the orchestrator process from exiting.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._jobs: SimpleQueue[tuple[Future[Record], Callable[[Task], Record], Task] | None]
+        self._jobs = SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[Task], Record], task: Task) -> Future[Record]:
+        future: Future[Record] = Future()
+        self._jobs.put((future, fn, task))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, task = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(task))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
 
 
 def has_local_steps(registry: SagaRegistry) -> bool:
@@ -89,13 +128,11 @@ class LocalStepRunner(TaskRunner):
         self._default_timeout = default_timeout.total_seconds()
         self._local: dict[tuple[str, int, str], bool] = {}
         self._timeouts: dict[tuple[str, int, str], float] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="sagaline-local"
-        )
+        self._threads = _DaemonThreads(threads, "sagaline-local")
 
     def close(self) -> None:
         """Stop the threads (a step still running past its timeout is left to finish)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown()
         if self._pool is not None and self._own_pool:
             self._pool.close()
 
@@ -118,7 +155,7 @@ class LocalStepRunner(TaskRunner):
 
     def run_tasks(self, tasks: Sequence[Task], budget_s: float) -> list[Record]:
         started = time.monotonic()
-        futures = [self._executor.submit(self.run_one, task) for task in tasks]
+        futures = [self._threads.submit(self.run_one, task) for task in tasks]
         return [
             self._wait(task, future, started, budget_s)
             for task, future in zip(tasks, futures, strict=True)

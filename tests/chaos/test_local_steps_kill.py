@@ -28,7 +28,7 @@ import pytest
 INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
 sys.path.insert(0, str(INTEGRATION))
 
-from local_step_sagas import EFFECTS_TABLE, KillOnce, LocalData, LocalDb  # noqa: E402
+from local_step_sagas import EFFECTS_TABLE, Hang, KillOnce, LocalData, LocalDb  # noqa: E402
 from orchestrator_support import (  # noqa: E402
     check_saga_invariants,
     delete_prefix_topics,
@@ -199,3 +199,25 @@ def test_a_local_step_without_a_database_runs_again_after_a_kill(
     assert states["kill-once"].status == "completed"
     assert _calls(app_env) == ["kill-once/fragile", "kill-once/fragile"]
     check_saga_invariants(bootstrap, prefix, codec, ["kill-once"])
+
+
+def test_a_hung_local_step_fails_its_saga_and_never_holds_the_process(
+    settings: Settings, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Past its timeout the step is abandoned (its thread sleeps on); SIGTERM still exits."""
+    codec = AvroCodec()
+    bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
+    orch = LocalOrchestrator(settings, tmp_path, app_env)
+    try:
+        orch.start()
+        with SagaClient(settings) as client:
+            client.start(Hang, LocalData(label="h"), saga_id="hang-1")
+        states = wait_all_terminal(bootstrap, prefix, codec, ["hang-1"], timeout=120)
+        assert orch.stop() == 0  # the step's thread is still sleeping: it does not hold exit
+    finally:
+        if orch.proc is not None and orch.proc.poll() is None:
+            orch.proc.kill()
+    assert states["hang-1"].status == "failed"
+    assert "StepTimeout" in (states["hang-1"].steps["stuck"].last_error or "")
+    assert _calls(app_env) == ["hang-1/stuck"]
+    check_saga_invariants(bootstrap, prefix, codec, ["hang-1"])

@@ -158,6 +158,24 @@ class SlowFirst(Saga[LocalData]):
             time.sleep(3.0)
 
 
+class Hang(Saga[LocalData]):
+    """A local step that never returns: its one attempt times out and the saga fails."""
+
+    type_name = "test.local-hang"
+
+    @step(
+        local=True,
+        uses_db=False,
+        compensate=None,
+        timeout=timedelta(seconds=1),
+        retry=Retry(max_attempts=1),
+        on_failure="fail",
+    )
+    def stuck(self, ctx: StepContext, data: LocalData) -> None:
+        record_call(ctx, "stuck")
+        time.sleep(3600)
+
+
 class KillOnce(Saga[LocalData]):
     """A local step without a database that SIGKILLs its process the first time it runs."""
 
@@ -172,7 +190,7 @@ class KillOnce(Saga[LocalData]):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-REGISTRY = SagaRegistry([LocalChain, Mixed, LocalDb, SlowFirst, KillOnce])
+REGISTRY = SagaRegistry([LocalChain, Mixed, LocalDb, SlowFirst, Hang, KillOnce])
 
 
 def registry() -> SagaRegistry:
