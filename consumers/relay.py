@@ -47,7 +47,7 @@ from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     context_from_carrier,
 )
-from sagaline.orchestrator.runtime.transactions import refused_for_good
+from sagaline.orchestrator.runtime.transactions import is_fatal, refused_for_good
 
 __all__ = ["Relay", "RelayOptions", "RelayStats"]
 
@@ -233,7 +233,7 @@ class Relay:
                     self._producer.poll(0.05)
                 except KafkaException as exc:
                     err: KafkaError = exc.args[0]
-                    if err.fatal():
+                    if is_fatal(err):  # _FATAL: every call on a failed client says so
                         raise
                     return err
 
