@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from sagaline.orchestrator.cli.command import Subparsers, set_handler
@@ -37,6 +40,9 @@ def register(subparsers: Subparsers) -> None:
     codec = parts.add_parser("codec", help="Avro encode/decode throughput of every record")
     codec.add_argument("--seconds", type=float, default=1.5, help="time spent per figure")
     set_handler(codec, _codec)
+    signing = parts.add_parser("signing", help="CPU of one Ed25519 sign and verify per record")
+    signing.add_argument("--seconds", type=float, default=1.0, help="CPU time per figure")
+    set_handler(signing, _signing)
     _workers(parts)
     e2e = parts.add_parser(
         "e2e", help="5-step sagas through real orchestrator, worker and relay processes"
@@ -48,6 +54,7 @@ def register(subparsers: Subparsers) -> None:
     e2e.add_argument("--paths", default="kafka,outbox", help="kafka and/or outbox")
     e2e.add_argument("--wait-sagas", type=int, default=50, help="SagaHandle.wait() timed (0: skip)")
     e2e.add_argument("--wait-many", type=int, default=1000, help="sagas one client waits on")
+    _security_args(e2e)
     set_handler(e2e, _e2e)
     recovery = parts.add_parser(
         "recovery", help="SIGKILL a worker, the orchestrator or the relay; time to move again"
@@ -159,6 +166,12 @@ def _codec(args: argparse.Namespace) -> int:
     return _print(run(args.seconds))
 
 
+def _signing(args: argparse.Namespace) -> int:
+    from sagaline.orchestrator.bench.signing import run
+
+    return _print(run(args.seconds))
+
+
 def _bench_workers(args: argparse.Namespace) -> int:
     from sagaline.orchestrator.bench.workers import STEP_FOR_PATH, run_bench
 
@@ -184,6 +197,24 @@ def _bench_workers(args: argparse.Namespace) -> int:
     return _print(report)
 
 
+def _security_args(e2e: argparse.ArgumentParser) -> None:
+    """``bench e2e``'s switches of the stack's security (docs/security.md, "Cost")."""
+    e2e.add_argument(
+        "--private-stack",
+        action="store_true",
+        help="start a private Kafka and PostgreSQL for this run (secured, signing on)",
+    )
+    e2e.add_argument(
+        "--insecure",
+        action="store_true",
+        help="a private stack with security off: PLAINTEXT Kafka without SASL/ACLs, "
+        "trust-auth PostgreSQL, no signatures (to measure what security costs)",
+    )
+    e2e.add_argument(
+        "--no-signing", action="store_true", help="no Ed25519 signatures (SAGALINE_SIGNING=false)"
+    )
+
+
 def _e2e(args: argparse.Namespace) -> int:
     from sagaline.orchestrator.bench.e2e import PATHS, run_e2e
 
@@ -192,9 +223,19 @@ def _e2e(args: argparse.Namespace) -> int:
         raise ConfigError(f"--paths takes {' and/or '.join(PATHS)}, got {args.paths!r}")
     if args.sagas < 1 or args.partitions < 1 or args.concurrency < 1 or args.throughput < 0:
         raise ConfigError("--sagas, --partitions and --concurrency take a number of at least 1")
-    bootstrap, dsn = _kafka_and_database()
-    return _print(
-        run_e2e(
+    signing = not (args.no_signing or args.insecure)
+    with ExitStack() as stack:
+        if args.private_stack or args.insecure:
+            from sagaline.orchestrator.bench.private_stack import private_stack
+
+            bootstrap, dsn = stack.enter_context(
+                private_stack(secured=not args.insecure, signing=signing)
+            )
+        else:
+            bootstrap, dsn = _kafka_and_database()
+            if not signing:
+                stack.enter_context(_signing_off())
+        report = run_e2e(
             bootstrap=bootstrap,
             dsn=dsn,
             sagas=args.sagas,
@@ -205,7 +246,37 @@ def _e2e(args: argparse.Namespace) -> int:
             wait_sagas=args.wait_sagas,
             wait_many=args.wait_many,
         )
-    )
+        report["security"] = _security()
+    return _print(report)
+
+
+@contextmanager
+def _signing_off() -> Iterator[None]:
+    """``SAGALINE_SIGNING=false`` for this process and the ones it starts, for a while."""
+    from sagaline.orchestrator.runtime.signing_runtime import reset_signing
+
+    before = os.environ.get("SAGALINE_SIGNING")
+    os.environ["SAGALINE_SIGNING"] = "false"
+    reset_signing()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SAGALINE_SIGNING", None)
+        else:
+            os.environ["SAGALINE_SIGNING"] = before
+        reset_signing()
+
+
+def _security() -> dict[str, Any]:
+    """What the run had on: the Kafka protocol and whether records were signed."""
+    from sagaline.orchestrator.config import EnvSettings
+    from sagaline.orchestrator.runtime.signing_runtime import signing_config
+
+    return {
+        "kafka_security_protocol": EnvSettings.load().kafka_security_protocol,
+        "signing": signing_config().enabled,
+    }
 
 
 def _recovery(args: argparse.Namespace) -> int:
