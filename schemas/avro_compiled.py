@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -150,22 +149,41 @@ def _branch(cache: dict[type, int], names: Mapping[str, int], value: Any) -> int
     raise ValueError(f"{type(value).__name__} is not a branch of this union")
 
 
-@dataclass(frozen=True)
+class _Lazy:
+    """One generated function: its source is written at once (an unsupported schema
+    shows there), compiled on its first use (``compile`` is most of the cost)."""
+
+    def __init__(self, gen: _Gen) -> None:
+        self._gen: _Gen | None = gen
+        gen.generate()
+        self._fn: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        fn = self._fn
+        if fn is None:
+            gen = self._gen
+            assert gen is not None
+            fn = self._fn = gen.load()
+            self._gen = None
+        return fn(*args)
+
+
 class Compiled:
     """The compiled functions of one record type's current schema."""
 
-    encode: Encoder
-    decode_dict: Decoder
-    decode_trusted: Decoder | None
+    def __init__(self, encode: Encoder, decode_dict: Decoder, trusted: Decoder | None) -> None:
+        self.encode = encode
+        self.decode_dict = decode_dict
+        self.decode_trusted = trusted
 
 
 def compile_record(schema: Mapping[str, Any], model: type[Record]) -> Compiled:
     """Compile ``schema`` (the current Avro schema of ``model``, as JSON); raise Unsupported."""
     classes = _record_classes(model)
-    encode = _Gen(schema, classes, "enc").build()
-    decode_dict = _Gen(schema, classes, "dict").build()
+    encode = _Lazy(_Gen(schema, classes, "enc"))
+    decode_dict = _Lazy(_Gen(schema, classes, "dict"))
     try:
-        trusted: Decoder | None = _Gen(schema, classes, "model").build()
+        trusted: Decoder | None = _Lazy(_Gen(schema, classes, "model"))
     except Unsupported:
         trusted = None
     return Compiled(encode, decode_dict, trusted)
@@ -247,13 +265,18 @@ class _Gen:
             "_unpack_d": struct.Struct("<d").unpack_from,
         }
         self.counter = 0
+        self.top = ""
 
-    def build(self) -> Callable[..., Any]:
-        top = self._record_function(self.schema)
+    def generate(self) -> None:
+        """Write the source (raises :class:`Unsupported`)."""
+        self.top = self._record_function(self.schema)
+
+    def load(self) -> Callable[..., Any]:
+        """Compile and execute the source; the top record's function."""
         source = "\n".join(self.lines + self.tail)
         # the source is generated here from a catalogued schema, never from input
-        exec(compile(source, f"<avro {self.mode} {top}>", "exec"), self.ns)  # noqa: S102
-        fn: Callable[..., Any] = self.ns[top]
+        exec(compile(source, f"<avro {self.mode} {self.top}>", "exec"), self.ns)  # noqa: S102
+        fn: Callable[..., Any] = self.ns[self.top]
         return fn
 
     def _const(self, value: Any) -> str:
