@@ -1,5 +1,15 @@
 """The storm's flood of bad input on every input topic (commands, replies, tasks).
 
+With signing on (docs/security.md), the flood signs as the writer each topic
+expects (commands as ``client``, replies as ``worker``, the malformed tasks as
+``orchestrator``), so that each bad record reaches the check that refuses it for
+what it is (undecodable, misrouted, unknown saga, duplicate...), not merely as
+``Unsigned``; and each round adds records whose only fault is their signature:
+well-formed commands, replies and tasks that are unsigned, signed by a signer
+who may not write them, or whose signature does not match (dead-lettered as
+``Unsigned``, ``WrongSigner``, ``BadSignature``).  With signing off those are not
+sent (they would be valid input) and nothing is signed.
+
 Every record is written by a plain (non-idempotent) producer and remembered
 with where it landed (topic, partition, offset from the delivery report) and,
 when it decodes, its envelope's message id; a record the broker refuses (above
@@ -29,6 +39,7 @@ from sagaline.orchestrator.chaos.storm_saga import STORM_SAGA, StormData
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
+from sagaline.orchestrator.runtime.signing_runtime import signer_for, signing_config
 from sagaline.schemas.base import Envelope, Payload, Record
 from sagaline.schemas.codec import SINGLE_OBJECT_MAGIC, RecordCodec
 from sagaline.schemas.commands import SignalSaga, StartSaga
@@ -126,7 +137,11 @@ class Flood:
         partition: int | None = None,
         message_id: str | None = None,
         zstd: bool = False,
+        sign_as: str | None = "",
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        """Write one bad record, signed as ``sign_as`` (``""``: the topic's own writer;
+        ``None``: unsigned) unless ``headers`` are given."""
         bad = BadInput(kind, topic, message_id)
         self.inputs.append(bad)
 
@@ -138,8 +153,30 @@ class Flood:
 
         producer = self._zstd if zstd else self._plain
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        signed = headers if headers is not None else self._signature(topic, key, value, sign_as)
+        if signed:
+            extra["headers"] = signed
         producer.produce(topic, value=value, key=key, on_delivery=delivered, **extra)
         producer.poll(0)
+
+    def _signature(
+        self, topic: str, key: bytes | None, value: bytes, sign_as: str | None
+    ) -> list[tuple[str, bytes]]:
+        """The signature headers of a record (none when signing is off or ``sign_as`` is None)."""
+        if sign_as == "":
+            sign_as = self._writers.get(topic)
+        signer = signer_for(sign_as) if sign_as is not None else None
+        return [] if signer is None else signer.headers(topic, key, value)
+
+    @property
+    def _writers(self) -> dict[str, str]:
+        """The signer each input topic expects (a malformed task is signed as the
+        orchestrator would, so that the worker refuses it for its shape)."""
+        return {
+            self.topics.commands: "client",
+            self.topics.replies: "worker",
+            self.topics.tasks: "orchestrator",
+        }
 
     def _record(self, kind: str, topic: str, record: Record, key: str, **kw: Any) -> None:
         envelope = getattr(record, "envelope", None)
@@ -218,9 +255,35 @@ class Flood:
                 mid = None
             self._send("reply_duplicate", topic, value, key, message_id=mid)
 
-    def _tasks(self) -> None:
+    def _signatures(self, known: str) -> None:
+        """Well-formed input whose only fault is its signature (signing on only)."""
+        commands, replies, tasks = self.topics.commands, self.topics.replies, self.topics.tasks
         ghost = f"ghost-{uuid.uuid4().hex[:10]}"
-        task = ExecuteStep(
+        self._record("unsigned_start", commands, _start(ghost, self.codec), ghost, sign_as=None)
+        self._record(
+            "start_wrong_signer", commands, _start(ghost, self.codec), ghost, sign_as="worker"
+        )
+        self._record(
+            "unsigned_reply", replies, self._reply(known, "reserve", 1), known, sign_as=None
+        )
+        self._record(
+            "reply_wrong_signer", replies, self._reply(known, "reserve", 1), known, sign_as="client"
+        )
+        forged = self._reply(known, "reserve", 1)
+        other = self.codec.encode(self._reply(known, "reserve", 1))  # what the signature covers
+        self._record(
+            "reply_bad_signature",
+            replies,
+            forged,
+            known,
+            headers=self._signature(replies, known.encode(), other, "worker"),
+        )
+        task = self._task(ghost)
+        self._record("unsigned_task", tasks, task, ghost, sign_as=None)
+        self._record("task_wrong_signer", tasks, self._task(ghost), ghost, sign_as="worker")
+
+    def _task(self, ghost: str) -> ExecuteStep:
+        return ExecuteStep(
             envelope=_envelope(ghost),
             step="reserve",
             attempt=1,
@@ -228,6 +291,9 @@ class Flood:
             task_id=f"{ghost}/reserve/1",
             args=_payload(self.codec),
         )
+
+    def _tasks(self) -> None:
+        task = self._task(f"ghost-{uuid.uuid4().hex[:10]}")
         self._shapes(self.topics.tasks, task)
 
     def round(
@@ -237,6 +303,8 @@ class Flood:
         self._commands(known)
         self._replies(known, duplicate)
         self._tasks()
+        if signing_config().enabled:
+            self._signatures(known)
         if sizes:
             for topic in (self.topics.commands, self.topics.replies, self.topics.tasks):
                 self._sizes(topic)

@@ -182,7 +182,7 @@ def _bad_input_checks(
     expected: Expected,
     journal: Mapping[str, list[JournalEntry]],
 ) -> dict[str, Any]:
-    letters: set[tuple[str, int, int]] = set()
+    letters: dict[tuple[str, int, int], str] = {}  # where the bad input was -> error type
     no_reason = 0
     for rec in read_topic(bootstrap, topics.deadletter):
         try:
@@ -193,11 +193,13 @@ def _bad_input_checks(
         assert isinstance(letter, DeadLetter)
         if not letter.reason.strip():
             no_reason += 1
-        letters.add((letter.source_topic, letter.source_partition, letter.source_offset))
+        where = (letter.source_topic, letter.source_partition, letter.source_offset)
+        letters[where] = letter.error_type
     ignored = _ignored_ids(journal)
     kinds: Counter[str] = Counter()
     outcome: Counter[str] = Counter()
     unaccounted: list[str] = []
+    error_types: dict[str, set[str]] = {}
     for bad in expected.bad_inputs:
         kinds[bad.kind] += 1
         if bad.refused is not None:
@@ -206,6 +208,9 @@ def _bad_input_checks(
                 unaccounted.append(f"{bad.kind} refused: {bad.refused}")
         elif (bad.topic, bad.partition, bad.offset) in letters:
             outcome["dead_lettered"] += 1
+            error_types.setdefault(bad.kind, set()).add(
+                letters[bad.topic, bad.partition, bad.offset]
+            )
         elif bad.message_id is not None and ignored[bad.message_id] > 0:
             ignored[bad.message_id] -= 1
             outcome["journaled_ignored"] += 1
@@ -214,6 +219,8 @@ def _bad_input_checks(
     return {
         "bad_inputs": len(expected.bad_inputs),
         "bad_input_kinds": dict(kinds),
+        #: the dead letters' error types, per kind of bad input
+        "dead_letter_error_types": {k: sorted(v) for k, v in sorted(error_types.items())},
         **{k: outcome[k] for k in ("dead_lettered", "journaled_ignored", "refused_by_broker")},
         "dead_letters_without_reason": no_reason,
         "bad_inputs_unaccounted": len(unaccounted),

@@ -19,6 +19,7 @@ from sagaline.orchestrator.chaos.invariants import ZERO
 from sagaline.orchestrator.chaos.storm import StormConfig, run_storm
 from sagaline.orchestrator.devenv.kafka import LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
+from sagaline.orchestrator.runtime.signing_runtime import signing_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.storm, pytest.mark.timeout(900)]
 
@@ -60,5 +61,30 @@ def test_storm(
     assert inv["bad_inputs"] == (
         inv["dead_lettered"] + inv["journaled_ignored"] + inv["refused_by_broker"]
     )
+    if signing_config().enabled:
+        _signed_flood_reaches_its_reasons(inv["dead_letter_error_types"], text)
     assert report["settle_lag"] == 0, text
     assert report["throughput"]["storm"]["per_s"] > 0, text
+
+
+#: the flood's records whose only fault is their signature, and how each is refused
+SIGNATURE_KINDS = {
+    "unsigned_start": "Unsigned",
+    "start_wrong_signer": "WrongSigner",
+    "unsigned_reply": "Unsigned",
+    "reply_wrong_signer": "WrongSigner",
+    "reply_bad_signature": "BadSignature",
+    "unsigned_task": "Unsigned",
+    "task_wrong_signer": "WrongSigner",
+}
+
+
+def _signed_flood_reaches_its_reasons(error_types: dict[str, list[str]], text: str) -> None:
+    """With signing on: each signature fault is dead-lettered as such, and every other
+    (properly signed) bad input for its own reason, never as a signature fault."""
+    for kind, error_type in SIGNATURE_KINDS.items():
+        assert error_types.get(kind) == [error_type], f"{kind}: {error_types.get(kind)}\n{text}"
+    faults = set(SIGNATURE_KINDS.values())
+    for kind, found in error_types.items():
+        if kind not in SIGNATURE_KINDS:
+            assert not faults & set(found), f"{kind} refused as {found}\n{text}"

@@ -62,6 +62,7 @@ def test_up_is_idempotent_smoke_passes_and_down_stops_everything(
         "SAGALINE_KAFKA_CREDENTIALS": str(secrets / "kafka-users.json"),
         "SAGALINE_KAFKA_USER": "admin",
         "SAGALINE_KEYS_DIR": str(dev_env.parent / "keys"),
+        "SAGALINE_SIGNING": "true",
     }
     # one Ed25519 key per role principal, owner-only (records are signed with them)
     keys = dev_env.parent / "keys"
