@@ -209,9 +209,10 @@ class Codec:
             header = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
             with self._lock:
                 self._confluent_headers[writer.model] = header
-                self._id_readers.setdefault(
-                    schema_id, _Reader(writer.model, writer.schema, None, loader(writer.model))
+                current = _Reader(
+                    writer.model, writer.schema, None, loader(writer.model), current=True
                 )
+                self._id_readers.setdefault(schema_id, current)
         return header
 
     # -- decode ----------------------------------------------------------------
