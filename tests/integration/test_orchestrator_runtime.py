@@ -146,9 +146,14 @@ def test_sagas_complete_exactly_once(bootstrap: str, prefix: str) -> None:
         if r.value
     ]
     # every task exactly once: the transaction either published it once or not at all
-    counts = Counter(t.task_id for t in tasks if isinstance(t, ExecuteStep))
+    executes = [t for t in tasks if isinstance(t, ExecuteStep)]
+    counts = Counter(t.task_id for t in executes)
     assert set(counts.values()) == {1}
-    assert len(counts) == 3 * len(ids)
+    # each of the 3 steps of every saga was dispatched; a further attempt only
+    # when the step's timeout passed first (a loaded machine), never a repeat
+    first = {(t.envelope.saga_id, t.step) for t in executes if t.attempt == 1}
+    assert len(first) == 3 * len(ids)
+    assert len({(t.envelope.saga_id, t.step, t.attempt) for t in executes}) == len(executes)
     # state snapshots live in the partition of the saga's commands
     commands = {r.key: r.partition for r in read_committed(bootstrap, f"{prefix}.commands")}
     for rec in read_committed(bootstrap, f"{prefix}.state"):
