@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from sagaline.orchestrator.client import SagaClient, SagaRejected
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.signing_inputs import signed_identity
+from sagaline.orchestrator.runtime.signing_runtime import signing_config
 from sagaline.schemas.commands import SignalSaga
 
 pytestmark = pytest.mark.integration
@@ -36,9 +39,10 @@ HERE = Path(__file__).resolve().parent
 APP = "orchestrator_sagas:registry"
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
-    names = TopicNames(f"{topic_prefix}-cli")
+@pytest.fixture(scope="module")
+def settings(kafka_bootstrap: str) -> Iterator[Settings]:
+    # one orchestrator for the module's tests (their saga ids differ): one start-up, not three
+    names = TopicNames(f"t-{uuid.uuid4().hex[:8]}-cli")
     yield Settings(kafka_bootstrap_servers=kafka_bootstrap, topics=names)
     delete_prefix_topics(kafka_bootstrap, names.prefix)
 
@@ -57,7 +61,7 @@ def sagaline(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def orchestrator(settings: Settings) -> Iterator[Settings]:
     created = sagaline(settings, "topics", "ensure", "--partitions", "2", "--json")
     assert created.returncode == 0, created.stderr
@@ -94,7 +98,7 @@ def _wait_for_approval(settings: Settings, saga_id: str) -> dict[str, object]:
             status = json.loads(shown.stdout)
             if [w["name"] for w in status["waits"]] == ["manager_ok"]:  # type: ignore[attr-defined]
                 return status
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"{saga_id} never waited for manager_ok: {status}")
 
 
@@ -132,9 +136,12 @@ def test_start_approve_wait_with_verdicts(orchestrator: Settings) -> None:
         ]
         if isinstance(e.input, SignalSaga)
     ]
+    # with signing on, the journal records the verified signer (the CLI's: admin) first
+    signed = signing_config().enabled
+    by = [signed_identity("admin", c) if signed else c for c in ("carol", "carol@example.com")]
     assert [(s.name, s.by, s.approved) for s in signals] == [
-        ("no_such_wait", "carol", True),
-        ("manager_ok", "carol@example.com", True),
+        ("no_such_wait", by[0], True),
+        ("manager_ok", by[1], True),
     ]
 
 

@@ -138,8 +138,20 @@ def _build_wheel(out: Path) -> Path:
     return wheel
 
 
+_OFFLINE = ("--no-deps", "--no-index", "-q")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once for the module's tests."""
+    return _build_wheel(tmp_path_factory.mktemp("dist"))
+
+
 def _fresh_venv(where: Path, wheel: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=120)
+    # Without pip of its own (ensurepip costs ~4 s of CPU): this run's pip installs into it.
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120
+    )
     python = where / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -151,7 +163,7 @@ def _fresh_venv(where: Path, wheel: Path) -> Path:
     # line does not run the .pth hooks of the directory it adds).
     (Path(site) / "sagaline_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", *_OFFLINE, str(wheel)],
         check=True,
         timeout=300,
     )
@@ -184,8 +196,7 @@ def _running(cmds: dict[str, list[str]], cwd: Path, env: dict[str, str]) -> Iter
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_the_wheel_installs_only_the_sagaline_name(tmp_path: Path) -> None:
-    wheel = _build_wheel(tmp_path / "dist")
+def test_the_wheel_installs_only_the_sagaline_name(wheel: Path) -> None:
     tops = {name.split("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"sagaline"}
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -195,9 +206,9 @@ def test_the_wheel_installs_only_the_sagaline_name(tmp_path: Path) -> None:
 
 
 def test_a_saga_runs_from_a_project_with_its_own_schemas_and_consumers(
-    tmp_path: Path, kafka_bootstrap: str, fresh_database_url: str, topic_prefix: str
+    tmp_path: Path, wheel: Path, kafka_bootstrap: str, fresh_database_url: str, topic_prefix: str
 ) -> None:
-    bin_dir = _fresh_venv(tmp_path / "venv", _build_wheel(tmp_path / "dist"))
+    bin_dir = _fresh_venv(tmp_path / "venv", wheel)
     project = tmp_path / "project"
     _write_project(project)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
