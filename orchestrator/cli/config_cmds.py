@@ -107,11 +107,19 @@ def redact_kafka(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: the processes that sign as their role (with signing on, their key must be here)
+_SIGNING_ROLES = ("orchestrator", "worker", "relay")
+
+
 def with_process_services(service: str, handler: Handler, lag: LagSpec | None = None) -> Handler:
     """``handler`` preceded by the shared process set-up (see the module)."""
 
     def run(args: argparse.Namespace) -> int:
         env = EnvSettings.load()
+        if env.signing and service in _SIGNING_ROLES:
+            from sagaline.orchestrator.runtime.signing_runtime import signer_for
+
+            signer_for(service)  # no key: one line now, not once Kafka answers
         set_passthrough(kafka_passthrough(env, args))
         configure_tracing(f"sagaline-{service}")
         port = args.metrics_port if args.metrics_port is not None else env.metrics_port

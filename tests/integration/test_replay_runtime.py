@@ -23,6 +23,8 @@ from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.replay import definition_lookup, replay
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.signing_inputs import signed_identity
+from sagaline.orchestrator.runtime.signing_runtime import signing_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -96,7 +98,9 @@ def test_a_real_orchestrator_journal_audits_replays_and_projects(
     assert replayed.ok, [d.render() for d in replayed.divergences]
     timelines = {t.saga_id: t for t in replayed.sagas}
     approvals = timelines["approve-me"].approvals
-    assert [(a.outcome, a.by) for a in approvals] == [("approved", "alice@example.com")]
+    by = "alice@example.com"  # with signing on, after the verified signer (the client's)
+    by = signed_identity("admin", by) if signing_config().enabled else by
+    assert [(a.outcome, a.by) for a in approvals] == [("approved", by)]
     assert [c.step for c in timelines["reject-me"].compensations] == ["reserve"]
 
     projection = JournalProjection(
