@@ -8,9 +8,11 @@ record for a step or a compensation task.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from sagaline.schemas.base import Payload, Record, Usage
 from sagaline.schemas.replies import (
+    MAX_ERROR_MESSAGE,
     CompensationFailed,
     CompensationSucceeded,
     StepFailed,
@@ -23,6 +25,7 @@ from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 __all__ = [
     "failure_reply",
     "heartbeat_reply",
+    "refusal_reply",
     "reply_envelope",
     "restamp",
     "success_reply",
@@ -66,6 +69,38 @@ def failure_reply(
         error_message=error_message,
         trace=trace,
     )
+
+
+def refusal_reply(refused: Record, error_type: str, error_message: str) -> Record:
+    """The non-retryable failure that replaces ``refused``, a reply Kafka refused for good.
+
+    Built from the refused reply itself (same saga, step, attempt, task id and message id:
+    the refused one never reached the orchestrator), so it needs no task and always fits.
+    """
+    if isinstance(refused, StepSucceeded | StepFailed):
+        return StepFailed(
+            envelope=refused.envelope.model_copy(update={"occurred_at": datetime.now(UTC)}),
+            step=refused.step,
+            attempt=refused.attempt,
+            idempotency_key=refused.idempotency_key,
+            task_id=refused.task_id,
+            retryable=False,
+            error_type=error_type,
+            error_message=error_message[:MAX_ERROR_MESSAGE],
+            usage=refused.usage,
+        )
+    if isinstance(refused, CompensationSucceeded | CompensationFailed):
+        return CompensationFailed(
+            envelope=refused.envelope.model_copy(update={"occurred_at": datetime.now(UTC)}),
+            step=refused.step,
+            attempt=refused.attempt,
+            idempotency_key=refused.idempotency_key,
+            task_id=refused.task_id,
+            retryable=False,
+            error_type=error_type,
+            error_message=error_message[:MAX_ERROR_MESSAGE],
+        )
+    raise TypeError(f"{type(refused).__name__} is not a step or compensation reply")
 
 
 def heartbeat_reply(

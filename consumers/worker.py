@@ -42,6 +42,7 @@ from sagaline.consumers.handlers import HandlerResolver
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.offsets import OffsetTracker, Ready
 from sagaline.consumers.progress import ProgressSinks
+from sagaline.consumers.refusals import RefusedReplies
 from sagaline.consumers.replies import heartbeat_reply
 from sagaline.consumers.runner import Delivery, TaskResult, TaskRunner
 from sagaline.consumers.wire import Codec, SchemasCodec
@@ -138,6 +139,9 @@ class Worker:
             f"worker:{self.options.group_id}",
             self._should_stop,
         )
+        self._refusals = RefusedReplies(
+            self._runner.run, self._codec, self._letters, self._producer_base
+        )
 
     def _should_stop(self) -> bool:
         requested = self._stop_requested
@@ -218,7 +222,7 @@ class Worker:
     # -- scheduling ----------------------------------------------------------------------
 
     def _submit(self, job: _Job) -> None:
-        future = self._executor.submit(self._runner.run, job.task)
+        future = self._executor.submit(self._refusals.run, job.task)
         job.future = future
 
         def done(fut: Future[TaskResult]) -> None:
@@ -384,31 +388,27 @@ class Worker:
                 raise
             log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
             _abort_transaction(producer)
+            self.stats.dead_lettered += self._refusals.after_abort(producer)
             self._rewind([(t, p) for (t, p) in ready])
             return
         self.stats.kafka_transactions += 1
         self.stats.commits += 1
 
     def _produce_delivery(self, producer: Producer, d: Delivery) -> None:
-        """Produce one reply into the transaction; a reply the client refuses for good (too
-        large, ...) is replaced by its bounded dead letter, so the task's offset still commits
-        (the orchestrator's step timeout then retries or fails the step)."""
-        headers: list[tuple[str, str | bytes | None]] = [
-            (k, v.encode()) for k, v in d.headers.items()
-        ]
+        """Produce one reply into the transaction; a reply refused for good is dead-lettered
+        and answered by a non-retryable failure reply (consumers/refusals.py): in place when
+        the client refuses it, on the re-delivery after the abort when the broker does."""
+        headers: list[tuple[str, str | bytes | None]] = list(d.headers.items())
+        watch = self._refusals.watch(d)
         try:
-            producer.produce(d.topic, key=d.key, value=d.value, headers=headers)
+            producer.produce(d.topic, d.value, d.key, headers=headers, on_delivery=watch)
             return
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if not refused_for_good(err):  # e.g. _STATE: the transaction failed, abort it
                 raise
-            refusal = f"reply refused by the producer: {err}"
-        letter = self._letters.letter(
-            (d.topic, -1, -1), d.key, d.value, headers, refusal, "Refused"
-        )
-        log.error("reply to %s refused (%s); dead-lettering it", d.topic, refusal)
-        producer.produce(self.topics.deadletter, key=d.key, value=self._codec.encode(letter))
+        answer = self._refusals.refuse(d, err, by_client=True)
+        producer.produce(d.topic, answer.value, d.key, headers=headers)
         self.stats.dead_lettered += 1
 
     @staticmethod
