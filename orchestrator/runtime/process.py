@@ -25,7 +25,6 @@ from confluent_kafka import KafkaException
 from sagaline.orchestrator.config import Settings
 from sagaline.orchestrator.core.errors import SagalineError
 from sagaline.orchestrator.runtime import data_keys
-from sagaline.orchestrator.runtime.early_fence import EarlyFence
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError, TopicConfigError
 from sagaline.orchestrator.runtime.loader import load_object as load
@@ -175,13 +174,6 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
     )
 
 
-def _fenced(fence: EarlyFence) -> None:
-    """Wait until the early fence is done: the engine's producer initialises last."""
-    took = fence.wait()
-    done = f"predecessor fenced early in {took:.3f}s" if took is not None else "early fence failed"
-    log_startup("orchestrator", done)
-
-
 def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = None) -> int:
     """Build the orchestrator that ``args`` describe and run it until stopped.
 
@@ -197,13 +189,6 @@ def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = No
         settings = Settings.from_env(
             kafka_bootstrap_servers=args.bootstrap, topic_prefix=args.prefix
         )
-        config = _engine_config(args)
-        # fence the predecessor while the sagas load (see early_fence)
-        fence = EarlyFence(
-            settings.kafka_bootstrap_servers,
-            config.transactional_id,
-            transaction_timeout_ms=config.transaction_timeout_ms,
-        )
         data_keys.configure(settings)  # personal fields: this deployment's data keys
         app, schedules = split_app(load_object(args.app))
         base = _as_logic(app)
@@ -214,7 +199,7 @@ def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = No
         _ensure_topics_waiting(settings, layout, create=args.ensure_topics is not None)
         log_startup("orchestrator", "app loaded, Kafka answered")
         declare_schedules(settings, schedules, codec)  # type: ignore[arg-type]
-        _fenced(fence)
+        config = _engine_config(args)
         orchestrator = Orchestrator(
             settings,
             logic,
