@@ -23,6 +23,9 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from sagaline.orchestrator.runtime.signing_inputs import signed_identity
+from sagaline.orchestrator.runtime.signing_runtime import signing_config
+
 pytestmark = pytest.mark.integration
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
@@ -129,14 +132,20 @@ def test_tutorial_runs_as_written(
     assert "welcome-bob did not complete (exit code 1)" in output
     assert "credits: [('ada', 500)]" in output
     assert "audit passed: every invariant holds" in output
-    assert "approved by grace@example.com" in output
-    assert "rejected by grace@example.com" in output
+    # with signing on, the verified signer (the CLI signs as admin) heads the claimed name
+    grace = _recorded("admin", "grace@example.com")
+    assert f"approved by {grace}" in output
+    assert f"rejected by {grace}" in output
 
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         gifts = conn.execute("SELECT customer, idempotency_key FROM welcome_gifts").fetchall()
         inbox = conn.execute("SELECT count(*) FROM sagaline.inbox").fetchone()
     assert gifts == [("ada", "welcome-ada/send_gift/1")]
     assert inbox is not None and inbox[0] >= 4  # two credits, one gift, one compensation
+
+
+def _recorded(signer: str, claimed: str) -> str:
+    return signed_identity(signer, claimed) if signing_config().enabled else claimed
 
 
 def _delete_topics(admin: AdminClient, prefix: str) -> None:
