@@ -111,6 +111,28 @@ class DeadLetterSender:
             log.warning("dead letter of %s not delivered yet (%s); retrying", where, outcome)
             time.sleep(1.0)
 
+    @property
+    def codec(self) -> Codec:
+        """The codec letters are encoded with."""
+        return self._codec
+
+    def publish(self, topic: str, key: bytes | None, value: bytes, what: str) -> bool:
+        """Deliver one small record as :meth:`send` delivers a letter (e.g. the failure reply
+        that replaces a refused reply); ``False`` when refused or not delivered before
+        stopping (logged at ERROR)."""
+        while True:
+            outcome = self._attempt(topic, key, value)
+            if outcome is None:
+                return True
+            if is_fatal(outcome):
+                raise KafkaException(outcome)
+            gone = refused_for_good(outcome) or outcome.code() == KafkaError._UNKNOWN_TOPIC
+            if gone or self._stopping():
+                log.error("%s not delivered to %s: %s", what, topic, outcome)
+                return False
+            log.warning("%s not delivered to %s yet (%s); retrying", what, topic, outcome)
+            time.sleep(1.0)
+
     def _attempt(self, topic: str, key: bytes | None, value: bytes) -> KafkaError | None:
         """One produce, flushed until acknowledged or refused (or ``stopping``)."""
         errors: list[KafkaError] = []

@@ -38,7 +38,7 @@ from sagaline.orchestrator.runtime.transactions import refused_for_good
 from sagaline.schemas.replies import REPLY_TYPES
 from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
-__all__ = ["CAPACITY", "RefusedReplies"]
+__all__ = ["CAPACITY", "RefusedReplies", "answer_refused_row", "refusal_type"]
 
 log = logging.getLogger("sagaline.worker")
 
@@ -49,6 +49,31 @@ CAPACITY = 10_000
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 _CLIENT_DEFAULT_LIMIT = 1_000_000  # librdkafka's message.max.bytes
+
+
+def refusal_type(err: KafkaError) -> str:
+    """The failure reply's ``error_type`` for a refusal: ``ReplyTooLarge`` or ``ReplyRefused``."""
+    return "ReplyTooLarge" if err.code() in _TOO_LARGE else "ReplyRefused"
+
+
+def answer_refused_row(
+    letters: DeadLetterSender, topic: str, key: bytes | None, value: bytes, err: KafkaError
+) -> bool:
+    """Outbox path: after the relay dead-lettered a row Kafka refuses for good, tell the saga.
+
+    When the row is a step or compensation reply, its non-retryable failure reply is
+    published in its place (the orchestrator then follows the saga's failure path instead
+    of waiting for the step's timeout); any other row: nothing (``False``).
+    """
+    try:
+        refused = letters.codec.decode(value, REPLY_TYPES)
+        reason = f"the reply ({len(value)} bytes) was refused for good by Kafka: {err}"
+        failure = refusal_reply(refused, refusal_type(err), reason)
+    except Exception as exc:  # not a reply we can answer for: the dead letter is all
+        log.info("refused outbox row to %s is not a step reply (%s)", topic, exc)
+        return False
+    what = f"failure reply replacing the refused reply of task {getattr(refused, 'task_id', '')}"
+    return letters.publish(topic, key, letters.codec.encode(failure), what)
 
 
 class RefusedReplies:
@@ -99,7 +124,7 @@ class RefusedReplies:
         self.refused += 1
         limit = self._limit(delivery.topic, by_client)
         who = "the producer" if by_client else "the broker"
-        error_type = "ReplyTooLarge" if err.code() in _TOO_LARGE else "ReplyRefused"
+        error_type = refusal_type(err)
         reason = (
             f"the reply ({len(delivery.value)} bytes) was refused for good by {who}: {err}; "
             f"limit: {limit}"

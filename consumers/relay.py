@@ -37,6 +37,7 @@ from sagaline.consumers.crash import crash_point
 from sagaline.consumers.db import DEFAULT_SCHEMA, connect, describe_dsn, is_connection_error
 from sagaline.consumers.dead_letters import DeadLetterSender
 from sagaline.consumers.errors import WorkerError
+from sagaline.consumers.refusals import answer_refused_row
 from sagaline.consumers.store import OUTBOX_SHARDS, OutboxMessage, WorkerStore
 from sagaline.consumers.wire import SchemasCodec
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config
@@ -247,6 +248,7 @@ class Relay:
         sent = self._letters.send(letter, row.value, topic)
         if sent:
             self.stats.dead_lettered += 1
+            answer_refused_row(self._letters, row.topic, row.key, row.value, err)  # tell the saga
         return sent
 
     def publish_once(self) -> int:

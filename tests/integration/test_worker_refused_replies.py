@@ -28,12 +28,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from orchestrator_support import delete_prefix_topics, read_committed
 from pydantic import BaseModel
 
 from sagaline.consumers.handlers import RegistryResolver
+from sagaline.consumers.migrations import migrate
+from sagaline.consumers.relay import Relay, RelayOptions
 from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
@@ -89,6 +92,25 @@ class Oversized(Saga[Order]):
         return Blob(text=base64.b64encode(os.urandom(data.size * 3 // 4)).decode())
 
 
+class OversizedDb(Saga[Order]):
+    """The same, with the large result on the database path (inbox, outbox, relay)."""
+
+    type_name = "it.refused-reply-db"
+
+    @step(uses_db=False, timeout=timedelta(seconds=60))
+    def reserve(self, ctx: StepContext, data: Order) -> None:
+        _ran(ctx, "reserve")
+
+    @reserve.compensation
+    def release(self, ctx: StepContext, data: Order) -> None:
+        _ran(ctx, "release")
+
+    @step(compensate=None, uses_db=True, timeout=timedelta(seconds=60))
+    def produce_blob(self, ctx: StepContext, data: Order) -> Blob:
+        _ran(ctx, "produce_blob")
+        return Blob(text=base64.b64encode(os.urandom(data.size * 3 // 4)).decode())
+
+
 class Small(Saga[Order]):
     type_name = "it.refused-neighbour"
 
@@ -97,7 +119,7 @@ class Small(Saga[Order]):
         _ran(ctx, "work")
 
 
-REGISTRY = SagaRegistry([Oversized, Small])
+REGISTRY = SagaRegistry([Oversized, OversizedDb, Small])
 
 
 @pytest.fixture
@@ -107,6 +129,15 @@ def settings(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Settings]:
     ensure_topics(kafka_bootstrap, names, TopicLayout(partitions=1))
     yield Settings(kafka_bootstrap_servers=kafka_bootstrap, topics=names)
     delete_prefix_topics(kafka_bootstrap, names.prefix)
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    name = f"t_refused_{uuid.uuid4().hex[:8]}"
+    migrate(database_url, name)
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def _limit_topic(bootstrap: str, topic: str, limit: int) -> None:
@@ -130,17 +161,27 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None
 class Stack:
     """The orchestrator and a Kafka-only worker in threads, for a ``with`` block."""
 
-    def __init__(self, settings: Settings, producer_config: dict[str, str | int]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer_config: dict[str, str | int],
+        database_url: str | None = None,
+        schema: str = "sagaline",
+    ) -> None:
         prefix = settings.topics.prefix
         config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
         self.orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec())
         self.worker = Worker(
             bootstrap_servers=settings.kafka_bootstrap_servers,
-            database_url=None,
+            database_url=database_url,
             topics=settings.topics,
             resolver=RegistryResolver(REGISTRY),
             options=WorkerOptions(
-                group_id=f"{prefix}-workers", delivery="kafka", producer_config=producer_config
+                group_id=f"{prefix}-workers",
+                schema=schema,
+                delivery="kafka" if database_url is None else "auto",
+                producer_config=producer_config,
+                payload_threshold=10_000_000,  # the result inline: the reply is as large
             ),
         )
         self.stop = threading.Event()
@@ -149,6 +190,16 @@ class Stack:
             threading.Thread(target=self._run_worker, daemon=True),
             threading.Thread(target=self.orch.run, daemon=True),
         ]
+        self.relay: Relay | None = None
+        if database_url is not None:
+            self.relay = Relay(
+                database_url,
+                settings.kafka_bootstrap_servers,
+                RelayOptions(schema=schema, poll_interval=0.2),
+            )
+            self.threads.append(
+                threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True)
+            )
 
     def _run_worker(self) -> None:
         try:
@@ -166,6 +217,8 @@ class Stack:
         self.stop.set()
         for t in self.threads:
             t.join(30)
+        if self.relay is not None:
+            self.relay.close()
 
 
 @pytest.mark.parametrize(
@@ -211,3 +264,39 @@ def test_a_refused_reply_fails_the_step_once_and_the_partition_flows(
     assert f"refused for good by the {refused_by}" in letter.reason
     assert str(limit) in letter.reason
     assert stats.dead_lettered == 1
+
+
+def _letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    codec = AvroCodec()
+    out = [
+        codec.decode(r.value, (DeadLetter,)) for r in read_committed(bootstrap, topic) if r.value
+    ]
+    return [x for x in out if isinstance(x, DeadLetter)]
+
+
+def test_an_outbox_reply_kafka_refuses_is_dead_lettered_and_fails_the_step(
+    settings: Settings, database_url: str, schema: str
+) -> None:
+    """The database path: the relay dead-letters the refused outbox row and publishes the
+    step's failure in its place; the step ran once (the inbox holds its execution)."""
+    bootstrap = settings.kafka_bootstrap_servers
+    _limit_topic(bootstrap, settings.topics.replies, TOPIC_LIMIT)
+    big = f"bigdb-{uuid.uuid4().hex[:8]}"
+    with Stack(settings, {}, database_url, schema) as stack, SagaClient(settings) as client:
+        final = client.start(OversizedDb, Order(size=100_000), saga_id=big).wait(90)
+        time.sleep(2.0)
+        relayed = stack.relay.stats if stack.relay is not None else None
+    assert stack.errors == []
+    assert RUNS[(big, "produce_blob")] == 1
+    assert final.status == "compensated"
+    assert RUNS[(big, "reserve")] == 1 and RUNS[(big, "release")] == 1
+    failed = final.steps["produce_blob"]
+    assert failed.last_error is not None and "ReplyTooLarge" in failed.last_error
+    (letter,) = _letters(bootstrap, settings.topics.deadletter)
+    assert letter.source_topic == settings.topics.replies
+    assert letter.value_length > TOPIC_LIMIT and letter.truncated
+    assert "refused by Kafka" in letter.reason
+    assert relayed is not None and relayed.dead_lettered == 1
+    with psycopg.connect(database_url) as conn:
+        unsent = conn.execute(f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL")
+        assert unsent.fetchone() == (0,)
