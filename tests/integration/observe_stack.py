@@ -312,4 +312,4 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"not {what} after {timeout:.0f}s")
-        time.sleep(0.5)
+        time.sleep(0.2)

@@ -143,7 +143,7 @@ def wait_all_terminal(
         states = latest_snapshots(bootstrap, prefix, codec)
         if all(i in states and states[i].is_terminal for i in ids):
             return states
-        time.sleep(0.5)
+        time.sleep(0.2)
     unfinished = [i for i in ids if i not in states or not states[i].is_terminal]
     sample = [
         (i, states[i].status, states[i].node) if i in states else (i, None, None)

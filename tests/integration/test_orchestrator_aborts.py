@@ -139,7 +139,7 @@ def wait_terminal(bootstrap: str, prefix: str, ids: list[str], run: Running) -> 
         states = states_of(bootstrap, prefix)
         if all(i in states and states[i].is_terminal for i in ids):
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
     missing = [i for i in ids if i not in states]
     unfinished = [i for i in ids if i in states and not states[i].is_terminal]
     raise AssertionError(

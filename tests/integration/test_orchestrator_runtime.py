@@ -90,7 +90,7 @@ def wait_terminal(
         states = latest_states(bootstrap, prefix, codec)
         if all(i in states and states[i].is_terminal for i in ids):
             return states
-        time.sleep(0.5)
+        time.sleep(0.2)
     unfinished = [i for i in ids if i not in states or not states[i].is_terminal]
     detail = [states.get(i) for i in unfinished[:2]]
     raise AssertionError(f"{len(unfinished)} sagas not terminal, e.g. {unfinished[:3]}: {detail}")
