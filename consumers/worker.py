@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +44,11 @@ from sagaline.consumers.progress import ProgressSinks
 from sagaline.consumers.refusals import RefusedReplies
 from sagaline.consumers.replies import heartbeat_reply
 from sagaline.consumers.runner import Delivery, TaskResult, TaskRunner
+from sagaline.consumers.transactional import (
+    WorkerTransactions,
+    abort_transaction,
+    commit_transaction,
+)
 from sagaline.consumers.wire import Codec, SchemasCodec
 from sagaline.consumers.worker_options import (
     TaskTrace,
@@ -120,7 +124,9 @@ class Worker:
         self._plain = WorkerProducer(
             {**self._producer_base, "client.id": f"{self.options.group_id}-plain"}
         )
-        self._txn: Producer | None = None
+        self._txns = WorkerTransactions(
+            self._producer_base, self.options.group_id, self.options.instance_id
+        )
         self._consumer = Consumer(consumer_config(bootstrap_servers, self.options))
         self._executor = ThreadPoolExecutor(
             max_workers=self.options.concurrency, thread_name_prefix="sagaline-step"
@@ -307,29 +313,6 @@ class Worker:
 
     # -- committing --------------------------------------------------------------------
 
-    def _transactional(self) -> Producer:
-        if self._txn is None:
-            instance = self.options.instance_id or uuid.uuid4().hex[:12]
-            txn_id = f"{self.options.group_id}-worker-{instance}"
-            producer = WorkerProducer(
-                {
-                    **self._producer_base,
-                    "transactional.id": txn_id,
-                    "transaction.timeout.ms": 10_000,
-                    "client.id": f"{self.options.group_id}-txn",
-                }
-            )
-            while True:
-                try:
-                    producer.init_transactions(30)
-                    break
-                except KafkaException as exc:
-                    if not exc.args[0].retriable():
-                        raise
-                    log.warning("init_transactions: %s; retrying", exc)
-            self._txn = producer
-        return self._txn
-
     def _commit_ready(self) -> None:
         ready = self._tracker.pop_ready()
         if ready:
@@ -372,22 +355,27 @@ class Worker:
                 return
             self.stats.commits += 1
             return
-        producer = self._transactional()
+        producer = self._txns.producer()
         try:
             producer.begin_transaction()
             for d in deliveries:
                 self._produce_delivery(producer, d)
             producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata())
             crash_point("worker_in_kafka_transaction")
-            self._commit_transaction(producer)
+            commit_transaction(producer)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             # not fatal (abortable, retriable, produce() after the transaction failed): abort and
-            # consume again from the committed offsets; fatal: exit, a restart fences us
-            if not isinstance(error, KafkaError) or is_fatal(error):
+            # consume again from the committed offsets; fatal: a new producer with the same
+            # transactional id (fences this one), then the same (consumers/transactional.py)
+            if not isinstance(error, KafkaError):
                 raise
+            if is_fatal(error):
+                self._txns.recreate(error)
+                self._rewind([(t, p) for (t, p) in ready])
+                return
             log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
-            _abort_transaction(producer)
+            abort_transaction(producer)
             self.stats.dead_lettered += self._refusals.after_abort(producer)
             self._rewind([(t, p) for (t, p) in ready])
             return
@@ -410,21 +398,6 @@ class Worker:
         answer = self._refusals.refuse(d, err, by_client=True)
         producer.produce(d.topic, answer.value, d.key, headers=headers)
         self.stats.dead_lettered += 1
-
-    @staticmethod
-    def _commit_transaction(producer: Producer, attempts: int = 10) -> None:
-        """``commit_transaction``, retried while the error is retriable (it is resumable)."""
-        for attempt in range(attempts):
-            try:
-                producer.commit_transaction()
-                return
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.retriable()):
-                    raise
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
 
     def _rewind(self, tps: list[TP]) -> None:
         """After an aborted transaction: consume these partitions again from the last commit."""
@@ -530,26 +503,9 @@ class Worker:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._plain.flush(10)
         self._progress.close()
-        if self._txn is not None:
-            self._txn.flush(10)
+        self._txns.flush(10)
         if self._pool is not None:
             self._pool.close()
-
-
-def _abort_transaction(producer: Producer) -> None:
-    """``abort_transaction``, retried while the error is retriable (a broker outage)."""
-    delay = 0.1
-    while True:
-        try:
-            producer.abort_transaction(30)
-            return
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not (isinstance(error, KafkaError) and error.retriable()):
-                raise
-            log.warning("abort_transaction: %s; retrying", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def _open_pool(database_url: str | None, options: WorkerOptions) -> ConnectionPool | None:

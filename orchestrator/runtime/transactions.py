@@ -53,6 +53,7 @@ from sagaline.orchestrator.runtime.telemetry import ProducerHeaders
 __all__ = [
     "REFUSALS",
     "Produce",
+    "RecreateBudget",
     "TransactionalProducer",
     "is_fatal",
     "refused_for_good",
@@ -106,6 +107,27 @@ _RECREATE_LIMIT = 3
 _RECREATE_WINDOW_S = 300.0
 
 
+class RecreateBudget:
+    """Whether a producer may be re-created after a fatal error: never for an error of
+    configuration, at most :data:`_RECREATE_LIMIT` times within :data:`_RECREATE_WINDOW_S`
+    (shared by the orchestrator and the worker)."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+
+    def allows(self, err: KafkaError | None) -> bool:
+        """Count one re-creation for ``err``; ``False`` when it must not happen (exit)."""
+        now = time.monotonic()
+        while self._times and now - self._times[0] > _RECREATE_WINDOW_S:
+            self._times.popleft()
+        if (err is not None and err.code() in _CONFIGURATION) or len(
+            self._times
+        ) >= _RECREATE_LIMIT:
+            return False
+        self._times.append(now)
+        return True
+
+
 def is_fatal(err: KafkaError) -> bool:
     """A fatal error of the client (``_FATAL`` is what calls on a failed client raise)."""
     return err.fatal() or err.code() == KafkaError._FATAL
@@ -157,7 +179,7 @@ class TransactionalProducer:
         self._broken: _Broken | None = None
         self._refused: list[str] = []
         self._unrefused_aborts = 0
-        self._recreations: deque[float] = deque()
+        self._recreations = RecreateBudget()
 
     def _new_client(self) -> SignedProducer:
         # signs every record as the orchestrator (tasks, state, tombstones, ...) when signing is on
@@ -339,15 +361,9 @@ class TransactionalProducer:
     def _recreate(self, broken: _Broken) -> bool:
         """Replace the client after a fatal error: same transactional id, fresh state."""
         err = broken.err
-        now = time.monotonic()
-        while self._recreations and now - self._recreations[0] > _RECREATE_WINDOW_S:
-            self._recreations.popleft()
-        if (err is not None and err.code() in _CONFIGURATION) or len(
-            self._recreations
-        ) >= _RECREATE_LIMIT:
+        if not self._recreations.allows(err):
             self.fatal_error = err
             raise FatalKafkaError(f"fatal Kafka error: {broken}") from broken
-        self._recreations.append(now)
         log.warning("transactional producer failed (%s): re-creating it", broken)
         old, self._producer = self._producer, self._new_client()
         with suppress(KafkaException, RuntimeError):

@@ -30,6 +30,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from orchestrator_support import delete_prefix_topics, read_committed
 from pydantic import BaseModel
@@ -45,7 +46,7 @@ from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga, step
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
-from sagaline.orchestrator.runtime.kafka_config import admin_config
+from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
 
@@ -182,6 +183,7 @@ class Stack:
                 delivery="kafka" if database_url is None else "auto",
                 producer_config=producer_config,
                 payload_threshold=10_000_000,  # the result inline: the reply is as large
+                instance_id="w1",
             ),
         )
         self.stop = threading.Event()
@@ -300,3 +302,29 @@ def test_an_outbox_reply_kafka_refuses_is_dead_lettered_and_fails_the_step(
     with psycopg.connect(database_url) as conn:
         unsent = conn.execute(f"SELECT count(*) FROM {schema}.outbox WHERE sent_at IS NULL")
         assert unsent.fetchone() == (0,)
+
+
+def test_a_fenced_worker_producer_is_recreated_and_the_worker_goes_on(settings: Settings) -> None:
+    """A fatal error of the worker's transactional producer (here: fenced by another
+    ``init_transactions`` with its transactional id) re-creates the producer with the
+    same id and rewinds to the committed offsets, as the orchestrator does, instead of
+    exiting the worker (at most 3 times in 5 minutes)."""
+    first, second = (f"fence-{i}-{uuid.uuid4().hex[:8]}" for i in range(2))
+    with Stack(settings, {}) as stack, SagaClient(settings) as client:
+        assert client.start(Small, Order(), saga_id=first).wait(90).status == "completed"
+        txns = stack.worker._txns
+        intruder = Producer(
+            client_producer_config(
+                settings.kafka_bootstrap_servers,
+                extra={"transactional.id": txns.transactional_id},
+            )
+        )
+        intruder.init_transactions(30)  # bumps the epoch: the worker's producer is fenced
+        final = client.start(Small, Order(), saga_id=second).wait(90)
+        recreated = txns.recreated
+        alive = all(t.is_alive() for t in stack.threads)
+    assert stack.errors == []
+    assert alive
+    assert final.status == "completed"
+    assert recreated == 1
+    assert RUNS[(first, "work")] == 1 and RUNS[(second, "work")] >= 1
