@@ -13,8 +13,12 @@ reason naming the size and the limit), the orchestrator gets a non-retryable
 ``StepFailed`` (``ReplyTooLarge``) and the saga compensates; the tasks behind
 it on the same partition (one partition here) complete.
 
-The orchestrator, the worker (Kafka-only steps: no database) run in threads of
-this process, on real Kafka.
+The same on the database path: the relay dead-letters the refused outbox row
+and publishes the step's failure in its place.  And a fenced transactional
+producer of the worker is re-created instead of exiting the worker.
+
+The orchestrator, the worker (and the relay) run in threads of this process,
+on real Kafka (and PostgreSQL).
 """
 
 from __future__ import annotations
