@@ -68,7 +68,7 @@ from psycopg import sql
 
 from sagaline.orchestrator.devenv.credentials import StackCredentials
 from sagaline.orchestrator.devenv.errors import DevEnvError
-from sagaline.orchestrator.devenv.kafka import LocalKafka
+from sagaline.orchestrator.devenv.kafka import QUICK_JIT_ENV, LocalKafka
 from sagaline.orchestrator.devenv.postgres import LocalPostgres
 from sagaline.orchestrator.devenv.provision import (
     KAFKA_ENV,
@@ -96,6 +96,9 @@ _CLEANUPS: list[Callable[[], object]] = []
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INFRA] = SessionInfra(os.environ)
     _export_signing_keys()
+    # the dev stacks that tests start (`sagaline dev up` in a subprocess) boot their
+    # brokers with the C1 compiler only, as the session's and the chaos tests' own do
+    os.environ.setdefault(QUICK_JIT_ENV, "1")
 
 
 def _export_signing_keys() -> None:

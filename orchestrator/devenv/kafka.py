@@ -59,6 +59,9 @@ from sagaline.orchestrator.devenv.readiness import wait_for_kafka
 __all__ = ["DEFAULT_HEAP", "KafkaNode", "LocalKafka", "new_cluster_id"]
 
 DEFAULT_HEAP = "512m"
+#: "1" makes every LocalKafka of this process and its children quick_jit (the test
+#: session sets it, so that the `sagaline dev up` its tests run starts like its fixtures)
+QUICK_JIT_ENV = "SAGALINE_KAFKA_QUICK_JIT"
 _CLUSTER_FILE = "cluster.json"
 
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -133,12 +136,13 @@ class LocalKafka:
     ) -> None:
         """``quick_jit`` runs the JVMs with the C1 compiler only: about 40 % less CPU to
         start (3 nodes ready in half the time on 2 cores) at some cost in peak throughput;
-        test fixtures use it, ``sagaline dev up`` and benchmarks do not."""
+        test fixtures use it (and, through ``SAGALINE_KAFKA_QUICK_JIT=1``, the dev stacks
+        their tests start), ``sagaline dev up`` and benchmarks do not."""
         if brokers not in (1, 3):
             raise DevEnvError("a local Kafka cluster has 1 or 3 brokers")
         self.base_dir = base_dir.resolve()
         self.heap = heap
-        self.quick_jit = quick_jit
+        self.quick_jit = quick_jit or os.environ.get(QUICK_JIT_ENV) == "1"
         self.credentials = credentials
         self._distribution = distribution
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
