@@ -9,12 +9,16 @@ validated: ``Codec.decode``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
+import copy
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel
 
-__all__ = ["construct", "replace"]
+from sagaline.schemas.base import Record, _datetime_fields, utc_ms
+
+__all__ = ["construct", "make", "replace"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,4 +47,84 @@ def replace(record: M, updates: Mapping[str, Any]) -> M:
     _set(obj, "__pydantic_fields_set__", fields_set)
     _set(obj, "__pydantic_extra__", record.__pydantic_extra__)
     _set(obj, "__pydantic_private__", record.__pydantic_private__)
+    return obj
+
+
+class _Plan:
+    """What ``make`` needs of a record class: its fields in order, their
+    defaults, and which may hold a datetime."""
+
+    __slots__ = ("count", "datetimes", "fields", "floats")
+
+    def __init__(self, cls: type[BaseModel]) -> None:
+        if not _plain(cls):
+            raise TypeError(f"{cls.__name__} cannot be built without validation")
+        fields: list[tuple[str, bool, Any, Callable[[], Any] | None]] = []
+        for name, info in cls.model_fields.items():
+            factory = info.default_factory
+            required = info.is_required()
+            fields.append((name, required, None if required else info.default, factory))  # type: ignore[arg-type]
+        self.fields = tuple(fields)
+        self.count = len(fields)
+        self.datetimes = _datetime_fields(cls) if issubclass(cls, Record) else ()
+        # validation makes an int given to a float field a float
+        self.floats = tuple(
+            name
+            for name, info in cls.model_fields.items()
+            if info.annotation is float or float in get_args(info.annotation)
+        )
+
+
+def _plain(cls: type[BaseModel]) -> bool:
+    """Whether validating ``cls`` would do nothing beyond defaults and UTC datetimes."""
+    if cls.__pydantic_post_init__ or cls.__private_attributes__:
+        return False
+    own = cls.__pydantic_decorators__
+    validators = {**own.model_validators, **own.field_validators, **own.field_serializers}
+    return not (set(validators) - {"_normalise_datetimes"}) and not own.root_validators
+
+
+_PLANS: dict[type[BaseModel], _Plan] = {}
+_IMMUTABLE = (type(None), str, int, float, bool, bytes, datetime)
+
+
+def make(cls: type[M], **values: Any) -> M:
+    """``cls(**values)`` for values that are already valid, without validating them.
+
+    Like the validating constructor: missing fields take their defaults
+    (``default_factory`` called, a mutable default copied), datetimes become
+    UTC with millisecond precision, the fields set are the ones given, and an
+    unknown or missing required field is an error.  For sagaline's own
+    records built from validated values only (issue 11); the values must
+    already have their field's type (no coercion happens).
+    """
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = _Plan(cls)
+    full: dict[str, Any] = {}
+    used = 0
+    for name, required, default, factory in plan.fields:
+        if name in values:
+            full[name] = values[name]
+            used += 1
+        elif factory is not None:
+            full[name] = factory()
+        elif required:
+            raise TypeError(f"{cls.__name__}: missing field {name}")
+        else:
+            full[name] = default if type(default) in _IMMUTABLE else copy.deepcopy(default)
+    if used != len(values):
+        raise TypeError(f"{cls.__name__}: unknown fields {sorted(set(values) - set(full))}")
+    for name in plan.datetimes:
+        value = full[name]
+        if isinstance(value, datetime) and (value.tzinfo is not UTC or value.microsecond % 1000):
+            full[name] = utc_ms(value)
+    for name in plan.floats:
+        if type(full[name]) is int:
+            full[name] = float(full[name])
+    obj = _new(cls)
+    _set(obj, "__dict__", full)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
     return obj

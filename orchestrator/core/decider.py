@@ -70,6 +70,7 @@ from sagaline.schemas.replies import (
 )
 from sagaline.schemas.state import SagaState, StepState, Timer, WaitState
 from sagaline.schemas.timers import TimerFired
+from sagaline.schemas.trusted import make
 
 __all__ = [
     "INPUT_TYPES",
@@ -164,7 +165,8 @@ def _start(ctx: DecisionContext, cmd: StartSaga) -> str | None:
     if deadline is None and ctx.defn.deadline is not None:
         deadline = ctx.now + ctx.defn.deadline
     ctx.emit(
-        SagaStarted(
+        make(
+            SagaStarted,
             at=ctx.now,
             saga_id=ctx.env.saga_id,
             saga_type=ctx.defn.type_name,

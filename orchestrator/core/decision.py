@@ -41,6 +41,7 @@ from sagaline.schemas.journal import JournalInput
 from sagaline.schemas.replies import StepFailed, StepSucceeded
 from sagaline.schemas.state import SagaState, StepState
 from sagaline.schemas.tasks import ExecuteStep
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.saga import Saga
@@ -76,6 +77,8 @@ _ID_NAMESPACE = uuid.UUID("6f1c9a52-3d1e-4c8b-9a57-5a6167616c69")
 
 
 _ID_PREFIX = _ID_NAMESPACE.bytes
+
+_NO_USAGE = Usage()
 
 
 def derive_message_id(*parts: object) -> str:
@@ -121,7 +124,8 @@ class DecisionContext:
 
     def ignore(self, reason: IgnoreReason, detail: str = "") -> None:
         self.emit(
-            InputIgnored(
+            make(
+                InputIgnored,
                 at=self.now,
                 input_type=type(self.input).__name__,
                 reason=reason,
@@ -163,7 +167,8 @@ class DecisionContext:
     def envelope(
         self, saga_id: str | None = None, saga_type: str | None = None, version: int | None = None
     ) -> Envelope:
-        return Envelope(
+        return make(
+            Envelope,
             message_id=derive_message_id(self.env.message_id, len(self.outgoing)),
             saga_id=saga_id or self.s.saga_id,
             saga_type=saga_type or self.s.saga_type,
@@ -179,12 +184,13 @@ class DecisionContext:
     def enter(self, node: Node | None, *, previous: str | None, via: str) -> None:
         """Move to ``node`` (``None``: past the last node, the saga completes)."""
         self.emit(
-            NodeEntered(
+            make(
+                NodeEntered,
                 at=self.now,
                 node=node.name if node else None,
                 kind=node.kind if node else None,
                 previous=previous,
-                branches=kind_of(node).branches(node) if node is not None else [],
+                branches=list(kind_of(node).branches(node)) if node is not None else [],
                 via=via,
             )
         )
@@ -233,7 +239,8 @@ class DecisionContext:
         deadline = self.now + timeout if timeout is not None else None
         hb_deadline = self.now + heartbeat if heartbeat is not None else None
         self.emit(
-            StepDispatched(
+            make(
+                StepDispatched,
                 at=self.now,
                 step=st.name,
                 attempt=attempt,
@@ -250,7 +257,8 @@ class DecisionContext:
         )
         self.send(
             destination,
-            ExecuteStep(
+            make(
+                ExecuteStep,
                 envelope=self.envelope(),
                 step=st.name,
                 attempt=attempt,
@@ -274,7 +282,8 @@ class DecisionContext:
         if retryable and policy.allows(attempt) and not self.compensating:
             retry_at = self.now + policy.delay(attempt, self.s.saga_id, step)
             self.emit(
-                StepAttemptFailed(
+                make(
+                    StepAttemptFailed,
                     at=self.now,
                     step=step,
                     attempt=attempt,
@@ -286,7 +295,8 @@ class DecisionContext:
             )
             return
         self.emit(
-            StepAttemptFailed(
+            make(
+                StepAttemptFailed,
                 at=self.now,
                 step=step,
                 attempt=attempt,
@@ -306,15 +316,15 @@ class DecisionContext:
             kind_of(node).on_permanent_failure(self, node, step, error)
 
     def record_usage(self, step: str, usage: Usage) -> None:
-        if usage != Usage():
-            self.emit(UsageRecorded(at=self.now, step=step, usage=usage))
+        if usage != _NO_USAGE:
+            self.emit(make(UsageRecorded, at=self.now, step=step, usage=usage))
 
     # -- the end --------------------------------------------------------------
 
     def finish(self, status: FinalStatus, reason: str | None) -> None:
         """End the saga; a child saga replies to its parent's node."""
         limits.release_all(self, f"saga {status}")  # its slots go back before it ends
-        self.emit(SagaFinished(at=self.now, status=status, reason=reason))
+        self.emit(make(SagaFinished, at=self.now, status=status, reason=reason))
         parent = self.s.parent
         if parent is None:
             return

@@ -27,6 +27,7 @@ from sagaline.orchestrator.core.errors import SagaDefinitionError
 from sagaline.orchestrator.core.payloads import PayloadDecodeError, to_payload
 from sagaline.orchestrator.core.policies import NO_RETRY, Retry
 from sagaline.schemas.events import StepCompleted
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -274,7 +275,8 @@ class NodeKind(Generic[N]):
             ctx.emit_failure(reply.step, reply.attempt, False, "InvalidResult", str(exc))
             return
         ctx.emit(
-            StepCompleted(
+            make(
+                StepCompleted,
                 at=ctx.now,
                 step=reply.step,
                 attempt=reply.attempt,
