@@ -4,12 +4,14 @@
   responder: answers each task with a success reply in a Kafka transaction.
 * :func:`read_committed` — reads a whole topic with a read_committed consumer.
 * :func:`fresh_prefix` — unique topic prefix per test.
+* :class:`Running` — an in-process orchestrator on a thread for a ``with`` block.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sagaline.orchestrator.bench.responder import Responder
+from sagaline.orchestrator.runtime.engine import Orchestrator
 from sagaline.orchestrator.runtime.kafka_config import admin_config, reader_config
 from sagaline.orchestrator.runtime.ports import Codec
 from sagaline.schemas.journal import JournalEntry
@@ -27,6 +30,7 @@ from sagaline.schemas.tasks import TASK_TYPES, CompensateStep, ExecuteStep
 __all__ = [
     "ReadRecord",
     "Responder",
+    "Running",
     "check_saga_invariants",
     "delete_prefix_topics",
     "fresh_prefix",
@@ -37,6 +41,40 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Running:
+    """Runs an orchestrator on a thread; on exit, stops it and re-raises what it raised
+    (also during shutdown), unless ``raise_errors=False`` (the test checks ``error``)."""
+
+    def __init__(
+        self, orch: Orchestrator, *, raise_errors: bool = True, join_s: float = 30.0
+    ) -> None:
+        self.orch = orch
+        self.raise_errors = raise_errors
+        self.join_s = join_s
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.orch.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.orch.request_stop()
+        self.thread.join(self.join_s)
+        if exc_type is not None:
+            return  # the test's own failure comes first
+        if self.thread.is_alive():
+            raise AssertionError(f"the orchestrator did not stop within {self.join_s:g} s")
+        if self.raise_errors and self.error is not None:
+            raise AssertionError(f"the orchestrator raised: {self.error!r}") from self.error
 
 
 def fresh_prefix(tag: str) -> str:

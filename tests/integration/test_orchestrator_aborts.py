@@ -25,7 +25,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from orchestrator_chain import ChainLogic, JsonCodec, start_command
-from orchestrator_support import Responder, delete_prefix_topics, fresh_prefix, read_committed
+from orchestrator_support import (
+    Responder,
+    Running,
+    delete_prefix_topics,
+    fresh_prefix,
+    latest_snapshots,
+    read_committed,
+)
 
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
@@ -46,29 +53,6 @@ from sagaline.schemas.tasks import TASK_TYPES, ExecuteStep
 pytestmark = pytest.mark.integration
 
 CODEC = JsonCodec()
-
-
-class Running:
-    """Runs an orchestrator on a thread; stops it on exit and keeps what it raised."""
-
-    def __init__(self, orch: Orchestrator) -> None:
-        self.orch = orch
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.orch.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.orch.request_stop()
-        self.thread.join(60)
 
 
 class Refusing(ChainLogic):
@@ -119,24 +103,11 @@ def send_starts(bootstrap: str, prefix: str, ids: list[str]) -> None:
     assert producer.flush(30) == 0
 
 
-def states_of(bootstrap: str, prefix: str) -> dict[str, SagaState]:
-    states: dict[str, SagaState] = {}
-    for rec in read_committed(bootstrap, f"{prefix}.state"):
-        assert rec.key is not None
-        if rec.value is None:
-            states.pop(rec.key, None)
-            continue
-        state = CODEC.decode(rec.value, (SagaState,))
-        assert isinstance(state, SagaState)
-        states[rec.key] = state
-    return states
-
-
 def wait_terminal(bootstrap: str, prefix: str, ids: list[str], run: Running) -> None:
     deadline = time.monotonic() + 150
     states: dict[str, SagaState] = {}
     while time.monotonic() < deadline and run.error is None:
-        states = states_of(bootstrap, prefix)
+        states = latest_snapshots(bootstrap, prefix, CODEC)
         if all(i in states and states[i].is_terminal for i in ids):
             return
         time.sleep(0.2)
@@ -149,7 +120,7 @@ def wait_terminal(bootstrap: str, prefix: str, ids: list[str], run: Running) -> 
 
 def check_exactly_once(bootstrap: str, prefix: str, ok: list[str], poisoned: list[str]) -> None:
     """Every ok saga completed once; every poisoned start dead-lettered once, with its reason."""
-    states = states_of(bootstrap, prefix)
+    states = latest_snapshots(bootstrap, prefix, CODEC)
     assert {i: states[i].status for i in ok} == {i: "completed" for i in ok}
     assert not set(poisoned) & set(states)
     tasks = [
@@ -200,7 +171,7 @@ def test_ok_sagas_among_refused_outputs_all_complete(kafka_bootstrap: str, prefi
     orch = make_orchestrator(kafka_bootstrap, prefix, Refusing(f"{prefix}.refusing"))
     responder = Responder(kafka_bootstrap, prefix, CODEC).start()
     try:
-        with Running(orch) as run:
+        with Running(orch, raise_errors=False, join_s=60) as run:
             send_starts(kafka_bootstrap, prefix, order[: len(order) // 2])
             time.sleep(0.3)
             send_starts(kafka_bootstrap, prefix, order[len(order) // 2 :])
@@ -224,7 +195,7 @@ def test_a_transaction_the_coordinator_aborted_loses_no_input(
     orch = make_orchestrator(kafka_bootstrap, prefix, logic, transaction_timeout_ms=4000)
     responder = Responder(kafka_bootstrap, prefix, CODEC).start()
     try:
-        with Running(orch) as run:
+        with Running(orch, raise_errors=False, join_s=60) as run:
             send_starts(kafka_bootstrap, prefix, order)
             wait_terminal(kafka_bootstrap, prefix, ok, run)
     finally:
@@ -247,7 +218,7 @@ def test_a_fenced_producer_is_recreated_and_state_restored(
     orch = make_orchestrator(kafka_bootstrap, prefix, logic)
     responder = Responder(kafka_bootstrap, prefix, CODEC).start()
     try:
-        with Running(orch) as run:
+        with Running(orch, raise_errors=False, join_s=60) as run:
             send_starts(kafka_bootstrap, prefix, order)
             assert logic.slowed.wait(60)
             intruder = Producer(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,7 +11,14 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Producer
 from orchestrator_chain import ChainLogic, JsonCodec, start_command
-from orchestrator_support import Responder, delete_prefix_topics, fresh_prefix, read_committed
+from orchestrator_support import (
+    Responder,
+    Running,
+    delete_prefix_topics,
+    fresh_prefix,
+    read_committed,
+)
+from orchestrator_support import latest_snapshots as latest_states
 
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
@@ -35,50 +41,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def bootstrap(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
-
-
-class Running:
-    """Runs an orchestrator on a thread; on exit, stops it and re-raises what it raised
-    (also during shutdown), unless ``raise_errors=False`` (the test checks ``error``)."""
-
-    def __init__(self, orch: Orchestrator, *, raise_errors: bool = True) -> None:
-        self.orch = orch
-        self.raise_errors = raise_errors
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.orch.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.orch.request_stop()
-        self.thread.join(30)
-        if exc_type is not None:
-            return  # the test's own failure comes first
-        if self.thread.is_alive():
-            raise AssertionError("the orchestrator did not stop within 30 s")
-        if self.raise_errors and self.error is not None:
-            raise AssertionError(f"the orchestrator raised: {self.error!r}") from self.error
-
-
-def latest_states(bootstrap: str, prefix: str, codec: JsonCodec) -> dict[str, SagaState]:
-    states: dict[str, SagaState] = {}
-    for rec in read_committed(bootstrap, f"{prefix}.state"):
-        assert rec.key is not None
-        if rec.value is None:
-            states.pop(rec.key, None)
-            continue
-        state = codec.decode(rec.value, (SagaState,))
-        assert isinstance(state, SagaState)
-        states[rec.key] = state
-    return states
 
 
 def wait_terminal(

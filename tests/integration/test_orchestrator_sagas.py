@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 from orchestrator_sagas import REGISTRY, Approved, PipeData, Pipeline
 from orchestrator_support import (
     Responder,
+    Running,
     check_saga_invariants,
     delete_prefix_topics,
     read_committed,
@@ -24,30 +24,6 @@ from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
 
 pytestmark = pytest.mark.integration
-
-
-class Running:
-    """An orchestrator running in a thread for the duration of a ``with`` block."""
-
-    def __init__(self, orch: Orchestrator) -> None:
-        self.orch = orch
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.orch.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.orch.request_stop()
-        self.thread.join(30)
-        assert self.error is None, self.error
 
 
 @pytest.fixture
