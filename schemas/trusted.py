@@ -10,6 +10,7 @@ validated: ``Codec.decode``).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_args
@@ -42,30 +43,37 @@ def replace(record: M, updates: Mapping[str, Any]) -> M:
     values = record.__dict__.copy()
     values.update(updates)
     _set(obj, "__dict__", values)
-    fields_set = set(record.__pydantic_fields_set__)
-    fields_set.update(updates)
-    _set(obj, "__pydantic_fields_set__", fields_set)
+    _set(obj, "__pydantic_fields_set__", record.__pydantic_fields_set__ | updates.keys())
     _set(obj, "__pydantic_extra__", record.__pydantic_extra__)
     _set(obj, "__pydantic_private__", record.__pydantic_private__)
     return obj
 
 
 class _Plan:
-    """What ``make`` needs of a record class: its fields in order, their
-    defaults, and which may hold a datetime."""
+    """What ``make`` needs of a record class: its fields in order with their
+    defaults, the required ones, and which may hold a datetime or a float."""
 
-    __slots__ = ("count", "datetimes", "fields", "floats")
+    __slots__ = ("count", "datetimes", "factories", "floats", "required", "template")
 
     def __init__(self, cls: type[BaseModel]) -> None:
         if not _plain(cls):
             raise TypeError(f"{cls.__name__} cannot be built without validation")
-        fields: list[tuple[str, bool, Any, Callable[[], Any] | None]] = []
+        self.template: dict[str, Any] = {}
+        required: set[str] = set()
+        factories: list[tuple[str, Callable[[], Any]]] = []
         for name, info in cls.model_fields.items():
-            factory = info.default_factory
-            required = info.is_required()
-            fields.append((name, required, None if required else info.default, factory))  # type: ignore[arg-type]
-        self.fields = tuple(fields)
-        self.count = len(fields)
+            self.template[name] = None
+            if info.default_factory is not None:
+                factories.append((name, info.default_factory))  # type: ignore[arg-type]
+            elif info.is_required():
+                required.add(name)
+            elif _hashable(info.default):
+                self.template[name] = info.default
+            else:  # validation gives each instance a deep copy of an unhashable default
+                factories.append((name, _copier(info.default)))
+        self.required = frozenset(required)
+        self.factories = tuple(factories)
+        self.count = len(self.template)
         self.datetimes = _datetime_fields(cls) if issubclass(cls, Record) else ()
         # validation makes an int given to a float field a float
         self.floats = tuple(
@@ -73,6 +81,20 @@ class _Plan:
             for name, info in cls.model_fields.items()
             if info.annotation is float or float in get_args(info.annotation)
         )
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _copier(default: Any) -> Callable[[], Any]:
+    if type(default) in (list, dict, set) and not default:
+        return type(default)  # a deep copy of an empty container is a new empty one
+    return functools.partial(copy.deepcopy, default)
 
 
 def _plain(cls: type[BaseModel]) -> bool:
@@ -85,7 +107,6 @@ def _plain(cls: type[BaseModel]) -> bool:
 
 
 _PLANS: dict[type[BaseModel], _Plan] = {}
-_IMMUTABLE = (type(None), str, int, float, bool, bytes, datetime)
 
 
 def make(cls: type[M], **values: Any) -> M:
@@ -101,20 +122,17 @@ def make(cls: type[M], **values: Any) -> M:
     plan = _PLANS.get(cls)
     if plan is None:
         plan = _PLANS[cls] = _Plan(cls)
-    full: dict[str, Any] = {}
-    used = 0
-    for name, required, default, factory in plan.fields:
-        if name in values:
-            full[name] = values[name]
-            used += 1
-        elif factory is not None:
+    full = plan.template.copy()
+    full.update(values)
+    if len(full) != plan.count:
+        raise TypeError(
+            f"{cls.__name__}: unknown fields {sorted(set(values) - set(plan.template))}"
+        )
+    if not plan.required <= values.keys():
+        raise TypeError(f"{cls.__name__}: missing fields {sorted(plan.required - set(values))}")
+    for name, factory in plan.factories:
+        if name not in values:
             full[name] = factory()
-        elif required:
-            raise TypeError(f"{cls.__name__}: missing field {name}")
-        else:
-            full[name] = default if type(default) in _IMMUTABLE else copy.deepcopy(default)
-    if used != len(values):
-        raise TypeError(f"{cls.__name__}: unknown fields {sorted(set(values) - set(full))}")
     for name in plan.datetimes:
         value = full[name]
         if isinstance(value, datetime) and (value.tzinfo is not UTC or value.microsecond % 1000):

@@ -316,7 +316,7 @@ class DecisionContext:
             kind_of(node).on_permanent_failure(self, node, step, error)
 
     def record_usage(self, step: str, usage: Usage) -> None:
-        if usage != _NO_USAGE:
+        if type(usage) is not Usage or usage.__dict__ != _NO_USAGE.__dict__:
             self.emit(make(UsageRecorded, at=self.now, step=step, usage=usage))
 
     # -- the end --------------------------------------------------------------

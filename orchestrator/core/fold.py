@@ -10,14 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sagaline.orchestrator.core.errors import OrchestratorError
+from sagaline.orchestrator.core.fold_agents import AGENT_FOLDS, agent_of, with_agent
 from sagaline.orchestrator.core.limit_folds import SLOT_FOLDS
 from sagaline.schemas.base import Usage
 from sagaline.schemas.events import (
-    AgentAnswered,
-    AgentGaveUp,
-    AgentObservation,
-    AgentTurnRecorded,
-    AgentTurnStarted,
     BudgetExceeded,
     ChildSagaRequested,
     CompensationAttemptFailed,
@@ -47,14 +43,12 @@ from sagaline.schemas.events import (
     StepRetryRequested,
     StepSkipped,
     StepTimedOut,
-    ToolCallRequested,
     UsageRecorded,
     WaitOpened,
     WaitTimedOut,
 )
 from sagaline.schemas.state import (
     RECENT_STEPS,
-    AgentHistoryItem,
     AgentState,
     SagaState,
     StepState,
@@ -62,7 +56,7 @@ from sagaline.schemas.state import (
     Timer,
     WaitState,
 )
-from sagaline.schemas.trusted import replace
+from sagaline.schemas.trusted import make, replace
 
 __all__ = ["FoldError", "evolve", "fold"]
 
@@ -104,8 +98,11 @@ def evolve(state: SagaState | None, event: SagaEvent) -> SagaState:
 def _started(e: SagaStarted) -> SagaState:
     timers = []
     if e.deadline_at is not None:
-        timers.append(Timer(timer_id="saga_deadline", kind="saga_deadline", due_at=e.deadline_at))
-    return SagaState(
+        timers.append(
+            make(Timer, timer_id="saga_deadline", kind="saga_deadline", due_at=e.deadline_at)
+        )
+    return make(
+        SagaState,
         saga_id=e.saga_id,
         saga_type=e.saga_type,
         saga_version=e.saga_version,
@@ -145,25 +142,16 @@ def _with_step(state: SagaState, step: StepState) -> dict[str, StepState]:
 
 def _step(state: SagaState, name: str) -> StepState:
     found = state.steps.get(name)
-    return found if found is not None else StepState(name=name)
+    return found if found is not None else make(StepState, name=name)
 
 
 def _fresh_step(state: SagaState, name: str) -> StepState:
     old = state.steps.get(name)
     if old is None:
-        return StepState(name=name, run=1)
-    return StepState(name=name, run=old.run + 1, compensable=old.compensable, result=old.result)
-
-
-def _agent(state: SagaState, name: str) -> AgentState:
-    found = state.agents.get(name)
-    return found if found is not None else AgentState(name=name)
-
-
-def _with_agent(state: SagaState, agent: AgentState) -> dict[str, AgentState]:
-    agents = dict(state.agents)
-    agents[agent.name] = agent
-    return agents
+        return make(StepState, name=name, run=1)
+    return make(
+        StepState, name=name, run=old.run + 1, compensable=old.compensable, result=old.result
+    )
 
 
 Updates = dict[str, Any]
@@ -178,13 +166,14 @@ def _node_entered(s: SagaState, e: NodeEntered) -> Updates:
         steps[branch] = _fresh_step(s, branch)
     up["steps"] = steps
     if e.node is not None and e.kind == "agent":
-        up["agents"] = _with_agent(s, AgentState(name=e.node))
+        up["agents"] = with_agent(s, make(AgentState, name=e.node))
     return up
 
 
 def _dispatched(s: SagaState, e: StepDispatched) -> Updates:
-    step = _step(s, e.step).model_copy(
-        update={
+    step = replace(
+        _step(s, e.step),
+        {
             "status": "running",
             "attempt": e.attempt,
             "run": e.run,
@@ -198,12 +187,13 @@ def _dispatched(s: SagaState, e: StepDispatched) -> Updates:
             "heartbeat_timeout_ms": e.heartbeat_timeout_ms,
             "args": e.args,
             "progress": None,
-        }
+        },
     )
     timers = _drop_step_timers(s, e.step)
     if e.deadline_at is not None:
         timers.append(
-            Timer(
+            make(
+                Timer,
                 timer_id=f"step_timeout:{e.step}:{e.attempt}",
                 kind="step_timeout",
                 due_at=e.deadline_at,
@@ -218,7 +208,8 @@ def _dispatched(s: SagaState, e: StepDispatched) -> Updates:
 
 def _heartbeat_timer(step: str, attempt: int, e: StepDispatched | HeartbeatRecorded) -> Timer:
     assert e.heartbeat_deadline_at is not None
-    return Timer(
+    return make(
+        Timer,
         timer_id=f"heartbeat_timeout:{step}:{attempt}",
         kind="heartbeat_timeout",
         due_at=e.heartbeat_deadline_at,
@@ -229,8 +220,8 @@ def _heartbeat_timer(step: str, attempt: int, e: StepDispatched | HeartbeatRecor
 
 def _completed(s: SagaState, e: StepCompleted) -> Updates:
     old = _step(s, e.step)
-    step = old.model_copy(
-        update={"status": "succeeded", "result": e.result, "completed_at": e.at, "last_error": None}
+    step = replace(
+        old, {"status": "succeeded", "result": e.result, "completed_at": e.at, "last_error": None}
     )
     up: Updates = {
         "steps": _with_step(s, step),
@@ -242,7 +233,7 @@ def _completed(s: SagaState, e: StepCompleted) -> Updates:
         compensating = s.status == "compensating" or s.paused_from == "compensating"
         if compensating and e.step not in s.compensation_plan:
             up["compensation_plan"] = [e.step, *s.compensation_plan]
-            step = step.model_copy(update={"compensation_status": "ready"})
+            step = replace(step, {"compensation_status": "ready"})
             up["steps"] = _with_step(s, step)
     return up
 
@@ -253,9 +244,10 @@ def _attempt_failed(s: SagaState, e: StepAttemptFailed) -> Updates:
     timers = _drop_step_timers(s, e.step)
     up: Updates = {"timers": timers}
     if e.retry_at is not None:
-        step = old.model_copy(update={"status": "retry_wait", "last_error": error})
+        step = replace(old, {"status": "retry_wait", "last_error": error})
         timers.append(
-            Timer(
+            make(
+                Timer,
                 timer_id=f"retry:{e.step}:{e.attempt}",
                 kind="retry",
                 due_at=e.retry_at,
@@ -265,7 +257,7 @@ def _attempt_failed(s: SagaState, e: StepAttemptFailed) -> Updates:
         )
         up["retries_used"] = s.retries_used + 1
     else:
-        step = old.model_copy(update={"status": "failed", "last_error": error})
+        step = replace(old, {"status": "failed", "last_error": error})
     up["steps"] = _with_step(s, step)
     return up
 
@@ -275,13 +267,13 @@ def _timed_out(s: SagaState, e: StepTimedOut) -> Updates:
 
 
 def _retry_due(s: SagaState, e: StepRetryDue) -> Updates:
-    step = _step(s, e.step).model_copy(update={"status": "ready"})
+    step = replace(_step(s, e.step), {"status": "ready"})
     return {"steps": _with_step(s, step), "timers": _drop_step_timers(s, e.step)}
 
 
 def _heartbeat(s: SagaState, e: HeartbeatRecorded) -> Updates:
-    step = _step(s, e.step).model_copy(
-        update={"progress": e.progress, "heartbeat_deadline_at": e.heartbeat_deadline_at}
+    step = replace(
+        _step(s, e.step), {"progress": e.progress, "heartbeat_deadline_at": e.heartbeat_deadline_at}
     )
     timers = _drop(s.timers, lambda t: not (t.step == e.step and t.kind == "heartbeat_timeout"))
     if e.heartbeat_deadline_at is not None:
@@ -292,7 +284,8 @@ def _heartbeat(s: SagaState, e: HeartbeatRecorded) -> Updates:
 def _usage(s: SagaState, e: UsageRecorded) -> Updates:
     u = s.usage
     return {
-        "usage": Usage(
+        "usage": make(
+            Usage,
             llm_calls=u.llm_calls + e.usage.llm_calls,
             tokens_in=u.tokens_in + e.usage.tokens_in,
             tokens_out=u.tokens_out + e.usage.tokens_out,
@@ -314,11 +307,11 @@ def _wait_opened(s: SagaState, e: WaitOpened) -> Updates:
     timers = list(s.timers)
     if e.timeout_at is not None:
         timers.append(
-            Timer(timer_id=f"wait_timeout:{e.name}", kind="wait_timeout", due_at=e.timeout_at)
+            make(Timer, timer_id=f"wait_timeout:{e.name}", kind="wait_timeout", due_at=e.timeout_at)
         )
     up: Updates = {"waits": [*s.waits, wait], "timers": timers}
     if e.agent is not None:
-        up["agents"] = _with_agent(s, _agent(s, e.agent).model_copy(update={"phase": "approval"}))
+        up["agents"] = with_agent(s, replace(agent_of(s, e.agent), {"phase": "approval"}))
     return up
 
 
@@ -340,7 +333,7 @@ def _wait_timed_out(s: SagaState, e: WaitTimedOut) -> Updates:
 
 
 def _sleep_started(s: SagaState, e: SleepStarted) -> Updates:
-    timer = Timer(timer_id=f"sleep:{e.name}", kind="sleep", due_at=e.until, step=e.name)
+    timer = make(Timer, timer_id=f"sleep:{e.name}", kind="sleep", due_at=e.until, step=e.name)
     return {"sleeping_until": e.until, "timers": [*s.timers, timer]}
 
 
@@ -364,14 +357,14 @@ def _resumed(s: SagaState, e: SagaResumed) -> Updates:
 
 
 def _skipped(s: SagaState, e: StepSkipped) -> Updates:
-    step = _step(s, e.step).model_copy(
-        update={"status": "skipped", "result": e.result, "completed_at": e.at}
+    step = replace(
+        _step(s, e.step), {"status": "skipped", "result": e.result, "completed_at": e.at}
     )
     return {"steps": _with_step(s, step), "timers": _drop_step_timers(s, e.step), "data": e.data}
 
 
 def _retry_requested(s: SagaState, e: StepRetryRequested) -> Updates:
-    step = _step(s, e.step).model_copy(update={"status": "ready"})
+    step = replace(_step(s, e.step), {"status": "ready"})
     return {"steps": _with_step(s, step), "timers": _drop_step_timers(s, e.step)}
 
 
@@ -380,10 +373,10 @@ def _compensation_started(s: SagaState, e: CompensationStarted) -> Updates:
     dropped: set[str] = set()
     for name, st in s.steps.items():
         if st.status in ("pending", "ready", "retry_wait"):
-            steps[name] = st.model_copy(update={"status": "abandoned"})
+            steps[name] = replace(st, {"status": "abandoned"})
             dropped.add(name)
     for name in e.steps:
-        steps[name] = _step(s, name).model_copy(update={"compensation_status": "ready"})
+        steps[name] = replace(_step(s, name), {"compensation_status": "ready"})
     timers = _drop(
         s.timers,
         lambda t: t.kind in ("step_timeout", "heartbeat_timeout") and t.step not in dropped,
@@ -405,13 +398,14 @@ def _compensation_started(s: SagaState, e: CompensationStarted) -> Updates:
 
 
 def _compensation_dispatched(s: SagaState, e: CompensationDispatched) -> Updates:
-    step = _step(s, e.step).model_copy(
-        update={
+    step = replace(
+        _step(s, e.step),
+        {
             "compensation_status": "running",
             "compensation_attempt": e.attempt,
             "compensation_task_id": e.task_id,
             "compensation_idempotency_key": e.idempotency_key,
-        }
+        },
     )
     return {"steps": _with_step(s, step)}
 
@@ -421,7 +415,7 @@ def _drop_compensation_timers(s: SagaState, step: str) -> list[Timer]:
 
 
 def _compensated(s: SagaState, e: StepCompensated) -> Updates:
-    step = _step(s, e.step).model_copy(update={"compensation_status": "compensated"})
+    step = replace(_step(s, e.step), {"compensation_status": "compensated"})
     return {"steps": _with_step(s, step), "timers": _drop_compensation_timers(s, e.step)}
 
 
@@ -431,7 +425,8 @@ def _compensation_failed(s: SagaState, e: CompensationAttemptFailed) -> Updates:
     if e.retry_at is not None:
         status = "retry_wait"
         timers.append(
-            Timer(
+            make(
+                Timer,
                 timer_id=f"compensation_retry:{e.step}:{e.attempt}",
                 kind="compensation_retry",
                 due_at=e.retry_at,
@@ -441,77 +436,13 @@ def _compensation_failed(s: SagaState, e: CompensationAttemptFailed) -> Updates:
         )
     else:
         status = "failed"
-    step = _step(s, e.step).model_copy(update={"compensation_status": status, "last_error": error})
+    step = replace(_step(s, e.step), {"compensation_status": status, "last_error": error})
     return {"steps": _with_step(s, step), "timers": timers}
 
 
 def _compensation_retry_due(s: SagaState, e: CompensationRetryDue) -> Updates:
-    step = _step(s, e.step).model_copy(update={"compensation_status": "ready"})
+    step = replace(_step(s, e.step), {"compensation_status": "ready"})
     return {"steps": _with_step(s, step), "timers": _drop_compensation_timers(s, e.step)}
-
-
-def _agent_turn_started(s: SagaState, e: AgentTurnStarted) -> Updates:
-    agent = _agent(s, e.agent).model_copy(update={"turn": e.turn, "phase": "thinking"})
-    return {"agents": _with_agent(s, agent)}
-
-
-def _agent_turn_recorded(s: SagaState, e: AgentTurnRecorded) -> Updates:
-    agent = _agent(s, e.agent)
-    if e.outcome == "tool":
-        content = f"call {e.tool} {e.arguments_json or '{}'}"
-    elif e.outcome == "answer":
-        content = e.answer or ""
-    else:
-        content = f"invalid decision: call {e.tool} {e.arguments_json or '{}'}"
-    item = AgentHistoryItem(turn=e.turn, role="assistant", tool=e.tool, content=content)
-    phase = {"tool": "tool", "answer": "answered", "invalid": "idle"}[e.outcome]
-    agent = agent.model_copy(
-        update={
-            "history": [*agent.history, item],
-            "phase": phase,
-            "pending_tool": e.tool if e.outcome == "tool" else None,
-        }
-    )
-    return {"agents": _with_agent(s, agent)}
-
-
-def _tool_requested(s: SagaState, e: ToolCallRequested) -> Updates:
-    agent = _agent(s, e.agent).model_copy(
-        update={
-            "phase": "approval" if e.needs_approval else "tool",
-            "pending_tool": e.tool,
-            "pending_tool_step": e.step,
-            "pending_args": e.args,
-        }
-    )
-    return {"agents": _with_agent(s, agent)}
-
-
-def _observation(s: SagaState, e: AgentObservation) -> Updates:
-    agent = _agent(s, e.agent)
-    item = AgentHistoryItem(
-        turn=e.turn, role="tool" if e.ok else "error", tool=e.tool, content=e.content
-    )
-    agent = agent.model_copy(
-        update={
-            "history": [*agent.history, item],
-            "phase": "idle",
-            "pending_tool": None,
-            "pending_tool_step": None,
-            "pending_args": None,
-        }
-    )
-    return {"agents": _with_agent(s, agent)}
-
-
-def _answered(s: SagaState, e: AgentAnswered) -> Updates:
-    agent = _agent(s, e.agent).model_copy(update={"phase": "answered", "answer": e.answer})
-    return {"agents": _with_agent(s, agent), "data": e.data}
-
-
-def _gave_up(s: SagaState, e: AgentGaveUp) -> Updates:
-    agent = _agent(s, e.agent).model_copy(update={"phase": "gave_up"})
-    return {"agents": _with_agent(s, agent)}
 
 
 def _finished(s: SagaState, e: SagaFinished) -> Updates:
@@ -535,7 +466,8 @@ def _trimmed(s: SagaState, e: StateTrimmed) -> Updates:
             st = steps.pop(name, None)
             if st is not None:
                 recent.append(
-                    StepSummary(
+                    make(
+                        StepSummary,
                         name=name,
                         status=st.status,
                         attempt=st.attempt,
@@ -554,7 +486,7 @@ def _trimmed(s: SagaState, e: StateTrimmed) -> Updates:
             agent = agents.get(name)
             if agent is not None and len(agent.history) > keep:
                 history = agent.history[len(agent.history) - keep :]
-                agents[name] = agent.model_copy(update={"history": history})
+                agents[name] = replace(agent, {"history": history})
         up["agents"] = agents
     return up
 
@@ -587,14 +519,9 @@ _HANDLERS: dict[type[Any], Callable[[SagaState, Any], Updates]] = {
     StepCompensated: _compensated,
     CompensationAttemptFailed: _compensation_failed,
     CompensationRetryDue: _compensation_retry_due,
-    AgentTurnStarted: _agent_turn_started,
-    AgentTurnRecorded: _agent_turn_recorded,
-    ToolCallRequested: _tool_requested,
-    AgentObservation: _observation,
-    AgentAnswered: _answered,
-    AgentGaveUp: _gave_up,
     SagaFinished: _finished,
     StateTrimmed: _trimmed,
     **dict.fromkeys((SignalRejected, ModelFallback, SagaForked, ChildSagaRequested), _no_change),
     **SLOT_FOLDS,
+    **AGENT_FOLDS,
 }
