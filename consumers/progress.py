@@ -28,8 +28,9 @@ __all__ = ["SETTLE_S", "ProgressSink", "ProgressSinks", "TaskProgress"]
 
 log = logging.getLogger("sagaline.progress")
 
-#: The longest a finished step waits for its progress to reach Kafka (seconds).
-SETTLE_S = 0.5
+#: The longest a finished step waits for its progress to reach Kafka (seconds); it
+#: waits only when the step published something and delivery is not degraded.
+SETTLE_S = 2.0
 
 Task = ExecuteStep | CompensateStep
 
@@ -92,6 +93,8 @@ class ProgressSinks:
             extra=options.producer_config,
             client_id=f"{options.group_id}-progress",
         )
+        # connected before the first step runs, off the worker's start path
+        threading.Thread(target=self.publisher.warm, name="progress-warm", daemon=True).start()
 
     def __call__(self, task: Task) -> TaskProgress:
         return TaskProgress(self.publisher, task)

@@ -21,6 +21,7 @@ from sagaline.orchestrator.client.errors import WaitTimeout
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.stable_read import with_retries
 from sagaline.schemas.state import SagaState
 
 __all__ = ["StateReader"]
@@ -64,7 +65,9 @@ class StateReader:
         latest: bytes | None = None
         tp = TopicPartition(self.names.state, partition)
         with self._reader() as reader:
-            low, high = reader.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            low, high = with_retries(
+                lambda: reader.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            )
             if high <= low:
                 return None
             reader.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])

@@ -40,6 +40,7 @@ from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.stable_read import with_retries
 from sagaline.schemas.errors import MessageError
 from sagaline.schemas.progress import ProgressReported
 from sagaline.schemas.state import SagaState
@@ -105,7 +106,9 @@ class ProgressTail:
             log.info("no progress topic %s: the stream shows states only", topic)
             return
         tp = TopicPartition(topic, partition_for(saga_id, len(meta.partitions)))
-        _low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        _low, high = with_retries(
+            lambda: self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        )
         found = self._consumer.offsets_for_times(
             [TopicPartition(topic, tp.partition, max(0, since_ms))], timeout=10
         )[0].offset

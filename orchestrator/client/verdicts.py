@@ -22,6 +22,7 @@ from sagaline.orchestrator.client.errors import WaitTimeout
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.stable_read import with_retries
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.errors import MessageError
 from sagaline.schemas.events import InputIgnored, SignalRejected
@@ -74,7 +75,9 @@ def verdict_of_letter(letter: DeadLetter) -> Verdict:
 
 def start_offset(reader: Consumer, tp: TopicPartition, since_ms: int | None, timeout: float) -> int:
     """The first offset at or after ``since_ms`` (the end when none; the start for ``None``)."""
-    low, high = reader.get_watermark_offsets(tp, timeout=timeout, cached=False)
+    low, high = with_retries(
+        lambda: reader.get_watermark_offsets(tp, timeout=timeout, cached=False)
+    )
     if since_ms is None:
         return int(low)
     found = reader.offsets_for_times([TopicPartition(tp.topic, tp.partition, since_ms)], timeout)

@@ -20,6 +20,7 @@ which its predicate holds, and a terminal snapshot is the saga's last.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from sagaline.orchestrator.client.verdicts import LOOKBACK_MS
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.kafka_config import reader_config
 from sagaline.orchestrator.runtime.ports import Codec
+from sagaline.orchestrator.runtime.stable_read import with_retries
 from sagaline.schemas.commands import StartSaga
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.errors import MessageError
@@ -171,8 +173,13 @@ class SnapshotWatch:
         for topic, partition in tps:
             # for a read_committed consumer the "high" watermark is the last stable
             # offset: everything committed from now on lies at or after it
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False
+            _low, high = with_retries(
+                functools.partial(
+                    self._consumer.get_watermark_offsets,
+                    TopicPartition(topic, partition),
+                    timeout=10,
+                    cached=False,
+                )
             )
             self._next[(topic, partition)] = int(high)
             self._covered.setdefault(topic, {})[partition] = int(high)

@@ -142,6 +142,20 @@ class ProgressPublisher:
             self._warned_at = now
             log.warning("progress to %s lost (advisory, no state is lost): %s", self.topic, why)
 
+    def warm(self, timeout: float = 10.0) -> bool:
+        """Connect now and learn the topic's leaders (the first progress of a step then
+        does not wait for a TLS handshake and a metadata round trip); ``False`` when
+        the broker did not answer within ``timeout`` s (publishing still works later)."""
+        producer = self._current()
+        if producer is None:
+            return False
+        try:
+            producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException as exc:
+            log.info("progress producer not warmed up (%s); it connects on first use", exc)
+            return False
+        return True
+
     def _replace(self, broken: Producer) -> None:
         with self._lock:
             if self._producer is broken:
