@@ -43,7 +43,7 @@ def replace(record: M, updates: Mapping[str, Any]) -> M:
     values = record.__dict__.copy()
     values.update(updates)
     _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", record.__pydantic_fields_set__ | updates.keys())
+    _set(obj, "__pydantic_fields_set__", record.__pydantic_fields_set__.union(updates))
     _set(obj, "__pydantic_extra__", record.__pydantic_extra__)
     _set(obj, "__pydantic_private__", record.__pydantic_private__)
     return obj
@@ -59,19 +59,19 @@ class _Plan:
         if not _plain(cls):
             raise TypeError(f"{cls.__name__} cannot be built without validation")
         self.template: dict[str, Any] = {}
-        required: set[str] = set()
+        required: list[str] = []
         factories: list[tuple[str, Callable[[], Any]]] = []
         for name, info in cls.model_fields.items():
             self.template[name] = None
             if info.default_factory is not None:
                 factories.append((name, info.default_factory))  # type: ignore[arg-type]
             elif info.is_required():
-                required.add(name)
+                required.append(name)
             elif _hashable(info.default):
                 self.template[name] = info.default
             else:  # validation gives each instance a deep copy of an unhashable default
                 factories.append((name, _copier(info.default)))
-        self.required = frozenset(required)
+        self.required = tuple(required)
         self.factories = tuple(factories)
         self.count = len(self.template)
         self.datetimes = _datetime_fields(cls) if issubclass(cls, Record) else ()
@@ -128,8 +128,11 @@ def make(cls: type[M], **values: Any) -> M:
         raise TypeError(
             f"{cls.__name__}: unknown fields {sorted(set(values) - set(plan.template))}"
         )
-    if not plan.required <= values.keys():
-        raise TypeError(f"{cls.__name__}: missing fields {sorted(plan.required - set(values))}")
+    for name in plan.required:
+        if name not in values:
+            raise TypeError(
+                f"{cls.__name__}: missing fields {sorted(set(plan.required) - set(values))}"
+            )
     for name, factory in plan.factories:
         if name not in values:
             full[name] = factory()
