@@ -16,9 +16,9 @@ STAMP := $(VENV)/.sagaline-installed
 # The main job, run after `sagaline dev up`: the demo (sagas/demo.py).
 DEMO_COMMAND ?= $(BIN)/sagaline demo
 
-.PHONY: demo test setup infra browser lint typecheck pytest down
+.PHONY: demo test setup infra browser bytecode lint typecheck pytest down
 
-demo: infra
+demo: infra bytecode
 	$(BIN)/sagaline dev up
 	$(DEMO_COMMAND)
 
@@ -35,6 +35,11 @@ $(STAMP): pyproject.toml
 
 infra: setup
 	$(BIN)/sagaline dev install
+
+bytecode: setup
+	@# every sagaline process (and the tests start hundreds) imports our modules; with
+	@# PYTHONDONTWRITEBYTECODE set, each would compile them from source again
+	$(BIN)/python -m compileall -q -x '/(\.venv|build|node_modules|\.git)/' .
 
 browser:
 	@# the console's browser tests drive Debian's chromium (Playwright, no browser download)
@@ -54,7 +59,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-pytest: infra browser
+pytest: infra browser bytecode
 	@# two workers, each with its own Kafka and PostgreSQL (docs/adr/0022)
 	$(BIN)/pytest -n 2 --dist loadfile
 
