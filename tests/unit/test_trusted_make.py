@@ -10,10 +10,14 @@ checked on their own; unknown and missing fields are errors.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, field_validator
 
+from sagaline.orchestrator.core import decider, decision, fold, fold_agents
+from sagaline.orchestrator.core.nodes import base as nodes_base
+from sagaline.orchestrator.core.testing import SagaTestKit
 from sagaline.schemas.base import Envelope, Payload, Record
 from sagaline.schemas.codec import default_codec
 from sagaline.schemas.journal import JournalEntry
@@ -86,3 +90,38 @@ def test_unknown_and_missing_fields_and_validated_models_are_errors() -> None:
 
     with pytest.raises(TypeError, match="cannot be built without validation"):
         make(Validated, x=-1)
+
+
+def _checking_make(cls: type[Record], **values: Any) -> Any:
+    made = make(cls, **values)
+    _same(made, cls(**values))
+    return made
+
+
+@pytest.fixture
+def checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``make`` of the decider and the folds also builds the record with
+    validation and asserts both are the same."""
+    for module in (decision, decider, fold, fold_agents, nodes_base):
+        monkeypatch.setattr(module, "make", _checking_make)
+
+
+@pytest.mark.usefixtures("checked")
+def test_the_deciders_records_equal_validated_ones_through_whole_sagas() -> None:
+    from sagaline.orchestrator.bench.core import BenchData, BenchSaga, Reserved
+    from sagaline.orchestrator.bench.long import agent_saga, linear_saga, record
+
+    assert record(linear_saga(5, compensable=True), "lin")
+    assert record(agent_saga(4), "agent")
+    kit = SagaTestKit(BenchSaga, saga_id="bench-fail")
+    kit.start(BenchData())
+    kit.succeed("reserve", Reserved(ok=True))
+    kit.reject("manager_ok", by="boss")
+    kit.advance(timedelta(minutes=5))
+    assert kit.journal
+    kit = SagaTestKit(BenchSaga, saga_id="bench-retry")
+    kit.start(BenchData())
+    kit.fail("reserve", "transient", retryable=True)
+    kit.advance(timedelta(minutes=5))
+    events = {type(e).__name__ for entry in kit.journal for e in entry.events}
+    assert "StepAttemptFailed" in events
