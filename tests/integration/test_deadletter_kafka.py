@@ -82,7 +82,9 @@ def test_garbage_is_dead_lettered_and_valid_messages_flow(
         "garbage": (b"\x17not avro at all\xff", "bad_header"),
         "truncated": (good_bytes[: len(good_bytes) // 2], "truncated"),
         "unknown": (b"\xc3\x01" + b"\x42" * 8 + good_bytes[10:], "unknown_schema"),
-        "flipped": (good_bytes[:10] + b"\xff" * (len(good_bytes) - 10), "truncated"),
+        # every byte after the header 0xff: the first varint never ends within the
+        # 10 bytes a long may take, which is an invalid record, not a short one
+        "flipped": (good_bytes[:10] + b"\xff" * (len(good_bytes) - 10), "invalid_record"),
         "wrong-type": (
             encode(
                 TimerFired(envelope=valid[0].envelope, timer_id="t1", kind="retry", due_at=WHEN)
