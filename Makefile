@@ -61,7 +61,7 @@ typecheck: setup
 
 pytest: infra browser bytecode
 	@# two workers, each with its own Kafka and PostgreSQL (docs/adr/0022)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30
 
 down: setup
 	$(BIN)/sagaline dev down
