@@ -240,7 +240,8 @@ def _on_heartbeat(ctx: DecisionContext, r: StepHeartbeat) -> None:
     if st.heartbeat_timeout_ms is not None:
         deadline = ctx.now + timedelta(milliseconds=st.heartbeat_timeout_ms)
     ctx.emit(
-        HeartbeatRecorded(
+        make(
+            HeartbeatRecorded,
             at=ctx.now,
             step=r.step,
             attempt=r.attempt,
@@ -279,7 +280,7 @@ def _on_timer(ctx: DecisionContext, t: TimerFired) -> None:
         return
     kind = timer.kind
     if kind == "retry" and timer.step is not None:
-        ctx.emit(StepRetryDue(at=ctx.now, step=timer.step, attempt=timer.attempt or 0))
+        ctx.emit(make(StepRetryDue, at=ctx.now, step=timer.step, attempt=timer.attempt or 0))
     elif kind in ("step_timeout", "heartbeat_timeout") and timer.step is not None:
         _on_step_timeout(ctx, timer)
     elif kind == "wait_timeout":
@@ -290,7 +291,9 @@ def _on_timer(ctx: DecisionContext, t: TimerFired) -> None:
     elif kind == "saga_deadline":
         ctx.start_compensation("saga deadline passed")
     elif kind == "compensation_retry" and timer.step is not None:
-        ctx.emit(CompensationRetryDue(at=ctx.now, step=timer.step, attempt=timer.attempt or 0))
+        ctx.emit(
+            make(CompensationRetryDue, at=ctx.now, step=timer.step, attempt=timer.attempt or 0)
+        )
     else:
         ctx.ignore("not_applicable", f"timer kind {kind}")
 
@@ -300,7 +303,7 @@ def _on_step_timeout(ctx: DecisionContext, timer: Timer) -> None:
     st = ctx.s.steps[timer.step]
     attempt = timer.attempt or st.attempt
     kind = "heartbeat_timeout" if timer.kind == "heartbeat_timeout" else "step_timeout"
-    ctx.emit(StepTimedOut(at=ctx.now, step=timer.step, attempt=attempt, kind=kind))
+    ctx.emit(make(StepTimedOut, at=ctx.now, step=timer.step, attempt=attempt, kind=kind))
     node = ctx.defn.nodes.get(timer.step)
     if node is not None:
         kind_of(node).on_timed_out(ctx, node, st, timer)
@@ -309,7 +312,7 @@ def _on_step_timeout(ctx: DecisionContext, timer: Timer) -> None:
 
 
 def _on_wait_timeout(ctx: DecisionContext, name: str) -> None:
-    ctx.emit(WaitTimedOut(at=ctx.now, name=name))
+    ctx.emit(make(WaitTimedOut, at=ctx.now, name=name))
     node = ctx.node_of(name)
     if node is None:
         node = ctx.defn.node(name)

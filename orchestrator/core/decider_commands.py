@@ -15,6 +15,7 @@ from sagaline.schemas.events import (
     StepRetryRequested,
     StepSkipped,
 )
+from sagaline.schemas.trusted import make
 
 __all__ = [
     "check_budget",
@@ -33,7 +34,7 @@ def on_cancel(ctx: DecisionContext, c: CancelSaga) -> None:
         return
     why = f": {c.reason}" if c.reason else ""
     if ctx.s.status == "paused":  # an operator's cancel overrides the pause
-        ctx.emit(SagaResumed(at=ctx.now, by=c.by, reason="cancelled"))
+        ctx.emit(make(SagaResumed, at=ctx.now, by=c.by, reason="cancelled"))
     ctx.start_compensation(f"cancelled by {c.by}{why}", final="cancelled")
 
 
@@ -41,14 +42,14 @@ def on_pause(ctx: DecisionContext, c: PauseSaga) -> None:
     if ctx.s.status == "paused":
         ctx.ignore("duplicate", "already paused")
         return
-    ctx.emit(SagaPaused(at=ctx.now, by=c.by, reason=c.reason))
+    ctx.emit(make(SagaPaused, at=ctx.now, by=c.by, reason=c.reason))
 
 
 def on_resume(ctx: DecisionContext, c: ResumeSaga) -> None:
     if ctx.s.status != "paused":
         ctx.ignore("not_applicable", f"saga is {ctx.s.status}")
         return
-    ctx.emit(SagaResumed(at=ctx.now, by=c.by, reason=c.reason))
+    ctx.emit(make(SagaResumed, at=ctx.now, by=c.by, reason=c.reason))
 
 
 def on_retry_step(ctx: DecisionContext, c: RetryStep) -> None:
@@ -58,16 +59,18 @@ def on_retry_step(ctx: DecisionContext, c: RetryStep) -> None:
         return
     if ctx.compensating:
         if st.compensation_status == "retry_wait":
-            ctx.emit(CompensationRetryDue(at=ctx.now, step=c.step, attempt=st.compensation_attempt))
+            ctx.emit(
+                make(CompensationRetryDue, at=ctx.now, step=c.step, attempt=st.compensation_attempt)
+            )
         else:
             ctx.ignore("not_applicable", f"compensation of {c.step} is {st.compensation_status}")
         return
     if st.status not in ("failed", "retry_wait") or not is_current(ctx, c.step):
         ctx.ignore("not_applicable", f"step {c.step} is {st.status}")
         return
-    ctx.emit(StepRetryRequested(at=ctx.now, step=c.step, by=c.by, reason=c.reason))
+    ctx.emit(make(StepRetryRequested, at=ctx.now, step=c.step, by=c.by, reason=c.reason))
     if ctx.s.status == "paused" and ctx.s.pause_reason == failure_pause_reason(c.step):
-        ctx.emit(SagaResumed(at=ctx.now, by=c.by, reason=f"retry of {c.step}"))
+        ctx.emit(make(SagaResumed, at=ctx.now, by=c.by, reason=f"retry of {c.step}"))
 
 
 def is_current(ctx: DecisionContext, step: str) -> bool:
@@ -100,7 +103,8 @@ def on_skip_step(ctx: DecisionContext, c: SkipStep) -> None:
         ctx.ignore("not_applicable", f"skip result rejected: {exc}")
         return
     ctx.emit(
-        StepSkipped(
+        make(
+            StepSkipped,
             at=ctx.now,
             step=c.step,
             by=c.by,
@@ -110,7 +114,7 @@ def on_skip_step(ctx: DecisionContext, c: SkipStep) -> None:
         )
     )
     if ctx.s.status == "paused" and ctx.s.pause_reason == failure_pause_reason(c.step):
-        ctx.emit(SagaResumed(at=ctx.now, by=c.by, reason=f"skip of {c.step}"))
+        ctx.emit(make(SagaResumed, at=ctx.now, by=c.by, reason=f"skip of {c.step}"))
 
 
 def check_budget(ctx: DecisionContext) -> None:
@@ -127,6 +131,8 @@ def check_budget(ctx: DecisionContext) -> None:
     }
     for kind, limit in budget.limits().items():
         if used[kind] > limit and kind not in ctx.s.budget_exceeded:
-            ctx.emit(BudgetExceeded(at=ctx.now, kind=kind, limit=limit, used=used[kind]))
+            ctx.emit(make(BudgetExceeded, at=ctx.now, kind=kind, limit=limit, used=used[kind]))
             if ctx.s.status != "paused" and not ctx.compensating:
-                ctx.emit(SagaPaused(at=ctx.now, by="sagaline", reason=f"budget exceeded: {kind}"))
+                ctx.emit(
+                    make(SagaPaused, at=ctx.now, by="sagaline", reason=f"budget exceeded: {kind}")
+                )

@@ -9,14 +9,13 @@ checked on their own; unknown and missing fields are errors.
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, field_validator
 
-from sagaline.orchestrator.core import decider, decision, fold, fold_agents
-from sagaline.orchestrator.core.nodes import base as nodes_base
 from sagaline.orchestrator.core.testing import SagaTestKit
 from sagaline.schemas.base import Envelope, Payload, Record
 from sagaline.schemas.codec import default_codec
@@ -27,6 +26,19 @@ from sagaline.schemas.trusted import make
 
 pytestmark = pytest.mark.unit
 
+#: the modules that build records with ``make``
+MAKERS = [
+    f"sagaline.orchestrator.core.{name}"
+    for name in (
+        "decision",
+        "decider",
+        "decider_commands",
+        "fold",
+        "fold_agents",
+        *(f"nodes.{kind}" for kind in ("base", "agent", "agent_turns", "child")),
+        *(f"nodes.{kind}" for kind in ("compensation", "sleep", "step", "wait")),
+    )
+]
 MODELS = sorted(default_codec().catalogue.models.items())
 
 
@@ -102,8 +114,8 @@ def _checking_make(cls: type[Record], **values: Any) -> Any:
 def checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ``make`` of the decider and the folds also builds the record with
     validation and asserts both are the same."""
-    for module in (decision, decider, fold, fold_agents, nodes_base):
-        monkeypatch.setattr(module, "make", _checking_make)
+    for name in MAKERS:
+        monkeypatch.setattr(importlib.import_module(name), "make", _checking_make)
 
 
 @pytest.mark.usefixtures("checked")

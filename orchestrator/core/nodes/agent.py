@@ -37,6 +37,7 @@ from sagaline.orchestrator.core.payloads import to_payload
 from sagaline.orchestrator.core.policies import NO_RETRY, Retry
 from sagaline.schemas.events import AgentGaveUp, AgentObservation, AgentTurnStarted, ModelFallback
 from sagaline.schemas.state import AgentHistoryItem, AgentState, StepState
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -306,15 +307,26 @@ class AgentKind(NodeKind[AgentSpec]):
             if agent_state.turn >= node.max_turns:
                 reason = f"agent {node.name} used all {node.max_turns} turns"
                 ctx.emit(
-                    AgentGaveUp(at=ctx.now, agent=node.name, turn=agent_state.turn, reason=reason)
+                    make(
+                        AgentGaveUp,
+                        at=ctx.now,
+                        agent=node.name,
+                        turn=agent_state.turn,
+                        reason=reason,
+                    )
                 )
                 ctx.start_compensation(reason)
                 return False
             turn = agent_state.turn + 1
             step_name = node.turn_step(turn)
             ctx.emit(
-                AgentTurnStarted(
-                    at=ctx.now, agent=node.name, turn=turn, step=step_name, model=node.model_for(1)
+                make(
+                    AgentTurnStarted,
+                    at=ctx.now,
+                    agent=node.name,
+                    turn=turn,
+                    step=step_name,
+                    model=node.model_for(1),
                 )
             )
             self.dispatch_turn(ctx, node, turn)
@@ -348,7 +360,8 @@ class AgentKind(NodeKind[AgentSpec]):
         model, previous = node.model_for(attempt), node.model_for(attempt - 1)
         if attempt > 1 and model is not None and previous is not None and model != previous:
             ctx.emit(
-                ModelFallback(
+                make(
+                    ModelFallback,
                     at=ctx.now,
                     agent=node.name,
                     turn=turn,
@@ -397,12 +410,18 @@ class AgentKind(NodeKind[AgentSpec]):
             ctx.start_compensation(reason)
         elif tool_name is not None:
             ctx.emit(
-                AgentObservation(
-                    at=ctx.now, agent=node.name, turn=turn, tool=tool_name, ok=False, content=error
+                make(
+                    AgentObservation,
+                    at=ctx.now,
+                    agent=node.name,
+                    turn=turn,
+                    tool=tool_name,
+                    ok=False,
+                    content=error,
                 )
             )
         else:
-            ctx.emit(AgentGaveUp(at=ctx.now, agent=node.name, turn=turn, reason=reason))
+            ctx.emit(make(AgentGaveUp, at=ctx.now, agent=node.name, turn=turn, reason=reason))
             ctx.start_compensation(reason)
 
     def on_signal(
@@ -413,7 +432,8 @@ class AgentKind(NodeKind[AgentSpec]):
     def on_wait_timeout(self, ctx: DecisionContext, node: AgentSpec, name: str) -> None:
         _, tool_name, turn = parse_task_step(name)
         ctx.emit(
-            AgentObservation(
+            make(
+                AgentObservation,
                 at=ctx.now,
                 agent=node.name,
                 turn=turn or 0,

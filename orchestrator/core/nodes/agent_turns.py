@@ -24,6 +24,7 @@ from sagaline.schemas.events import (
     ToolCallRequested,
     WaitOpened,
 )
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -46,8 +47,13 @@ def on_turn_succeeded(
 ) -> None:
     """An LLM turn or a tool call of the agent succeeded."""
     ctx.emit(
-        StepCompleted(
-            at=ctx.now, step=reply.step, attempt=reply.attempt, result=reply.result, data=ctx.s.data
+        make(
+            StepCompleted,
+            at=ctx.now,
+            step=reply.step,
+            attempt=reply.attempt,
+            result=reply.result,
+            data=ctx.s.data,
         )
     )
     if ctx.compensating or st.status == "abandoned":
@@ -57,8 +63,14 @@ def on_turn_succeeded(
         return
     content = reply.result.data.decode() if reply.result and reply.result.data else "ok"
     ctx.emit(
-        AgentObservation(
-            at=ctx.now, agent=node.name, turn=turn, tool=tool_name, ok=True, content=content
+        make(
+            AgentObservation,
+            at=ctx.now,
+            agent=node.name,
+            turn=turn,
+            tool=tool_name,
+            ok=True,
+            content=content,
         )
     )
 
@@ -104,7 +116,8 @@ def on_decision(
         _invalid(ctx, node, turn, tool_name, arguments, f"invalid arguments: {exc}", by)
         return
     ctx.emit(
-        AgentTurnRecorded(
+        make(
+            AgentTurnRecorded,
             at=ctx.now,
             agent=node.name,
             turn=turn,
@@ -127,7 +140,8 @@ def _answer(
     by: dict[str, Any],
 ) -> None:
     ctx.emit(
-        AgentTurnRecorded(
+        make(
+            AgentTurnRecorded,
             at=ctx.now,
             agent=node.name,
             turn=turn,
@@ -141,7 +155,14 @@ def _answer(
     if node.on_answer_fn is not None:
         data = node.on_answer_fn(ctx.saga, data, answer)
     ctx.emit(
-        AgentAnswered(at=ctx.now, agent=node.name, turn=turn, answer=answer, data=to_payload(data))
+        make(
+            AgentAnswered,
+            at=ctx.now,
+            agent=node.name,
+            turn=turn,
+            answer=answer,
+            data=to_payload(data),
+        )
     )
 
 
@@ -150,7 +171,8 @@ def _request_tool(
 ) -> None:
     step_name = node.tool_step(tool_name, turn)
     ctx.emit(
-        ToolCallRequested(
+        make(
+            ToolCallRequested,
             at=ctx.now,
             agent=node.name,
             turn=turn,
@@ -162,7 +184,8 @@ def _request_tool(
     )
     if risky:
         ctx.emit(
-            WaitOpened(
+            make(
+                WaitOpened,
                 at=ctx.now,
                 name=step_name,
                 kind="tool_approval",
@@ -183,7 +206,8 @@ def _invalid(
     by: dict[str, Any],
 ) -> None:
     ctx.emit(
-        AgentTurnRecorded(
+        make(
+            AgentTurnRecorded,
             at=ctx.now,
             agent=node.name,
             turn=turn,
@@ -194,7 +218,15 @@ def _invalid(
         )
     )
     ctx.emit(
-        AgentObservation(at=ctx.now, agent=node.name, turn=turn, tool=tool, ok=False, content=error)
+        make(
+            AgentObservation,
+            at=ctx.now,
+            agent=node.name,
+            turn=turn,
+            tool=tool,
+            ok=False,
+            content=error,
+        )
     )
 
 
@@ -203,7 +235,8 @@ def on_tool_approval(ctx: DecisionContext, wait: WaitState, sig: SignalSaga) -> 
     agent_name = wait.agent or ""
     agent_state = ctx.s.agents[agent_name]
     ctx.emit(
-        SignalAccepted(
+        make(
+            SignalAccepted,
             at=ctx.now,
             name=wait.name,
             by=sig.by,
@@ -217,7 +250,8 @@ def on_tool_approval(ctx: DecisionContext, wait: WaitState, sig: SignalSaga) -> 
     if sig.approved:
         assert agent_state.pending_args is not None and tool_name is not None
         ctx.emit(
-            ToolCallRequested(
+            make(
+                ToolCallRequested,
                 at=ctx.now,
                 agent=agent_name,
                 turn=turn or agent_state.turn,
@@ -230,7 +264,8 @@ def on_tool_approval(ctx: DecisionContext, wait: WaitState, sig: SignalSaga) -> 
         return
     note = f": {sig.note}" if sig.note else ""
     ctx.emit(
-        AgentObservation(
+        make(
+            AgentObservation,
             at=ctx.now,
             agent=agent_name,
             turn=turn or agent_state.turn,

@@ -23,6 +23,7 @@ from sagaline.orchestrator.core.payloads import (
 )
 from sagaline.schemas.commands import CancelSaga, ParentRef, StartSaga
 from sagaline.schemas.events import ChildSagaRequested, StepDispatched
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -105,7 +106,8 @@ class ChildKind(NodeKind[ChildSpec[Any]]):
         deadline = ctx.now + node.timeout if node.timeout is not None else None
         definition = node.definition
         ctx.emit(
-            ChildSagaRequested(
+            make(
+                ChildSagaRequested,
                 at=ctx.now,
                 step=node.name,
                 child_saga_id=child_id,
@@ -114,7 +116,8 @@ class ChildKind(NodeKind[ChildSpec[Any]]):
             )
         )
         ctx.emit(
-            StepDispatched(
+            make(
+                StepDispatched,
                 at=ctx.now,
                 step=node.name,
                 attempt=st.attempt + 1,

@@ -25,6 +25,7 @@ from sagaline.schemas.events import (
 from sagaline.schemas.replies import CompensationFailed, CompensationSucceeded
 from sagaline.schemas.state import StepState
 from sagaline.schemas.tasks import CompensateStep
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -41,7 +42,8 @@ def start(ctx: DecisionContext, reason: str, final: str = "compensated") -> None
         if s.steps[n].compensation_status != "compensated"
     ]
     ctx.emit(
-        CompensationStarted(
+        make(
+            CompensationStarted,
             at=ctx.now,
             reason=reason,
             steps=plan,
@@ -78,7 +80,8 @@ def _dispatch(ctx: DecisionContext, st: StepState) -> None:
     timeout = kind_of(node).compensation_timeout(node) if node is not None else None
     deadline = ctx.now + timeout if timeout is not None else None
     ctx.emit(
-        CompensationDispatched(
+        make(
+            CompensationDispatched,
             at=ctx.now,
             step=st.name,
             attempt=attempt,
@@ -124,7 +127,7 @@ def on_succeeded(ctx: DecisionContext, r: CompensationSucceeded) -> None:
             reason = "stale"
         ctx.ignore(reason, f"compensation of {r.step} attempt {r.attempt}")
         return
-    ctx.emit(StepCompensated(at=ctx.now, step=r.step, attempt=r.attempt))
+    ctx.emit(make(StepCompensated, at=ctx.now, step=r.step, attempt=r.attempt))
 
 
 def on_failed(ctx: DecisionContext, r: CompensationFailed) -> None:
@@ -136,7 +139,8 @@ def on_failed(ctx: DecisionContext, r: CompensationFailed) -> None:
     if r.retryable and retry.allows(r.attempt):
         retry_at = ctx.now + retry.delay(r.attempt, ctx.s.saga_id, r.step, "compensate")
         ctx.emit(
-            CompensationAttemptFailed(
+            make(
+                CompensationAttemptFailed,
                 at=ctx.now,
                 step=r.step,
                 attempt=r.attempt,
@@ -148,7 +152,8 @@ def on_failed(ctx: DecisionContext, r: CompensationFailed) -> None:
         )
         return
     ctx.emit(
-        CompensationAttemptFailed(
+        make(
+            CompensationAttemptFailed,
             at=ctx.now,
             step=r.step,
             attempt=r.attempt,

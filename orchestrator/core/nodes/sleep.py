@@ -16,6 +16,7 @@ from sagaline.orchestrator.core.nodes.base import (
     register,
 )
 from sagaline.schemas.events import SleepEnded, SleepStarted
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -57,11 +58,11 @@ class SleepKind(NodeKind[SleepSpec]):
     def drive(self, ctx: DecisionContext, node: SleepSpec) -> bool:
         if ctx.s.sleeping_until is None:
             until = ctx.now + node.duration_for(ctx.saga, ctx.data())
-            ctx.emit(SleepStarted(at=ctx.now, name=node.name, until=until))
+            ctx.emit(make(SleepStarted, at=ctx.now, name=node.name, until=until))
         return False
 
     def on_timer(self, ctx: DecisionContext, node: SleepSpec, timer: Timer) -> None:
-        ctx.emit(SleepEnded(at=ctx.now, name=node.name))
+        ctx.emit(make(SleepEnded, at=ctx.now, name=node.name))
         ctx.enter(ctx.defn.next_node(node.name), previous=node.name, via="slept")
 
     def mermaid_nodes(self, node: SleepSpec) -> list[str]:

@@ -35,6 +35,7 @@ from sagaline.orchestrator.core.nodes.base import (
 from sagaline.orchestrator.core.payloads import from_payload
 from sagaline.orchestrator.core.policies import Retry
 from sagaline.schemas.events import SagaPaused
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -375,7 +376,7 @@ class StepKind(NodeKind[StepSpec[Any, Any]]):
         self, ctx: DecisionContext, node: StepSpec[Any, Any], step: str, error: str
     ) -> None:
         if node.on_failure == "pause":
-            ctx.emit(SagaPaused(at=ctx.now, by="sagaline", reason=failure_pause_reason(step)))
+            ctx.emit(make(SagaPaused, at=ctx.now, by="sagaline", reason=failure_pause_reason(step)))
         elif node.on_failure == "fail":
             ctx.finish("failed", f"step {step} failed: {error}")
         else:

@@ -25,6 +25,7 @@ from sagaline.orchestrator.core.payloads import (
     to_payload,
 )
 from sagaline.schemas.events import SignalAccepted, SignalRejected, WaitOpened
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -169,7 +170,8 @@ def wait_for_signal(
 
 def reject_signal(ctx: DecisionContext, sig: SignalSaga, reason: str) -> None:
     ctx.emit(
-        SignalRejected(
+        make(
+            SignalRejected,
             at=ctx.now,
             name=sig.name,
             by=sig.by,
@@ -242,7 +244,8 @@ class WaitKind(NodeKind[WaitSpec]):
         assert node.timeout is not None
         shown = shown_view(ctx, node) if node.bound else None
         ctx.emit(
-            WaitOpened(
+            make(
+                WaitOpened,
                 at=ctx.now,
                 name=node.name,
                 kind=node.signal_kind,
@@ -282,7 +285,8 @@ class WaitKind(NodeKind[WaitSpec]):
                     return
             data = node.on_signal_fn(ctx.saga, data, info)
         ctx.emit(
-            SignalAccepted(
+            make(
+                SignalAccepted,
                 at=ctx.now,
                 name=wait.name,
                 by=sig.by,
