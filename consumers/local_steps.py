@@ -153,7 +153,7 @@ class LocalStepRunner(TaskRunner):
             self._timeouts[key] = seconds
         return local
 
-    def run_tasks(self, tasks: Sequence[Task], budget_s: float) -> list[Record]:
+    def run_tasks(self, tasks: Sequence[Task], budget_s: float) -> list[Record | None]:
         started = time.monotonic()
         futures = [self._threads.submit(self.run_one, task) for task in tasks]
         return [
@@ -161,11 +161,17 @@ class LocalStepRunner(TaskRunner):
             for task, future in zip(tasks, futures, strict=True)
         ]
 
-    def _wait(self, task: Task, future: Future[Record], started: float, budget_s: float) -> Record:
+    def _wait(
+        self, task: Task, future: Future[Record], started: float, budget_s: float
+    ) -> Record | None:
         limit = min(budget_s, self._timeout_of(task))
         try:
             return future.result(timeout=max(0.0, limit - (time.monotonic() - started)))
         except FutureTimeout:
+            # cancelled: it never started (it waited for a thread) and now never will
+            if future.cancel() and self._timeout_of(task) > 0:
+                log.warning("local step %s found no free thread in time", task.task_id)
+                return None  # the workers run it (same inbox, same key)
             log.warning("local step %s passed its timeout (%.1fs)", task.task_id, limit)
             error, message = "StepTimeout", f"local step {task.step!r} passed its timeout"
         except Exception as exc:  # the database unreachable, ...: a retryable failure

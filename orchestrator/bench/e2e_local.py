@@ -68,6 +68,8 @@ class _Phases:
             self.seconds["run"] += time.process_time() - t0
             tasks = []
             for reply in replies:
+                if reply is None:
+                    raise RuntimeError(f"a local step of saga cpu-{i} never started")
                 state, more = self._decide(state, reply)
                 tasks.extend(more)
             t1 = time.process_time()

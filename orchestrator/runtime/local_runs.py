@@ -58,12 +58,13 @@ class LocalSteps(Protocol):
         """Whether ``task`` belongs to a step declared ``local=True``."""
         ...
 
-    def run_tasks(self, tasks: Sequence[Task], budget_s: float) -> list[Record]:
+    def run_tasks(self, tasks: Sequence[Task], budget_s: float) -> list[Record | None]:
         """Run ``tasks`` (concurrently) and return one reply per task, in order.
 
         A step's failure is its ``StepFailed`` / ``CompensationFailed`` reply, never an
         exception; a task still running after its timeout (at most ``budget_s``) is answered
-        with a retryable failure of type ``StepTimeout``.
+        with a retryable failure of type ``StepTimeout``. ``None``: the task never started
+        (it waited for a thread past that time, and will not start): it goes to the workers.
         """
         ...
 
@@ -172,7 +173,10 @@ class Outbound:
                 replies = local.run_tasks([item.task for item in now], left)
                 runs += len(now)
                 for item, reply in zip(now, replies, strict=True):
-                    self._decide_reply(batch, decide, item, reply)
+                    if reply is None:
+                        self._overflow(batch, item)
+                    else:
+                        self._decide_reply(batch, decide, item, reply)
         finally:
             self.runs += runs
             self._held, self._held_for = [], None

@@ -149,13 +149,13 @@ class SlowFirst(Saga[LocalData]):
         local=True,
         uses_db=False,
         compensate=None,
-        timeout=timedelta(milliseconds=500),
+        timeout=timedelta(milliseconds=1500),
         retry=Retry(max_attempts=3, initial=timedelta(milliseconds=100)),
     )
     def slow(self, ctx: StepContext, data: LocalData) -> None:
         record_call(ctx, f"slow#{ctx.attempt}")
         if ctx.attempt == 1:
-            time.sleep(3.0)
+            time.sleep(4.0)
 
 
 class Hang(Saga[LocalData]):

@@ -7,8 +7,10 @@ database), no Kafka: ``decide`` below stages a decision in the batch as the engi
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.context import Context
@@ -74,7 +76,24 @@ class Fan(Saga[Ticks]):
         return None
 
 
-REGISTRY = SagaRegistry([Loop, Fan])
+#: saga ids whose ``Slow.crawl`` started, in order
+CRAWLED: list[str] = []
+CRAWL_LOCK = threading.Lock()
+
+
+class Slow(Saga[Ticks]):
+    """A local step that runs far past the batch's time for local steps."""
+
+    type_name = "unit.local-slow"
+
+    @step(local=True, uses_db=False, compensate=None, timeout=timedelta(seconds=30))
+    def crawl(self, ctx: StepContext, data: Ticks) -> None:
+        with CRAWL_LOCK:
+            CRAWLED.append(ctx.saga_id)
+        time.sleep(3.0)
+
+
+REGISTRY = SagaRegistry([Loop, Fan, Slow])
 
 
 @pytest.fixture
@@ -172,3 +191,23 @@ def test_parallel_local_branches_run_in_one_round(runner: LocalStepRunner) -> No
     batch = _run_batch(outbound, [_start("fan-1", until=0, saga=Fan)])
     assert _state(batch, "fan-1").status == "completed"
     assert outbound.runs == 3 and _tasks(batch) == []
+
+
+def test_a_local_task_that_never_got_a_thread_goes_to_the_workers_and_never_runs() -> None:
+    # one thread: the first step holds it for 3 s, far past the batch's 0.3 s for
+    # local steps; the two queued behind it must not be answered and then run anyway
+    single = LocalStepRunner(REGISTRY, pool=None, replies_topic=NAMES.replies, threads=1)
+    try:
+        outbound = Outbound(NAMES, AvroCodec(), single, "unit", LocalLimits(budget_s=0.3))
+        starts = [_start(f"slow-{i}", until=0, saga=Slow) for i in range(3)]
+        batch = _run_batch(outbound, starts)
+        assert outbound.runs == 3 and outbound.overflowed == 2
+        sent = sorted(t.envelope.saga_id for t in _tasks(batch))
+        assert sent == ["slow-1", "slow-2"]  # to the workers, their attempt unchanged
+        first = _state(batch, "slow-0").steps["crawl"]
+        assert first.last_error is not None and "StepTimeout" in first.last_error
+        time.sleep(3.5)  # the first run ends; a cancelled task would start now
+        with CRAWL_LOCK:
+            assert CRAWLED == ["slow-0"]
+    finally:
+        single.close()
