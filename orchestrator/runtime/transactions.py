@@ -24,7 +24,11 @@ Only such aborts may be blamed on an input (``AbortPolicy``); any other abort
 (an out-of-order sequence number, an epoch bump, a timeout, a broker outage,
 a transaction the coordinator timed out) says nothing about the inputs, which
 are decided again until they commit.  Consecutive aborts that were not
-refused back off (50 ms doubling to 2 s).
+refused back off (50 ms doubling to 2 s).  A topic that is unknown or that
+this principal may not write (:data:`SUSPECTS`) counts as a refusal only once
+it has aborted :data:`SUSPECT_AFTER` transactions in a row: a new topic is
+briefly unknown, but a step's missing ``to=`` topic must end in a dead letter,
+not a batch retried for ever.
 
 :meth:`TransactionalProducer.begin` sends the consumed offsets on a helper
 thread while the caller decides the batch (the two round trips of
@@ -91,6 +95,20 @@ REFUSALS = frozenset(
     }
 )
 
+#: errors that are either the cluster's passing state (a topic just created whose metadata
+#: has not reached every broker, an ACL being granted) or a record's lasting fault (a step's
+#: ``to=`` topic that does not exist or that this principal may not write): blamed like a
+#: refusal only after :data:`SUSPECT_AFTER` aborts in a row with no commit between them, so
+#: that a batch is never retried for ever (the whole instance would stall behind it)
+SUSPECTS = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    }
+)
+SUSPECT_AFTER = 6
+
 #: fatal errors that a new producer would meet again: configuration, not state
 _CONFIGURATION = frozenset(
     {
@@ -138,6 +156,16 @@ def refused_for_good(err: KafkaError) -> bool:
     return not err.fatal() and err.code() in REFUSALS
 
 
+def suspect(err: KafkaError) -> bool:
+    """An error that is the record's fault only when it lasts (:data:`SUSPECTS`)."""
+    return not err.fatal() and err.code() in SUSPECTS
+
+
+def blame_suspects(aborts_in_a_row: int, suspects: Sequence[str]) -> bool:
+    """Whether an abort whose only errors are suspects is to be blamed on its inputs."""
+    return bool(suspects) and aborts_in_a_row >= SUSPECT_AFTER
+
+
 def rewind(
     consumer: Consumer, positions: Mapping[tuple[str, int], int], assigned: Set[object]
 ) -> None:
@@ -178,6 +206,7 @@ class TransactionalProducer:
         self._offsets_error: BaseException | None = None
         self._broken: _Broken | None = None
         self._refused: list[str] = []
+        self._suspects: list[str] = []
         self._unrefused_aborts = 0
         self._recreations = RecreateBudget()
 
@@ -201,6 +230,8 @@ class TransactionalProducer:
         log.warning("delivery to %s failed: %s", msg.topic(), err)
         if refused_for_good(err):
             self._refused.append(f"{msg.topic()} refused a record: {err}")
+        elif suspect(err):
+            self._suspects.append(f"{msg.topic()} refused a record: {err}")
 
     def take_recreated(self) -> bool:
         """Whether a fatal error re-created the client since the last call."""
@@ -257,6 +288,7 @@ class TransactionalProducer:
         self._offsets_error = None
         self._offsets_thread = None
         self._refused = []
+        self._suspects = []
         self._broken = None
         try:
             self._call(self._producer.begin_transaction, "begin_transaction")
@@ -324,6 +356,8 @@ class TransactionalProducer:
                 log.warning("aborting batch, %s refused a record: %s", item.topic, refusal)
                 if refused_for_good(refusal):
                     self._refused.append(f"{item.topic} refused a record: {refusal}")
+                elif suspect(refusal):
+                    self._suspects.append(f"{item.topic} refused a record: {refusal}")
                 self._join_offsets_quietly()
                 return self._abort(str(refusal))
             self._join_offsets()
@@ -339,6 +373,8 @@ class TransactionalProducer:
             log.warning("aborting batch: %s", err)
             if refused_for_good(err):
                 self._refused.append(str(err))
+            elif suspect(err):
+                self._suspects.append(str(err))
             return self._abort(str(err))
 
     def _abort(self, reason: str) -> bool:
@@ -348,6 +384,13 @@ class TransactionalProducer:
         except (FatalKafkaError, KafkaException) as exc:
             raise _Broken("abort_transaction", _kafka_error(exc.__cause__ or exc)) from exc
         self._producer.poll(0)  # any report still queued: none is left for the next batch
+        if not self._refused and blame_suspects(self._unrefused_aborts + 1, self._suspects):
+            log.warning(
+                "aborted %d times in a row by %s: blamed on the batch",
+                self._unrefused_aborts + 1,
+                self._suspects[0],
+            )
+            self._refused = self._suspects
         self.last_refused = bool(self._refused)
         self.last_abort = "; ".join(dict.fromkeys(self._refused)) or reason
         if not self.last_refused:

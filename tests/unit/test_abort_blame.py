@@ -15,7 +15,13 @@ from confluent_kafka import KafkaError
 
 from sagaline.consumers.relay import _refused_for_good as relay_refused
 from sagaline.orchestrator.runtime.poison import AbortPolicy, Verdict
-from sagaline.orchestrator.runtime.transactions import is_fatal, refused_for_good
+from sagaline.orchestrator.runtime.transactions import (
+    SUSPECT_AFTER,
+    blame_suspects,
+    is_fatal,
+    refused_for_good,
+    suspect,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +103,39 @@ def test_fatal_includes_calls_on_a_failed_client() -> None:
     assert is_fatal(KafkaError(KafkaError._FATAL))
     assert is_fatal(KafkaError(KafkaError._FENCED, fatal=True))
     assert not is_fatal(KafkaError(KafkaError._STATE))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    ],
+)
+def test_a_missing_or_forbidden_topic_is_blamed_only_when_it_lasts(code: int) -> None:
+    # a step's to= topic that does not exist, or that the orchestrator may not write:
+    # never blamed at once (a topic just created is briefly unknown), but never retried
+    # for ever either (every batch of the instance would abort behind it)
+    err = KafkaError(code)
+    assert suspect(err) and not refused_for_good(err)
+    assert not suspect(KafkaError(code, fatal=True))
+    assert not blame_suspects(SUSPECT_AFTER - 1, [str(err)])
+    assert blame_suspects(SUSPECT_AFTER, [str(err)])
+    assert not blame_suspects(10 * SUSPECT_AFTER, [])  # no suspect in this abort
+
+
+def test_a_lasting_suspect_ends_in_a_dead_letter_not_a_standing_stall() -> None:
+    # what the engine does with the blamed aborts: the batch is isolated, then the
+    # one input whose output keeps failing is dead-lettered, then skipped
+    policy = AbortPolicy()
+    keys = [("t.commands", 0, i) for i in range(3)]
+    policy.aborted(keys, "TOPIC_AUTHORIZATION_FAILED", refused=True)
+    policy.aborted(keys, "TOPIC_AUTHORIZATION_FAILED", refused=True)
+    assert policy.isolate == 3
+    policy.committed([keys[0]])
+    policy.committed([keys[1]])
+    for _ in range(2):
+        policy.aborted([keys[2]], "TOPIC_AUTHORIZATION_FAILED", refused=True)
+    assert policy.verdict(keys[2]) is Verdict.DEAD_LETTER
+    assert policy.reason(keys[2]) == "TOPIC_AUTHORIZATION_FAILED"
