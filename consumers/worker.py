@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 
@@ -370,17 +371,32 @@ class Worker:
             # transactional id (fences this one), then the same (consumers/transactional.py)
             if not isinstance(error, KafkaError):
                 raise
-            if is_fatal(error):
-                self._txns.recreate(error)
-                self._rewind([(t, p) for (t, p) in ready])
-                return
-            log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", exc)
-            abort_transaction(producer)
-            self.stats.dead_lettered += self._refusals.after_abort(producer)
+            self._abort(producer, error)
             self._rewind([(t, p) for (t, p) in ready])
             return
         self.stats.kafka_transactions += 1
         self.stats.commits += 1
+
+    def _abort(self, producer: Producer, error: KafkaError) -> None:
+        """End a failed transaction: abort it, or replace a producer that failed for good;
+        either way the replies the broker refused in it are remembered (no re-run loop)."""
+        if not is_fatal(error):
+            log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", error)
+            try:
+                abort_transaction(producer)
+            except KafkaException as exc:  # fenced while aborting, or no transaction open
+                failed = exc.args[0] if exc.args else None
+                if not (isinstance(failed, KafkaError) and is_fatal(failed)):
+                    log.warning("abort_transaction: %s (nothing to abort)", exc)
+                    self.stats.dead_lettered += self._refusals.after_abort(producer)
+                    return
+                error = failed
+            else:
+                self.stats.dead_lettered += self._refusals.after_abort(producer)
+                return
+        with suppress(KafkaException):  # the refusals reported before the failure
+            self.stats.dead_lettered += self._refusals.after_abort(producer)
+        self._txns.recreate(error)
 
     def _produce_delivery(self, producer: Producer, d: Delivery) -> None:
         """Produce one reply into the transaction; a reply refused for good is dead-lettered
