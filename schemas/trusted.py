@@ -103,7 +103,12 @@ def _plain(cls: type[BaseModel]) -> bool:
         return False
     own = cls.__pydantic_decorators__
     validators = {**own.model_validators, **own.field_validators, **own.field_serializers}
-    return not (set(validators) - {"_normalise_datetimes"}) and not own.root_validators
+    constrained = any(  # constraints (strict too), aliases: only validation applies them
+        info.metadata or info.alias or info.validation_alias for info in cls.model_fields.values()
+    )
+    return not (set(validators) - {"_normalise_datetimes"}) and not (
+        own.root_validators or constrained
+    )
 
 
 _PLANS: dict[type[BaseModel], _Plan] = {}

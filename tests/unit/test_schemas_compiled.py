@@ -15,7 +15,7 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
 from sagaline.orchestrator.core.journal import verify_chain
-from sagaline.schemas.avro_compiled import _long, compile_record
+from sagaline.schemas.avro_compiled import Bad, _long, _varint, compile_record
 from sagaline.schemas.codec import Codec, default_codec
 from sagaline.schemas.errors import InvalidRecord, TruncatedMessage
 from sagaline.schemas.journal import JournalEntry
@@ -95,3 +95,13 @@ def test_an_enum_index_out_of_range_is_an_invalid_record() -> None:
     for decode in (Codec().decode, Codec().decode_trusted):
         with pytest.raises(InvalidRecord, match="enum index out of range"):
             decode(bytes(data), SagaState)
+
+
+def test_a_varint_beyond_64_bits_is_refused() -> None:
+    # a tenth byte may carry bit 63 only: more decoded to a value no long holds, which
+    # then failed to encode again (found by test_schemas_fuzz)
+    assert _varint(bytes([0xFF] * 8 + [0x01]), 0, 0xFF) == (2**64 - 1, 9)
+    with pytest.raises(Bad, match="beyond 64 bits"):
+        _varint(bytes([0xFF] * 8 + [0x02]), 0, 0xFF)
+    with pytest.raises(Bad, match="longer than 10 bytes"):
+        _varint(bytes([0xFF] * 8 + [0x81, 0x00]), 0, 0xFF)
