@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from queue import SimpleQueue
 from typing import Literal
 
@@ -169,7 +169,7 @@ class LocalStepRunner(TaskRunner):
             return future.result(timeout=max(0.0, limit - (time.monotonic() - started)))
         except FutureTimeout:
             # cancelled: it never started (it waited for a thread) and now never will
-            if future.cancel() and self._timeout_of(task) > 0:
+            if future.cancel():
                 log.warning("local step %s found no free thread in time", task.task_id)
                 return None  # the workers run it (same inbox, same key)
             log.warning("local step %s passed its timeout (%.1fs)", task.task_id, limit)
@@ -182,12 +182,11 @@ class LocalStepRunner(TaskRunner):
         )
 
     def _timeout_of(self, task: Task) -> float:
-        """The step's own timeout, else the default; never past the task's deadline."""
+        """The step's own timeout, else the default, counted from this round's start (the
+        task's ``deadline_at`` was set moments ago by this same batch: the time since is
+        the orchestrator's, not the step's)."""
         key = (task.envelope.saga_type, task.envelope.saga_version, task.step)
-        limit = self._timeouts.get(key, self._default_timeout)
-        if task.deadline_at is not None:
-            limit = min(limit, (task.deadline_at - datetime.now(UTC)).total_seconds())
-        return limit
+        return self._timeouts.get(key, self._default_timeout)
 
     # -- one task ------------------------------------------------------------------
 
