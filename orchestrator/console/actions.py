@@ -43,7 +43,9 @@ from sagaline.schemas.state import SagaState
 
 __all__ = ["decide", "login", "logout", "operate"]
 
-VERDICT_TIMEOUT_S = 15.0
+#: how long a decision or an operator action waits for the orchestrator's verdict before the
+#: page says "sent, but no verdict" (15 s before; a loaded test run once missed its "done")
+VERDICT_TIMEOUT_S = 30.0
 
 
 async def login(request: Request) -> Response:

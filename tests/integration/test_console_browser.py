@@ -242,8 +242,8 @@ def test_approve_in_the_browser_and_watch_it_complete(
     saga_page.locator("#saga-status", has_text="completed").wait_for()
     completed_s = time.monotonic() - clicked
     assert saga_page.evaluate("window.__notReloaded") is True  # updated live, not reloaded
-    # the inbox says what the orchestrator did (after its verdict, up to 15 s)
-    page.locator(".flash", has_text="approved by ada: done").wait_for(timeout=45_000)
+    # the inbox says what the orchestrator did (after its verdict, up to 30 s)
+    page.locator(".flash", has_text="approved by ada: done").wait_for(timeout=60_000)
     approvals = saga_page.locator("table.list", has_text="within policy").inner_text()
     assert "ada" in approvals and "approved" in approvals  # the journal records the user
     assert "style __end" in saga_page.locator("#diagram").inner_text()
