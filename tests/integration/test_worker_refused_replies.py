@@ -259,7 +259,11 @@ def test_a_refused_reply_fails_the_step_once_and_the_partition_flows(
     assert failed.status == "failed"
     assert failed.last_error is not None and "ReplyTooLarge" in failed.last_error
     assert [f.status for f in finals] == ["completed"] * 3
-    assert all(RUNS[(s, "work")] == 1 for s in neighbours)
+    # a neighbour whose reply shared the aborted transaction runs once more (the Kafka
+    # path is at-least-once across an abort: docs/guarantees.md); never a loop
+    assert all(1 <= RUNS[(s, "work")] <= 2 for s in neighbours), [
+        RUNS[(s, "work")] for s in neighbours
+    ]
     letters = [r.value for r in read_committed(bootstrap, settings.topics.deadletter) if r.value]
     assert len(letters) == 1
     letter = AvroCodec().decode(letters[0], (DeadLetter,))
