@@ -134,6 +134,25 @@ def _signature_findings(
     return found
 
 
+def _truncation_findings(read: JournalRead) -> list[Finding]:
+    """One ``chain`` finding per partition whose log no longer starts at offset 0.
+
+    The journal is kept forever (``retention.ms=-1``); records gone from its start were
+    deleted (a changed retention, ``kafka-delete-records``), and whole sagas may have gone
+    with them: an audit that found nothing wrong in what is left must not pass.
+    """
+    found = []
+    for partition, start in sorted(read.start_offsets.items()):
+        if start > 0:
+            message = (
+                f"{read.topic}[{partition}] starts at offset {start}, not 0: the records "
+                "before it were deleted (retention.ms or delete-records), and the sagas "
+                "they held cannot be audited; the journal topic must keep every record"
+            )
+            found.append(Finding("chain", None, None, message))
+    return found
+
+
 def audit(
     bootstrap_servers: str,
     topic: str,
@@ -166,6 +185,8 @@ def audit(
     )
     by_saga = read.by_saga()
     plain = audit_entries(by_saga, topic=topic, undecodable=read.undecodable, since=since)
+    if since is None:
+        plain.findings.extend(_truncation_findings(read))
     skipped = "signing is off (SAGALINE_SIGNING)" if signatures else "--no-signatures"
     report = SignedAuditReport.of(plain, None if check is None else check.checked, skipped)
     if check is not None:

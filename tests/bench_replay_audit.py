@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from journal_builders import REGISTRY, publish_journal, run_refund
+from journal_builders import JOURNAL_TOPIC_CONFIG, REGISTRY, publish_journal, run_refund
 
 from sagaline.orchestrator.audit import audit, audit_entries
 from sagaline.orchestrator.core.journal import entry_hash
@@ -64,7 +64,9 @@ def main(sagas: int) -> dict[str, Any]:
 
     topic = f"bench-{uuid.uuid4().hex[:8]}.journal"
     admin = AdminClient(admin_config(bootstrap))
-    for future in admin.create_topics([NewTopic(topic, 3, 1)]).values():
+    for future in admin.create_topics(
+        [NewTopic(topic, 3, 1, config=JOURNAL_TOPIC_CONFIG)]
+    ).values():
         future.result(30)
     try:
         time.sleep(1.0)

@@ -35,6 +35,7 @@ from sagaline.schemas.tasks import CompensateStep, ExecuteStep
 
 __all__ = [
     "CHANGED",
+    "JOURNAL_TOPIC_CONFIG",
     "REGISTRY",
     "T0",
     "Refund",
@@ -50,6 +51,23 @@ __all__ = [
 ]
 
 T0 = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
+
+
+def _journal_topic_config() -> dict[str, str]:
+    from sagaline.orchestrator.config import TopicNames
+    from sagaline.orchestrator.runtime.topics import topic_specs
+
+    names = TopicNames("t")
+    (spec,) = [s for s in topic_specs(names) if s.name == names.journal]
+    return dict(spec.config)
+
+
+#: the journal topic's configuration as ``sagaline topics`` creates it (kept forever).
+#: A test journal must be created with it: the entries carry their envelope time (T0,
+#: months ago) as CreateTime, and a topic under the broker's default retention (7
+#: days) loses them at the broker's next retention check (30 s after it starts, then
+#: every 5 min), under whichever test is reading them then.
+JOURNAL_TOPIC_CONFIG = _journal_topic_config()
 
 
 class RefundData(BaseModel):

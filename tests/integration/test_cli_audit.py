@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from journal_builders import SagaRun, publish_journal, run_refund
+from journal_builders import JOURNAL_TOPIC_CONFIG, SagaRun, publish_journal, run_refund
 
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.projections import ProjectionError, get_saga
@@ -57,7 +57,7 @@ def setup(
     create_topics: Callable[..., list[str]],
 ) -> Setup:
     names = TopicNames(topic_prefix)
-    create_topics([names.journal], partitions=2)
+    create_topics([names.journal], partitions=2, config=JOURNAL_TOPIC_CONFIG)
     runs = {o: run_refund(f"{topic_prefix}-{o}", o) for o in OUTCOMES}
     entries = [e for run in runs.values() for e in run.entries]
     publish_journal(kafka_bootstrap, names.journal, entries, transactional_id=f"{topic_prefix}-c")

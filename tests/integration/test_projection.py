@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from journal_builders import publish_journal, run_refund
+from journal_builders import JOURNAL_TOPIC_CONFIG, publish_journal, run_refund
 
 from sagaline.consumers.projections import JournalProjection, get_saga, get_timeline, list_sagas
 from sagaline.orchestrator.config import TopicNames
@@ -34,7 +34,7 @@ def test_projection_is_exactly_once_and_incremental(
     create_topics: Callable[..., list[str]],
 ) -> None:
     names = TopicNames(topic_prefix)
-    create_topics([names.journal], partitions=3)
+    create_topics([names.journal], partitions=3, config=JOURNAL_TOPIC_CONFIG)
     runs = {o: run_refund(f"{topic_prefix}-{o}", o) for o in OUTCOMES}
     # the waiting saga's approval arrives later, in a second transaction
     waiting = runs["waiting"]

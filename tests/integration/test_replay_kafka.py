@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from journal_builders import T0, Refund, SagaRun, publish_journal, rehash, run_refund
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from journal_builders import (
+    JOURNAL_TOPIC_CONFIG,
+    T0,
+    Refund,
+    SagaRun,
+    publish_journal,
+    rehash,
+    run_refund,
+)
 
 from sagaline.orchestrator.audit import audit
 from sagaline.orchestrator.config import TopicNames
@@ -39,7 +49,7 @@ def journal(
     kafka_bootstrap: str, topic_prefix: str, create_topics: Callable[..., list[str]]
 ) -> Journal:
     names = TopicNames(topic_prefix)
-    create_topics([names.journal], partitions=3)
+    create_topics([names.journal], partitions=3, config=JOURNAL_TOPIC_CONFIG)
     runs = {f"{topic_prefix}-{o}": run_refund(f"{topic_prefix}-{o}", o) for o in OUTCOMES}
     entries = [e for run in runs.values() for e in run.entries]
     publish_journal(kafka_bootstrap, names.journal, entries, transactional_id=f"{topic_prefix}-a")
@@ -136,6 +146,31 @@ def test_audit_clean_then_tampered(journal: Journal) -> None:
     checks = {f.check for f in report.findings}
     assert {"dispatch", "terminal", "decode"} <= checks
     assert json.loads(json.dumps(report.to_dict()))["ok"] is False
+
+
+def test_audit_fails_on_a_journal_whose_start_was_deleted(
+    journal: Journal, kafka_admin: AdminClient
+) -> None:
+    """Records deleted from a partition's start (retention, delete-records) take whole
+    sagas with them: what is left may be clean, the audit must not pass."""
+    topic = journal.names.journal
+    whole = read_journal(journal.bootstrap, topic, timeout=60)
+    partition = max(whole.end_offsets, key=lambda p: whole.end_offsets[p])
+    first_offsets = sorted(r.offset for r in whole.records if r.partition == partition)
+    cut = first_offsets[len(first_offsets) // 2]
+    [future] = kafka_admin.delete_records([TopicPartition(topic, partition, cut)]).values()
+    future.result(30)
+
+    report = audit(journal.bootstrap, topic, timeout=60)
+    assert not report.ok
+    truncated = [f for f in report.findings if f.saga_id is None and f.check == "chain"]
+    assert [f.message.split(",")[0] for f in truncated] == [
+        f"{topic}[{partition}] starts at offset {cut}"
+    ]
+    assert "the journal topic must keep every record" in truncated[0].render()
+    # --since reads from a time on, by choice: a deleted start is not its concern
+    since = audit(journal.bootstrap, topic, since=T0 + timedelta(days=365), timeout=60)
+    assert not [f for f in since.findings if f.saga_id is None]
 
 
 def test_missing_topic_is_a_clear_error(kafka_bootstrap: str, topic_prefix: str) -> None:
