@@ -15,8 +15,9 @@ PostgreSQL or the settings.  Type checkers see the names through the
 ``TYPE_CHECKING`` imports below.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagaline._lazy import LazyExports
 
 if TYPE_CHECKING:
     from sagaline.consumers import Relay, Worker, WorkerStepContext
@@ -223,14 +224,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sagaline' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+if not TYPE_CHECKING:  # a type checker sees the names above, and flags any other
+    _EXPORTS = LazyExports(globals(), _HOME_OF)
+    __getattr__ = _EXPORTS.attribute
+    __dir__ = _EXPORTS.names

@@ -14,8 +14,9 @@ this package does not import them all; type checkers see them through the
 ``TYPE_CHECKING`` imports.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagaline._lazy import LazyExports
 
 if TYPE_CHECKING:
     from sagaline.consumers.context import WorkerStepContext
@@ -90,10 +91,7 @@ _HOME_OF = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # a type checker sees the names above, and flags any other
+    _EXPORTS = LazyExports(globals(), _HOME_OF)
+    __getattr__ = _EXPORTS.attribute
+    __dir__ = _EXPORTS.names

@@ -16,8 +16,9 @@ The names below are imported on first use (PEP 562): a process that only needs
 run`` does, through ``sagaline config``'s options) loads neither Starlette nor argon2.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagaline._lazy import LazyExports
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.console.app import ConsoleOptions, create_app, serve
@@ -35,10 +36,7 @@ _HOME_OF = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # a type checker sees the names above, and flags any other
+    _EXPORTS = LazyExports(globals(), _HOME_OF)
+    __getattr__ = _EXPORTS.attribute
+    __dir__ = _EXPORTS.names

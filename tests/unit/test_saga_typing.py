@@ -138,6 +138,14 @@ SNIPPETS = {
 kit = SagaTestKit(Counter)
 kit.succeed(Counter.first, Data())  # error here
 """,
+    # a misspelt public name: the packages import their names lazily at run time,
+    # which must not make every name exist for the type checker
+    "bad_import": """
+from sagaline import SagaTestKit, StepContxt  # error here
+""",
+    "bad_import_consumers": """
+from sagaline.consumers import Worker, WorkerOption  # error here
+""",
 }
 
 
@@ -186,6 +194,8 @@ def test_the_correct_saga_type_checks(mypy_errors: dict[str, list[int]]) -> None
         "bad_route_value",
         "bad_llm",
         "bad_on_signal",
+        "bad_import",
+        "bad_import_consumers",
     ],
 )
 def test_wrongly_typed_hooks_are_rejected_where_they_are_wrong(
