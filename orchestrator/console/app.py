@@ -2,7 +2,8 @@
 
 :func:`create_app` wires the pages (:mod:`~sagaline.orchestrator.console.pages`),
 the forms (:mod:`~sagaline.orchestrator.console.actions`), signed session
-cookies, the static files and the journal follower that drives live updates.
+cookies (:mod:`~sagaline.orchestrator.console.sessions`), the static files and
+the journal follower that drives live updates.
 :func:`serve` runs it until interrupted.
 """
 
@@ -16,7 +17,6 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -27,6 +27,7 @@ from sagaline.orchestrator.console.history import HistoryCache
 from sagaline.orchestrator.console.live import Hub, JournalFollower
 from sagaline.orchestrator.console.readmodel import ReadModel
 from sagaline.orchestrator.console.redact import redact_url
+from sagaline.orchestrator.console.sessions import ChangedSessionsOnly
 from sagaline.orchestrator.console.users import UserStore, session_secret
 from sagaline.orchestrator.console.web import TEMPLATES_DIR, Console
 from sagaline.orchestrator.core.registry import SagaRegistry
@@ -96,7 +97,7 @@ def create_app(options: ConsoleOptions) -> Starlette:
     secret = session_secret(options.users, options.state_dir)
     middleware = [
         Middleware(
-            SessionMiddleware,
+            ChangedSessionsOnly,
             secret_key=secret,
             session_cookie="sagaline_console",
             max_age=SESSION_MAX_AGE_S,

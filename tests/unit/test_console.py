@@ -8,6 +8,8 @@ happens before a command would be sent).
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import http.cookiejar
 import io
 import re
@@ -194,9 +196,8 @@ class Browser:
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
     def get(self, path: str) -> tuple[int, str, str]:
         try:
@@ -230,6 +231,7 @@ def console_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     users = base / "users.toml"
     add_user(users, "ada", "ada password", "approver", ["refund"])
     add_user(users, "victor", "victor password", "viewer", [])
+    add_user(users, "olga", "olga password", "operator", [])
     settings = Settings(
         kafka_bootstrap_servers="127.0.0.1:9",
         database_url="postgresql://app:pg-secret-pw@127.0.0.1:9/none",
@@ -298,3 +300,94 @@ def test_every_form_needs_the_sessions_csrf_token(console_url: str) -> None:
     # a login form posted without the token is refused too
     status, _, _ = Browser(console_url).post("/login", {"name": "ada", "password": "ada password"})
     assert status == 403
+
+
+def _raw(base: str, method: str, path: str, cookie: str, form: str = "") -> tuple[int, str, str]:
+    """One request with exactly ``cookie``, redirects not followed: status, body and the
+    session cookie the response sets (empty when it sets none)."""
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    headers = {"Cookie": cookie}
+    if form:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body=form or None, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        sets = [c for c in resp.headers.get_all("Set-Cookie") or [] if c.startswith(SESSION)]
+    finally:
+        conn.close()
+    return resp.status, body, sets[0].split(";")[0] if sets else ""
+
+
+SESSION = "sagaline_console="
+
+
+def test_a_read_racing_a_post_does_not_write_the_old_session_back(console_url: str) -> None:
+    """A page's live refresh that started before a form post and finished after it must
+    not put the session as it read it back in the browser (the post's flash was lost)."""
+    olga = Browser(console_url)
+    olga.login("olga", "olga password")
+    _, _, page = olga.get("/inbox")
+    (cookie,) = [c for c in olga.jar if c.name == SESSION[:-1]]
+    stale = f"{SESSION}{cookie.value}"
+
+    # the post stores a flash and answers with the new session
+    form = urllib.parse.urlencode({"action": "cancel", "reason": "", "csrf": olga.csrf(page)})
+    status, _, fresh = _raw(console_url, "POST", "/sagas/s-1/operate", stale, form)
+    assert status == 303 and fresh and fresh != stale
+    # the refresh that read the old session answers without a session cookie
+    status, body, written = _raw(console_url, "GET", "/inbox?fragment=1", stale)
+    assert status == 200 and "reading the read model failed" in body
+    assert written == ""
+    # the redirect's page shows the flash (a change: it writes the session without it)
+    status, body, shown = _raw(console_url, "GET", "/inbox", fresh)
+    assert status == 200 and "cancel: give a reason" in body
+    assert shown and shown != fresh
+    status, body, again = _raw(console_url, "GET", "/inbox", shown)
+    assert "give a reason" not in body and again == ""
+
+
+def test_an_old_session_cookie_is_renewed_on_a_read() -> None:
+    """Reads leave the cookie alone, except once it is half its life old: an active
+    user is not logged out mid-day."""
+    from starlette.responses import PlainTextResponse
+    from starlette.types import Message, Receive, Scope, Send
+
+    from sagaline.orchestrator.console.sessions import RENEWED, ChangedSessionsOnly
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/login":
+            scope["session"]["user"] = "ada"
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    now = [1_000_000.0]
+    guarded = ChangedSessionsOnly(
+        app, secret_key="k" * 32, session_cookie="s", max_age=100, clock=lambda: now[0]
+    )
+
+    def call(path: str, cookie: str = "") -> str:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        headers = [(b"cookie", cookie.encode())] if cookie else []
+        scope = {"type": "http", "method": "GET", "path": path, "headers": headers}
+        asyncio.run(guarded(scope, receive, send))
+        found = [v.decode() for k, v in sent[0]["headers"] if k == b"set-cookie"]
+        return found[0].split(";")[0] if found else ""
+
+    login = call("/login")
+    assert login.startswith("s=")
+    assert call("/page", login) == ""  # a read: no cookie
+    now[0] += 49
+    assert call("/page", login) == ""
+    now[0] += 1  # half of max_age since it was written
+    renewed = call("/page", login)
+    assert renewed.startswith("s=") and renewed != login
+    assert call("/page", renewed) == ""
+    assert RENEWED == "renewed_at"
