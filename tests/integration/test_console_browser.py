@@ -243,7 +243,12 @@ def test_approve_in_the_browser_and_watch_it_complete(
     completed_s = time.monotonic() - clicked
     assert saga_page.evaluate("window.__notReloaded") is True  # updated live, not reloaded
     # the inbox says what the orchestrator did (after its verdict, up to 30 s)
-    page.locator(".flash", has_text="approved by ada: done").wait_for(timeout=60_000)
+    try:
+        page.locator(".flash", has_text="approved by ada: done").wait_for(timeout=60_000)
+    except sync_api.TimeoutError:
+        shown = page.locator(".flash").all_inner_texts()
+        message = f"no 'approved by ada: done' on {page.url}; flashes: {shown}"
+        raise AssertionError(message) from None
     approvals = saga_page.locator("table.list", has_text="within policy").inner_text()
     assert "ada" in approvals and "approved" in approvals  # the journal records the user
     assert "style __end" in saga_page.locator("#diagram").inner_text()
