@@ -37,6 +37,7 @@ from sagaline.orchestrator.runtime.schedules import (
     split_app,
 )
 from sagaline.orchestrator.runtime.startup_clock import log_startup
+from sagaline.orchestrator.runtime.step_topics import check_step_topics
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Record
 
@@ -198,6 +199,7 @@ def run_from_args(args: argparse.Namespace, local: LocalStepsFactory | None = No
         layout = TopicLayout(partitions=args.ensure_topics or 1)
         _ensure_topics_waiting(settings, layout, create=args.ensure_topics is not None)
         log_startup("orchestrator", "app loaded, Kafka answered")
+        check_step_topics(settings.kafka_bootstrap_servers, base)
         declare_schedules(settings, schedules, codec)  # type: ignore[arg-type]
         config = _engine_config(args)
         orchestrator = Orchestrator(
