@@ -32,7 +32,7 @@ from sagaline.orchestrator.chaos.flood import BadInput
 from sagaline.orchestrator.chaos.reading import read_topic
 from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.core.journal import fold_journal
-from sagaline.orchestrator.runtime.journal_reader import JournalRecord, read_journal
+from sagaline.orchestrator.runtime.journal_reader import JournalRead, JournalRecord, read_journal
 from sagaline.schemas.codec import RecordCodec
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.errors import SchemaError
@@ -235,9 +235,12 @@ def check_invariants(
     schema: str,
     codec: RecordCodec,
     expected: Expected,
+    read: JournalRead | None = None,
 ) -> dict[str, Any]:
-    """Every invariant's count (see the module docstring)."""
-    read = read_journal(bootstrap, topics.journal, codec=codec, timeout=600.0)
+    """Every invariant's count (see the module docstring); ``read``: the journal, when
+    the caller read it already."""
+    if read is None:
+        read = read_journal(bootstrap, topics.journal, codec=codec, timeout=600.0)
     journal = read.by_saga()
     states = _states(bootstrap, topics.state, codec)
     report = audit_entries(journal, topic=topics.journal, undecodable=read.undecodable)
@@ -255,6 +258,25 @@ def check_invariants(
         "audit_findings": len(report.findings),
         "audit_examples": [f.render() for f in report.findings[:5]],
     }
+
+
+def steps_completed_per_s(
+    read: JournalRead, windows: Mapping[str, tuple[datetime, datetime]]
+) -> dict[str, float]:
+    """Steps completed per second (``StepCompleted`` events by their time) in each named
+    window: the work done, which a saga count misses while every saga is mid-way."""
+    times = [
+        event.at
+        for record in read.records
+        for event in record.entry.events
+        if isinstance(event, StepCompleted)
+    ]
+    rates = {}
+    for name, (start, end) in windows.items():
+        seconds = (end - start).total_seconds()
+        count = sum(1 for at in times if start <= at < end)
+        rates[name] = round(count / seconds, 1) if seconds > 0 else 0.0
+    return rates
 
 
 #: The counts that must be zero for the storm to pass.

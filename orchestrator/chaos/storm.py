@@ -14,6 +14,10 @@ journal, the state topic, the dead letters and the database.
 
 Throughput is finished sagas per second, from the phase's first start to its
 last terminal snapshot; the storm's is reported as a fraction of the calm one.
+Since every storm saga starts at once, most are mid-way when the faults stop
+and few are finished, so the work done is reported too: steps completed per
+second (from the journal's ``StepCompleted`` times) in the calm phase and
+while the faults ran, and the one as a fraction of the other.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,12 +36,18 @@ import psycopg
 
 from sagaline.orchestrator.chaos.fleet import Fleet, FleetSpec, snapshot_code
 from sagaline.orchestrator.chaos.flood import Flood
-from sagaline.orchestrator.chaos.invariants import ZERO, Expected, check_invariants
+from sagaline.orchestrator.chaos.invariants import (
+    ZERO,
+    Expected,
+    check_invariants,
+    steps_completed_per_s,
+)
 from sagaline.orchestrator.chaos.reading import StateTail, read_topic
 from sagaline.orchestrator.chaos.storm_saga import StormData, StormSaga, create_storm_tables
 from sagaline.orchestrator.client import DeliveryFailed, SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.runtime.core import AvroCodec
+from sagaline.orchestrator.runtime.journal_reader import read_journal
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
 __all__ = ["Brokers", "Database", "StormConfig", "run_storm"]
@@ -361,6 +372,8 @@ class _Run:
         self.rng = random.Random(self.config.seed or None)
         self.topics = TopicNames(self.prefix)
         self.codec = AvroCodec()
+        #: wall-clock windows of the calm and storm phases (the storm's ends with its faults)
+        self.windows: dict[str, tuple[datetime, datetime]] = {}
 
     def storm(self, tracker: _Tracker, faults: _Faults, flood: Flood, calm: list[str]) -> float:
         dup = _a_reply(self.brokers.bootstrap_servers, self.topics.replies)
@@ -385,6 +398,7 @@ class _Run:
         finally:
             faults.stop.set()
             thread.join(300)
+        self.windows["storm"] = (self.windows["storm"][0], datetime.now(UTC))
         self.result["flood_rounds"] = rounds[0]
         self.during = sum(1 for i in self.stormy if i in tracker.finished)
         # the faults have stopped: the rest must finish now (how long it takes is reported)
@@ -398,11 +412,14 @@ class _Run:
         calm, self.stormy = rest[:calm_n], rest[calm_n:]
         _start(client, warm, self.fails)
         _phase(tracker, warm, self.config.timeout)
+        calm_at = datetime.now(UTC)
         _start(client, calm, self.fails)
         calm_s = _phase(tracker, calm, self.config.timeout, name="calm")
+        self.windows["calm"] = (calm_at, datetime.now(UTC))
         bootstrap = self.brokers.bootstrap_servers
         flood = Flood(bootstrap, self.topics, self.config.partitions, self.codec, self.config.seed)
         faults = _Faults(self.config, fleet, self.brokers, self.database, self.rng)
+        self.windows["storm"] = (datetime.now(UTC), datetime.now(UTC))  # ends with the faults
         _start(client, self.stormy, self.fails)
         storm_s = self.storm(tracker, faults, flood, calm)
         flood.flush()
@@ -457,7 +474,17 @@ class _Run:
             tail.close()
             client.close()
         expected = Expected(self.fails, self.bad_inputs, fleet.unexpected_exits(), stop_codes)
-        invariants = check_invariants(bootstrap, self.topics, dsn, schema, self.codec, expected)
+        read = read_journal(bootstrap, self.topics.journal, codec=self.codec, timeout=600.0)
+        invariants = check_invariants(
+            bootstrap, self.topics, dsn, schema, self.codec, expected, read=read
+        )
+        if "throughput" in self.result:
+            rates = steps_completed_per_s(read, self.windows)
+            calm_rate = rates.get("calm", 0.0)
+            self.result["throughput"]["steps_completed_per_s"] = rates
+            self.result["throughput"]["storm_steps_fraction_of_calm"] = (
+                round(rates.get("storm", 0.0) / calm_rate, 3) if calm_rate else None
+            )
         failed = [k for k in ZERO if invariants.get(k) != 0]
         return {
             "passed": not failed and not self.result.get("fault_errors"),

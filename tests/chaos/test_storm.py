@@ -65,6 +65,10 @@ def test_storm(
         _signed_flood_reaches_its_reasons(inv["dead_letter_error_types"], text)
     assert report["settle_lag"] == 0, text
     assert report["throughput"]["storm"]["per_s"] > 0, text
+    rates = report["throughput"]["steps_completed_per_s"]
+    assert rates["calm"] > 0 and rates["storm"] > 0, text
+    fraction = report["throughput"]["storm_steps_fraction_of_calm"]
+    assert fraction == round(rates["storm"] / rates["calm"], 3), text
 
 
 #: the flood's records whose only fault is their signature, and how each is refused
