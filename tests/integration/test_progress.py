@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,15 +23,12 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from orchestrator_support import check_saga_invariants, delete_prefix_topics
 from progress_sagas import DRAFT_PROGRESS, REGISTRY, TOKENS, Card, Chat, Digest, Topic
+from threaded_stack import ThreadedStack
 
-from sagaline.consumers.handlers import RegistryResolver
 from sagaline.consumers.migrations import migrate
-from sagaline.consumers.relay import Relay, RelayOptions
-from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.client import SagaClient, StreamEvent
 from sagaline.orchestrator.config import Settings, TopicNames
-from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
-from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.core import AvroCodec
 from sagaline.orchestrator.runtime.kafka_config import admin_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 
@@ -59,45 +55,6 @@ def schema(database_url: str) -> Iterator[str]:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
-class Stack:
-    """Orchestrator, worker and relay in threads for a ``with`` block."""
-
-    def __init__(self, settings: Settings, database_url: str, schema: str) -> None:
-        prefix = settings.topics.prefix
-        config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
-        self.orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec())
-        self.worker = Worker(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            database_url=database_url,
-            topics=settings.topics,
-            resolver=RegistryResolver(REGISTRY),
-            options=WorkerOptions(group_id=f"{prefix}-workers", schema=schema),
-        )
-        self.relay = Relay(
-            database_url,
-            settings.kafka_bootstrap_servers,
-            RelayOptions(schema=schema, poll_interval=0.2),
-        )
-        self.stop = threading.Event()
-        self.threads = [
-            threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True),
-            threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True),
-            threading.Thread(target=self.orch.run, daemon=True),
-        ]
-
-    def __enter__(self) -> Stack:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.orch.request_stop()
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        self.relay.close()
-
-
 def _progress(events: list[StreamEvent]) -> list[tuple[str, str | None, float | None, str | None]]:
     return [
         (e.progress.step, e.progress.message, e.progress.fraction, e.progress.partial)
@@ -109,7 +66,7 @@ def _progress(events: list[StreamEvent]) -> list[tuple[str, str | None, float | 
 def test_stream_yields_a_steps_progress_in_order_between_the_states_then_the_final_state(
     settings: Settings, database_url: str, schema: str
 ) -> None:
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(Digest, Topic(name="sagas"), saga_id="progress-1")
         events = list(handle.stream(timeout=90))
     assert events[-1].final and events[-1].state is not None
@@ -139,7 +96,7 @@ def test_stream_yields_a_steps_progress_in_order_between_the_states_then_the_fin
 def test_an_agent_turn_streams_partial_llm_output(
     settings: Settings, database_url: str, schema: str
 ) -> None:
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(Chat, Topic(name="kafka"), saga_id="progress-chat")
         events = list(handle.stream(timeout=90, modes=("progress",)))
     assert [e.mode for e in events[:-1]] == ["progress"] * (len(TOKENS) + 1)
@@ -156,7 +113,7 @@ def test_the_streams_reader_approves_when_the_saga_asks(
     settings: Settings, database_url: str, schema: str
 ) -> None:
     seen: list[str] = []
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(Card, Topic(name="cy"), saga_id="progress-card")
         for event in handle.stream(timeout=90):
             if event.progress is not None:
@@ -186,7 +143,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 def test_sagaline_watch_prints_progress_and_the_final_state(
     settings: Settings, database_url: str, schema: str
 ) -> None:
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(Digest, Topic(name="watch"), saga_id="progress-watch")
         watched = _cli(settings, "watch", "progress-watch", "--timeout", "90")
         assert watched.returncode == 0, watched.stderr
@@ -235,7 +192,10 @@ def test_a_missing_progress_topic_fails_no_step(
         settings.topics.progress
     ].result(30)
     _wait_for(lambda: settings.topics.progress not in admin.list_topics(timeout=10).topics)
-    with Stack(settings, database_url, schema) as stack, SagaClient(settings) as client:
+    with (
+        ThreadedStack(settings, REGISTRY, database_url, schema) as stack,
+        SagaClient(settings) as client,
+    ):
         handle = client.start(Digest, Topic(name="lost"), saga_id="progress-lost")
         events = list(handle.stream(timeout=90))
         publisher = stack.worker._progress.publisher
@@ -261,7 +221,10 @@ def test_a_broker_refusing_every_progress_record_fails_no_step(
     refuse = ConfigResource("topic", settings.topics.progress, incremental_configs=[small])
     for future in admin.incremental_alter_configs([refuse]).values():
         future.result(30)
-    with Stack(settings, database_url, schema) as stack, SagaClient(settings) as client:
+    with (
+        ThreadedStack(settings, REGISTRY, database_url, schema) as stack,
+        SagaClient(settings) as client,
+    ):
         handle = client.start(Digest, Topic(name="refused"), saga_id="progress-refused")
         final = handle.wait(90)
         publisher = stack.worker._progress.publisher
