@@ -8,11 +8,8 @@ saga's snapshot.  The journal read back from Kafka carries the decisions.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,33 +26,29 @@ from agent_feature_sagas import (
     Refund,
     Research,
 )
+from orchestrator_process import OrchestratorProcess
 from orchestrator_support import (
     check_saga_invariants,
     delete_prefix_topics,
     journals,
     read_committed,
 )
+from threaded_stack import ThreadedStack
 
-from sagaline.consumers.handlers import RegistryResolver
 from sagaline.consumers.migrations import migrate
-from sagaline.consumers.relay import Relay, RelayOptions
-from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.client.fork import fork_saga
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.core.audit_rules import audit_entries, audit_saga
 from sagaline.orchestrator.core.journal import fold_journal, verify_chain
 from sagaline.orchestrator.core.replay_check import check_saga
-from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
-from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.core import AvroCodec
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.events import AgentTurnRecorded, ModelFallback, SagaForked, SignalRejected
 from sagaline.schemas.state import SagaState
 from sagaline.schemas.tasks import TASK_TYPES, ExecuteStep
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture
@@ -73,48 +66,6 @@ def schema(database_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
-class Stack:
-    """Orchestrator, worker and relay in threads for a ``with`` block."""
-
-    def __init__(
-        self, settings: Settings, database_url: str, schema: str, *, orchestrator: bool = True
-    ) -> None:
-        prefix = settings.topics.prefix
-        config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
-        self.orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec())
-        self.worker = Worker(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            database_url=database_url,
-            topics=settings.topics,
-            resolver=RegistryResolver(REGISTRY),
-            options=WorkerOptions(group_id=f"{prefix}-workers", schema=schema),
-        )
-        self.relay = Relay(
-            database_url,
-            settings.kafka_bootstrap_servers,
-            RelayOptions(schema=schema, poll_interval=0.2),
-        )
-        self.stop = threading.Event()
-        self.threads = [
-            threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True),
-            threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True),
-        ]
-        if orchestrator:
-            self.threads.append(threading.Thread(target=self.orch.run, daemon=True))
-
-    def __enter__(self) -> Stack:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.orch.request_stop()
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        self.relay.close()
 
 
 def _until(
@@ -137,7 +88,7 @@ def _view(state: SagaState) -> str | None:
 def test_a_bound_approval_is_refused_on_a_stale_view_and_granted_on_the_current_one(
     settings: Settings, database_url: str, schema: str
 ) -> None:
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(BoundRefund, Refund(order="o-1"), saga_id="bound-1")
         first = _view(_until(client, "bound-1", lambda s: _view(s) is not None))
         client.reject("bound-1", "manager_ok", by="bob", note="quote again")
@@ -166,7 +117,7 @@ def test_a_bound_approval_is_refused_on_a_stale_view_and_granted_on_the_current_
 def test_an_llm_turn_falls_back_to_the_next_model_and_the_journal_says_so(
     settings: Settings, database_url: str, schema: str
 ) -> None:
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(Research, Question(text="sagas"), saga_id="fallback-1")
         final = handle.wait(90)
     assert final.status == "completed"
@@ -183,48 +134,11 @@ def test_an_llm_turn_falls_back_to_the_next_model_and_the_journal_says_so(
     assert "answered by steady-model" in final.data.data.decode()  # type: ignore[union-attr]
 
 
-class OrchestratorProcess:
-    """``sagaline orchestrator run`` as a subprocess, so it can be SIGKILLed."""
-
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.settings, self.log_dir, self.starts = settings, log_dir, 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(ROOT)])
-        prefix = self.settings.topics.prefix
-        with open(self.log_dir / f"orch-{self.starts}.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "sagaline.orchestrator.cli", "orchestrator", "run"),
-                    *("--app", "agent_feature_sagas:registry", "--instance-id", "a"),
-                    *("--group", f"{prefix}-orch", "--prefix", prefix),
-                    *("--bootstrap", self.settings.kafka_bootstrap_servers),
-                    *("--session-timeout-ms", "6000"),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(10) == -signal.SIGKILL
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-
-
 def test_a_fork_survives_an_orchestrator_sigkill_and_reuses_the_source_results(
     settings: Settings, database_url: str, schema: str, tmp_path: Path
 ) -> None:
-    orch = OrchestratorProcess(settings, tmp_path)
-    stack = Stack(settings, database_url, schema, orchestrator=False)
+    orch = OrchestratorProcess(settings, "agent_feature_sagas:registry", tmp_path)
+    stack = ThreadedStack(settings, REGISTRY, database_url, schema, orchestrator=False)
     orch.start()
     try:
         with stack, SagaClient(settings) as client:
@@ -271,7 +185,7 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_cli_shows_the_view_approves_on_it_and_forks(
     settings: Settings, database_url: str, schema: str
 ) -> None:
-    with Stack(settings, database_url, schema), SagaClient(settings) as client:
+    with ThreadedStack(settings, REGISTRY, database_url, schema), SagaClient(settings) as client:
         handle = client.start(BoundRefund, Refund(order="o-9"), saga_id="cli-bound")
         sha = _view(_until(client, "cli-bound", lambda s: _view(s) is not None))
         shown = _cli(settings, "approval", "cli-bound", "manager_ok", "--json")
