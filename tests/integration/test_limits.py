@@ -2,8 +2,8 @@
 
 Twenty sagas share one key of a ``max_running=2`` limit.  The orchestrator
 runs as a subprocess (so it can be SIGKILLed mid-way); a real worker
-(eight concurrent steps, inbox/outbox in PostgreSQL) and the relay run in
-threads.  Each step records when it ran in PostgreSQL, in the same
+(eight concurrent steps, the default; inbox/outbox in PostgreSQL) and the
+relay run in threads.  Each step records when it ran in PostgreSQL, in the same
 transaction as its inbox row: never more than two sagas' steps overlap,
 the wait shows in the saga's status and journal, and once all have
 finished the limiter holds and queues nothing (no slot leaked by the kill).
@@ -11,11 +11,6 @@ finished the limiter holds and queues nothing (no slot leaked by the kill).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,26 +20,22 @@ import limit_sagas
 import psycopg
 import pytest
 from limit_sagas import REGISTRY, Job, Limited, Throttled
+from orchestrator_process import OrchestratorProcess
 from orchestrator_support import check_saga_invariants, delete_prefix_topics, journals
+from threaded_stack import ThreadedStack
 
-from sagaline.consumers.handlers import RegistryResolver
 from sagaline.consumers.migrations import migrate
-from sagaline.consumers.relay import Relay, RelayOptions
-from sagaline.consumers.worker import Worker, WorkerOptions
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.core.audit_rules import audit_entries
 from sagaline.orchestrator.core.limiter import LimiterData
 from sagaline.orchestrator.core.payloads import from_payload
-from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
-from sagaline.orchestrator.runtime.engine import EngineConfig
-from sagaline.orchestrator.runtime.engine import Orchestrator as Engine
+from sagaline.orchestrator.runtime.core import AvroCodec
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.limits import SlotAcquired, SlotReleased, StepQueued
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 SAGAS = 20
 LIMITER = "limit:it-customer:acme"
 
@@ -69,76 +60,6 @@ def schema(database_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
-class Orchestrator:
-    """``sagaline orchestrator run --app limit_sagas:registry`` as a subprocess."""
-
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.settings, self.log_dir, self.starts = settings, log_dir, 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(ROOT)])
-        prefix = self.settings.topics.prefix
-        with open(self.log_dir / f"orch-{self.starts}.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "sagaline.orchestrator.cli", "orchestrator", "run"),
-                    *("--app", "limit_sagas:registry", "--instance-id", "a"),
-                    *("--group", f"{prefix}-orch", "--prefix", prefix),
-                    *("--bootstrap", self.settings.kafka_bootstrap_servers),
-                    *("--session-timeout-ms", "6000"),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(10) == -signal.SIGKILL
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-
-
-class Workers:
-    """A worker (eight steps at once) and the relay, in threads."""
-
-    def __init__(self, settings: Settings, database_url: str, schema: str) -> None:
-        prefix = settings.topics.prefix
-        self.worker = Worker(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            database_url=database_url,
-            topics=settings.topics,
-            resolver=RegistryResolver(REGISTRY),
-            options=WorkerOptions(group_id=f"{prefix}-workers", schema=schema, concurrency=8),
-        )
-        self.relay = Relay(
-            database_url, settings.kafka_bootstrap_servers, RelayOptions(schema=schema)
-        )
-        self.stop = threading.Event()
-        self.threads = [
-            threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True),
-            threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True),
-        ]
-
-    def __enter__(self) -> Workers:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        self.relay.close()
 
 
 def _runs(database_url: str, schema: str) -> list[tuple[str, float, float]]:
@@ -175,10 +96,13 @@ def test_twenty_sagas_share_two_slots_across_an_orchestrator_sigkill(
 ) -> None:
     limit_sagas.RUNS_TABLE = f"{schema}.limit_runs"
     ids = [f"lim-{i:02d}" for i in range(SAGAS)]
-    orch = Orchestrator(settings, tmp_path)
+    orch = OrchestratorProcess(settings, "limit_sagas:registry", tmp_path)
+    workers = ThreadedStack(
+        settings, REGISTRY, database_url, schema, orchestrator=False, relay_poll_interval=1.0
+    )
     orch.start()
     try:
-        with Workers(settings, database_url, schema), SagaClient(settings) as client:
+        with workers, SagaClient(settings) as client:
             for saga_id in ids:
                 client.start(Limited, Job(customer="acme"), saga_id=saga_id)
 
@@ -231,27 +155,18 @@ def test_a_rate_limit_spaces_the_starts_by_its_window_on_kafka(
     (a durable state timer) grants the rest; no window ever holds more than two."""
     limit_sagas.RUNS_TABLE = f"{schema}.limit_runs"
     prefix = settings.topics.prefix
-    engine = Engine(
-        settings,
-        CoreLogic(REGISTRY),
-        EngineConfig(instance_id="r", group_id=f"{prefix}-orch"),
-        codec=AvroCodec(),
-    )
-    thread = threading.Thread(target=engine.run, daemon=True)
     ids = [f"rate-{i}" for i in range(5)]
-    thread.start()
-    try:
-        with Workers(settings, database_url, schema), SagaClient(settings) as client:
-            for saga_id in ids:
-                client.start(Throttled, Job(customer="acme"), saga_id=saga_id)
+    stack = ThreadedStack(
+        settings, REGISTRY, database_url, schema, instance_id="r", relay_poll_interval=1.0
+    )
+    with stack, SagaClient(settings) as client:
+        for saga_id in ids:
+            client.start(Throttled, Job(customer="acme"), saga_id=saga_id)
 
-            def all_done() -> bool:
-                return all((s := client.status(i)) is not None and s.is_terminal for i in ids)
+        def all_done() -> bool:
+            return all((s := client.status(i)) is not None and s.is_terminal for i in ids)
 
-            _wait_for("every throttled saga to finish", all_done, 120)
-    finally:
-        engine.request_stop()
-        thread.join(30)
+        _wait_for("every throttled saga to finish", all_done, 120)
     codec = AvroCodec()
     finals = check_saga_invariants(settings.kafka_bootstrap_servers, prefix, codec, ids)
     assert {finals[i].status for i in ids} == {"completed"}
