@@ -38,18 +38,16 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from orchestrator_support import delete_prefix_topics, read_committed
 from pydantic import BaseModel
+from threaded_stack import ThreadedStack
 
-from sagaline.consumers.handlers import RegistryResolver
 from sagaline.consumers.migrations import migrate
-from sagaline.consumers.relay import Relay, RelayOptions
-from sagaline.consumers.worker import Worker, WorkerOptions
+from sagaline.consumers.worker import WorkerOptions
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
 from sagaline.orchestrator.core.context import StepContext
 from sagaline.orchestrator.core.registry import SagaRegistry
 from sagaline.orchestrator.core.saga import Saga, step
-from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
-from sagaline.orchestrator.runtime.engine import EngineConfig, Orchestrator
+from sagaline.orchestrator.runtime.core import AvroCodec
 from sagaline.orchestrator.runtime.kafka_config import admin_config, client_producer_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
@@ -163,68 +161,23 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None
         time.sleep(0.2)
 
 
-class Stack:
-    """The orchestrator and a Kafka-only worker in threads, for a ``with`` block."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        producer_config: dict[str, str | int],
-        database_url: str | None = None,
-        schema: str = "sagaline",
-    ) -> None:
-        prefix = settings.topics.prefix
-        config = EngineConfig(instance_id="a", group_id=f"{prefix}-orch")
-        self.orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec())
-        self.worker = Worker(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            database_url=database_url,
-            topics=settings.topics,
-            resolver=RegistryResolver(REGISTRY),
-            options=WorkerOptions(
-                group_id=f"{prefix}-workers",
-                schema=schema,
-                delivery="kafka" if database_url is None else "auto",
-                producer_config=producer_config,
-                payload_threshold=10_000_000,  # the result inline: the reply is as large
-                instance_id="w1",
-            ),
-        )
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self.threads = [
-            threading.Thread(target=self._run_worker, daemon=True),
-            threading.Thread(target=self.orch.run, daemon=True),
-        ]
-        self.relay: Relay | None = None
-        if database_url is not None:
-            self.relay = Relay(
-                database_url,
-                settings.kafka_bootstrap_servers,
-                RelayOptions(schema=schema, poll_interval=0.2),
-            )
-            self.threads.append(
-                threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True)
-            )
-
-    def _run_worker(self) -> None:
-        try:
-            self.worker.run(self.stop)
-        except BaseException as exc:
-            self.errors.append(exc)
-
-    def __enter__(self) -> Stack:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.orch.request_stop()
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        if self.relay is not None:
-            self.relay.close()
+def _stack(
+    settings: Settings,
+    producer_config: dict[str, str | int],
+    database_url: str | None = None,
+    schema: str = "sagaline",
+) -> ThreadedStack:
+    """The orchestrator and a worker (Kafka-only without a database; with one, the relay
+    too) in threads, for a ``with`` block."""
+    worker = WorkerOptions(
+        group_id=f"{settings.topics.prefix}-workers",
+        schema=schema,
+        delivery="kafka" if database_url is None else "auto",
+        producer_config=producer_config,
+        payload_threshold=10_000_000,  # the result inline: the reply is as large
+        instance_id="w1",
+    )
+    return ThreadedStack(settings, REGISTRY, database_url, schema, worker=worker)
 
 
 @pytest.mark.parametrize(
@@ -242,7 +195,7 @@ def test_a_refused_reply_fails_the_step_once_and_the_partition_flows(
         producer_config["message.max.bytes"] = CLIENT_LIMIT
     big = f"big-{uuid.uuid4().hex[:8]}"
     neighbours = [f"small-{i}-{uuid.uuid4().hex[:8]}" for i in range(3)]
-    with Stack(settings, producer_config) as stack, SagaClient(settings) as client:
+    with _stack(settings, producer_config) as stack, SagaClient(settings) as client:
         handle = client.start(Oversized, Order(size=size), saga_id=big)
         _wait_for("the oversized step to run", lambda: RUNS[(big, "produce_blob")] >= 1)
         # queued behind the oversized task on the one tasks partition
@@ -292,7 +245,7 @@ def test_an_outbox_reply_kafka_refuses_is_dead_lettered_and_fails_the_step(
     bootstrap = settings.kafka_bootstrap_servers
     _limit_topic(bootstrap, settings.topics.replies, TOPIC_LIMIT)
     big = f"bigdb-{uuid.uuid4().hex[:8]}"
-    with Stack(settings, {}, database_url, schema) as stack, SagaClient(settings) as client:
+    with _stack(settings, {}, database_url, schema) as stack, SagaClient(settings) as client:
         final = client.start(OversizedDb, Order(size=100_000), saga_id=big).wait(90)
         time.sleep(2.0)
         relayed = stack.relay.stats if stack.relay is not None else None
@@ -318,7 +271,7 @@ def test_a_fenced_worker_producer_is_recreated_and_the_worker_goes_on(settings: 
     same id and rewinds to the committed offsets, as the orchestrator does, instead of
     exiting the worker (at most 3 times in 5 minutes)."""
     first, second = (f"fence-{i}-{uuid.uuid4().hex[:8]}" for i in range(2))
-    with Stack(settings, {}) as stack, SagaClient(settings) as client:
+    with _stack(settings, {}) as stack, SagaClient(settings) as client:
         assert client.start(Small, Order(), saga_id=first).wait(90).status == "completed"
         txns = stack.worker._txns
         intruder = Producer(
