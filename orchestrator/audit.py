@@ -185,7 +185,7 @@ def audit(
     )
     by_saga = read.by_saga()
     plain = audit_entries(by_saga, topic=topic, undecodable=read.undecodable, since=since)
-    if since is None:
+    if since is None and saga_id is None:  # one saga: its own chain says if it lost its start
         plain.findings.extend(_truncation_findings(read))
     skipped = "signing is off (SAGALINE_SIGNING)" if signatures else "--no-signatures"
     report = SignedAuditReport.of(plain, None if check is None else check.checked, skipped)

@@ -7,8 +7,9 @@ its fragment, the event stream), so a read that started before the post and
 finished after it wrote the old session back over the new one, and the flash
 message the post had stored ("approved by ada: done") was lost.  Here the cookie
 is written only when the request changed the session (a login, a flash stored or
-shown, a logout), and when the cookie is older than half its life (so an active
-user stays logged in); every other response leaves the browser's cookie alone.
+shown, a logout), and when the cookie is older than half its life on a page the
+user asked for (so an active user stays logged in; never on a page's own background
+requests); every other response leaves the browser's cookie alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ RENEWED = "renewed_at"
 
 def _dump(session: Any) -> str:
     return json.dumps(session, sort_keys=True, default=str)
+
+
+def _background(scope: Scope) -> bool:
+    """A request a page makes by itself (its live refresh, its event stream): it never
+    renews the cookie, since it may answer after a form post it started before."""
+    headers = dict(scope.get("headers") or [])
+    if headers.get(b"sec-fetch-dest") == b"empty":  # fetch(), EventSource (a browser says)
+        return True
+    query = scope.get("query_string") or b""
+    return scope.get("path") == "/events" or b"fragment=1" in query.split(b"&")
 
 
 def _unchanged(scope: Scope) -> bool:
@@ -82,7 +93,7 @@ class ChangedSessionsOnly:
         """Inside the session middleware: note the session as read, renew an old cookie."""
         session = scope["session"]
         scope[_BEFORE] = _dump(session)
-        if session:
+        if session and not _background(scope):
             renewed = session.get(RENEWED)
             if not isinstance(renewed, int) or self.clock() - renewed >= self.max_age // 2:
                 session[RENEWED] = int(self.clock())  # a change: the cookie is written

@@ -27,6 +27,9 @@ __all__ = ["check_step_topics", "step_topics"]
 
 log = logging.getLogger("sagaline.orchestrator.topics")
 
+#: destinations that name this deployment's own topics (checked by ``ensure_topics``)
+_OURS = frozenset({"tasks", "commands", "replies"})
+
 
 def step_topics(logic: object) -> dict[str, list[str]]:
     """``{topic: ["saga_type v1: step", ...]}`` for every step that declares ``to=``
@@ -38,7 +41,7 @@ def step_topics(logic: object) -> dict[str, list[str]]:
     for definition in registry:
         for name, node in definition.nodes.items():
             topic = getattr(node, "to", None)
-            if isinstance(topic, str) and topic:
+            if isinstance(topic, str) and topic and topic not in _OURS:
                 where = f"{definition.type_name} v{definition.version}: {name}"
                 found.setdefault(topic, []).append(where)
     return found
@@ -61,8 +64,9 @@ def check_step_topics(bootstrap_servers: str, logic: object, timeout: float = 10
     )
     for topic in missing:
         log.warning(
-            "topic %r does not exist, and %s send their tasks to it (to=): until it is "
-            "created, each such task's input is dead-lettered after %d aborted transactions",
+            "topic %r does not exist (or this principal may not see it), and %s send their "
+            "tasks to it (to=): until it is there, each such task's input is dead-lettered "
+            "after %d aborted transactions",
             topic,
             "; ".join(wanted[topic]),
             SUSPECT_AFTER,

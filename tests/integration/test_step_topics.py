@@ -41,7 +41,7 @@ def test_missing_to_topics_are_named_with_their_steps(
         def ship(self, ctx: StepContext, data: Order) -> None:
             return None
 
-        @step
+        @step(to="tasks")  # this deployment's own tasks topic: not a participant's
         def notify(self, ctx: StepContext, data: Order) -> None:
             return None
 

@@ -366,7 +366,7 @@ def test_an_old_session_cookie_is_renewed_on_a_read() -> None:
         app, secret_key="k" * 32, session_cookie="s", max_age=100, clock=lambda: now[0]
     )
 
-    def call(path: str, cookie: str = "") -> str:
+    def call(path: str, cookie: str = "", query: bytes = b"", dest: bytes = b"") -> str:
         sent: list[Message] = []
 
         async def receive() -> Message:
@@ -376,7 +376,15 @@ def test_an_old_session_cookie_is_renewed_on_a_read() -> None:
             sent.append(message)
 
         headers = [(b"cookie", cookie.encode())] if cookie else []
-        scope = {"type": "http", "method": "GET", "path": path, "headers": headers}
+        if dest:
+            headers.append((b"sec-fetch-dest", dest))
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "query_string": query,
+            "headers": headers,
+        }
         asyncio.run(guarded(scope, receive, send))
         found = [v.decode() for k, v in sent[0]["headers"] if k == b"set-cookie"]
         return found[0].split(";")[0] if found else ""
@@ -387,7 +395,11 @@ def test_an_old_session_cookie_is_renewed_on_a_read() -> None:
     now[0] += 49
     assert call("/page", login) == ""
     now[0] += 1  # half of max_age since it was written
-    renewed = call("/page", login)
+    # a page's own background requests never renew (they may answer after a post)
+    assert call("/inbox", login, query=b"fragment=1") == ""
+    assert call("/events", login) == ""
+    assert call("/page", login, dest=b"empty") == ""
+    renewed = call("/page", login, dest=b"document")
     assert renewed.startswith("s=") and renewed != login
     assert call("/page", renewed) == ""
     assert RENEWED == "renewed_at"

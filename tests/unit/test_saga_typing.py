@@ -146,6 +146,12 @@ from sagaline import SagaTestKit, StepContxt  # error here
     "bad_import_consumers": """
 from sagaline.consumers import Worker, WorkerOption  # error here
 """,
+    "bad_import_runtime": """
+from sagaline.orchestrator.runtime import Orchestrator, TopicLayuot  # error here
+""",
+    "bad_import_console": """
+from sagaline.orchestrator.console import ConsoleOptions, create_ap  # error here
+""",
 }
 
 
@@ -196,6 +202,8 @@ def test_the_correct_saga_type_checks(mypy_errors: dict[str, list[int]]) -> None
         "bad_on_signal",
         "bad_import",
         "bad_import_consumers",
+        "bad_import_runtime",
+        "bad_import_console",
     ],
 )
 def test_wrongly_typed_hooks_are_rejected_where_they_are_wrong(
