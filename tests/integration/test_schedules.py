@@ -14,9 +14,7 @@ saga and exactly one ``SagaStarted`` in the journal.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from orchestrator_process import ROOT, OrchestratorProcess
 from orchestrator_support import delete_prefix_topics, journals, latest_snapshots, read_committed
 from schedule_app import EVERY_2S, TickData, Ticked
 
@@ -41,79 +40,8 @@ from sagaline.schemas.state import SagaState
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-INTEGRATION = Path(__file__).resolve().parent
-ROOT = INTEGRATION.parent.parent
 SCHEDULE_ID = EVERY_2S.schedule_id
-
-
-class Orchestrator:
-    """One ``sagaline orchestrator run --app schedule_app:app`` subprocess (restartable)."""
-
-    def __init__(self, settings: Settings, log_dir: Path, instance: str = "sched-0") -> None:
-        self.settings = settings
-        self.instance = instance
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"orch-{self.instance}-{self.starts}.log"
-
-    def start(self) -> None:
-        self.starts += 1
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(INTEGRATION), str(ROOT)]))
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sagaline.orchestrator.cli",
-                    "orchestrator",
-                    "run",
-                    "--app",
-                    "schedule_app:app",
-                    "--instance-id",
-                    self.instance,
-                    "--group",
-                    f"{self.settings.topics.prefix}-orch",
-                    "--bootstrap",
-                    self.settings.kafka_bootstrap_servers,
-                    "--prefix",
-                    self.settings.topics.prefix,
-                    "--session-timeout-ms",
-                    "6000",
-                ],
-                env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_assigned(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if " assigned [" in self.log_path.read_text(errors="replace"):
-                return
-            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
-            time.sleep(0.05)
-        raise AssertionError("the orchestrator never got its partitions:\n" + self.log_tail())
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.log_tail()
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(10) == -signal.SIGKILL
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+APP = "schedule_app:app"
 
 
 def _recorded(signer: str, claimed: str) -> str:
@@ -183,8 +111,8 @@ def test_sigkill_during_ticks_and_a_rebalance_lose_none_and_double_none(
     settings: Settings, tmp_path: Path
 ) -> None:
     codec = AvroCodec()
-    orch = Orchestrator(settings, tmp_path)
-    other = Orchestrator(settings, tmp_path, "sched-1")
+    orch = OrchestratorProcess(settings, APP, tmp_path, "sched-0")
+    other = OrchestratorProcess(settings, APP, tmp_path, "sched-1")
     orch.start()
     try:
         orch.wait_assigned()
@@ -262,7 +190,7 @@ def sagaline(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]
 
 def test_cli_pauses_and_resumes_a_schedule_durably(settings: Settings, tmp_path: Path) -> None:
     codec = AvroCodec()
-    orch = Orchestrator(settings, tmp_path)
+    orch = OrchestratorProcess(settings, APP, tmp_path, "sched-0")
     orch.start()
     try:
         orch.wait_assigned()
