@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ import pytest
 INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
 sys.path.insert(0, str(INTEGRATION))
 
+from orchestrator_process import OrchestratorProcess  # noqa: E402
 from orchestrator_sagas import PipeData, Pipeline  # noqa: E402
 from orchestrator_support import (  # noqa: E402
     Responder,
@@ -39,84 +38,7 @@ from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics  # n
 
 pytestmark = pytest.mark.chaos
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-class OrchestratorProcess:
-    """One ``sagaline orchestrator run`` subprocess (restartable)."""
-
-    def __init__(self, settings: Settings, instance: str, log_dir: Path) -> None:
-        self.settings = settings
-        self.instance = instance
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), str(ROOT)])
-        log = open(self.log_dir / f"orch-{self.instance}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sagaline.orchestrator.cli",
-                "orchestrator",
-                "run",
-                "--app",
-                "orchestrator_sagas:registry",
-                "--instance-id",
-                self.instance,
-                "--group",
-                f"{self.settings.topics.prefix}-orch",
-                "--bootstrap",
-                self.settings.kafka_bootstrap_servers,
-                "--prefix",
-                self.settings.topics.prefix,
-                "--session-timeout-ms",
-                "6000",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def log_text(self) -> str:
-        path = self.log_dir / f"orch-{self.instance}-{self.starts}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def wait_assigned(self, timeout: float = 60.0) -> None:
-        """Block until this incarnation owns partitions (restore done)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if " assigned [" in self.log_text():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"orchestrator {self.instance} never got partitions")
-
-    def kill(self) -> None:
-        """SIGKILL a running incarnation; one that already exited by itself fails the test."""
-        assert self.proc is not None
-        code = self.proc.poll()
-        assert code is None, (
-            f"orchestrator {self.instance} exited by itself with {code} before the kill:\n"
-            + self.log_text()[-3000:]
-        )
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(10) == -signal.SIGKILL
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
+APP = "orchestrator_sagas:registry"
 
 
 @pytest.fixture
@@ -169,7 +91,7 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
     # kill (0.1-1.0 s after a committed batch shows sagas in flight) lands mid-flight
     # (checked again after the kill)
     responder = Responder(bootstrap, prefix, codec, sleep_ms=400).start()
-    orch = OrchestratorProcess(settings, "solo", tmp_path)
+    orch = OrchestratorProcess(settings, APP, tmp_path, "solo")
     try:
         orch.start()
         with SagaClient(settings) as client:
@@ -188,8 +110,7 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
         wait_all_terminal(bootstrap, prefix, codec, ids + late, timeout=120)
         assert orch.stop() == 0
     finally:
-        if orch.proc is not None and orch.proc.poll() is None:
-            orch.proc.kill()
+        orch.kill_if_running()
         responder.stop()
     assert responder.error is None
     states = check_saga_invariants(bootstrap, prefix, codec, ids + late)
@@ -201,8 +122,8 @@ def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> Non
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
     ids = [f"pair-{i}" for i in range(120)]
     responder = Responder(bootstrap, prefix, codec, sleep_ms=400).start()  # sagas last > 2 s
-    first = OrchestratorProcess(settings, "one", tmp_path)
-    second = OrchestratorProcess(settings, "two", tmp_path)
+    first = OrchestratorProcess(settings, APP, tmp_path, "one")
+    second = OrchestratorProcess(settings, APP, tmp_path, "two")
     try:
         first.start()
         second.start()
@@ -217,9 +138,8 @@ def test_two_orchestrators_one_killed(settings: Settings, tmp_path: Path) -> Non
         wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
         assert first.stop() == 0
     finally:
-        for p in (first, second):
-            if p.proc is not None and p.proc.poll() is None:
-                p.proc.kill()
+        first.kill_if_running()
+        second.kill_if_running()
         responder.stop()
     assert responder.error is None
     check_saga_invariants(bootstrap, prefix, codec, ids)
@@ -231,8 +151,8 @@ def test_scale_up_and_down_under_load(settings: Settings, tmp_path: Path) -> Non
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
     ids = [f"scale-{i}" for i in range(200)]
     responder = Responder(bootstrap, prefix, codec).start()
-    first = OrchestratorProcess(settings, "first", tmp_path)
-    second = OrchestratorProcess(settings, "second", tmp_path)
+    first = OrchestratorProcess(settings, APP, tmp_path, "first")
+    second = OrchestratorProcess(settings, APP, tmp_path, "second")
 
     def stream() -> None:  # a steady trickle, so rebalances meet sagas in flight
         with SagaClient(settings) as client:
@@ -255,9 +175,8 @@ def test_scale_up_and_down_under_load(settings: Settings, tmp_path: Path) -> Non
         wait_all_terminal(bootstrap, prefix, codec, ids, timeout=120)
         assert second.stop() == 0
     finally:
-        for p in (first, second):
-            if p.proc is not None and p.proc.poll() is None:
-                p.proc.kill()
+        first.kill_if_running()
+        second.kill_if_running()
         responder.stop()
     assert responder.error is None
     check_saga_invariants(bootstrap, prefix, codec, ids)
