@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
 sys.path.insert(0, str(INTEGRATION))
 
 from local_step_sagas import EFFECTS_TABLE, Hang, KillOnce, LocalData, LocalDb  # noqa: E402
+from orchestrator_process import OrchestratorProcess  # noqa: E402
 from orchestrator_support import (  # noqa: E402
     check_saga_invariants,
     delete_prefix_topics,
@@ -42,63 +42,7 @@ from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics  # n
 
 pytestmark = pytest.mark.chaos
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-class LocalOrchestrator:
-    """One restartable ``sagaline orchestrator run`` subprocess with local steps."""
-
-    def __init__(self, settings: Settings, log_dir: Path, env: dict[str, str]) -> None:
-        self.settings = settings
-        self.log_dir = log_dir
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, extra: dict[str, str] | None = None) -> None:
-        self.starts += 1
-        env = {**os.environ, **self.env, **(extra or {})}
-        env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), str(ROOT)])
-        names = self.settings.topics
-        log = open(self.log_dir / f"orch-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "sagaline.orchestrator.cli", "orchestrator", "run"),
-                *("--app", "local_step_sagas:registry", "--instance-id", "local"),
-                *("--group", f"{names.prefix}-orch", "--prefix", names.prefix),
-                *("--bootstrap", self.settings.kafka_bootstrap_servers),
-                *("--session-timeout-ms", "6000"),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def log_text(self) -> str:
-        path = self.log_dir / f"orch-{self.starts}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def wait_exit(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        assert self.proc.poll() is None, "exited by itself:\n" + self.log_text()[-3000:]
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(10) == -signal.SIGKILL
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
+APP = "local_step_sagas:registry"
 
 
 @pytest.fixture
@@ -121,12 +65,12 @@ def _calls(env: dict[str, str]) -> list[str]:
     return path.read_text(encoding="utf-8").split() if path.exists() else []
 
 
-def _wait_calls(env: dict[str, str], more_than: int, orch: LocalOrchestrator) -> None:
+def _wait_calls(env: dict[str, str], more_than: int, orch: OrchestratorProcess) -> None:
     """Block until local steps are running (the calls file grew past ``more_than``)."""
     deadline = time.monotonic() + 90
     while len(_calls(env)) <= more_than:
-        assert orch.proc is not None and orch.proc.poll() is None, orch.log_text()[-3000:]
-        assert time.monotonic() < deadline, "no local step ran:\n" + orch.log_text()[-3000:]
+        assert orch.running(), orch.log_tail()
+        assert time.monotonic() < deadline, "no local step ran:\n" + orch.log_tail()
         time.sleep(0.02)
 
 
@@ -139,7 +83,7 @@ def test_sigkill_mid_batch_keeps_local_database_effects_exactly_once(
     ok = [f"ok-{i}" for i in range(60)]
     bad = [f"bad-{i}" for i in range(15)]
     env = {**app_env, "SAGALINE_TEST_STEP_SLEEP_S": "0.02"}
-    orch = LocalOrchestrator(settings, tmp_path, env)
+    orch = OrchestratorProcess(settings, APP, tmp_path, "local", env=env)
     try:
         with SagaClient(settings) as client:  # all waiting: the first batch takes them all
             for saga_id in ok:
@@ -156,13 +100,12 @@ def test_sigkill_mid_batch_keeps_local_database_effects_exactly_once(
         orch.kill()
         crash = {"SAGALINE_CRASH_AT": "local_after_commit", "SAGALINE_CRASH_SKIP": "3"}
         orch.start(crash)
-        assert orch.wait_exit(120) == -signal.SIGKILL, orch.log_text()[-3000:]
+        assert orch.wait_exit(120) == -signal.SIGKILL, orch.log_tail()
         orch.start()
         states = wait_all_terminal(bootstrap, prefix, codec, ok + bad, timeout=180)
         assert orch.stop() == 0
     finally:
-        if orch.proc is not None and orch.proc.poll() is None:
-            orch.proc.kill()
+        orch.kill_if_running()
     assert {states[i].status for i in ok} == {"completed"}
     assert {states[i].status for i in bad} == {"compensated"}
     with psycopg.connect(app_env["DATABASE_URL"]) as conn:
@@ -184,18 +127,17 @@ def test_a_local_step_without_a_database_runs_again_after_a_kill(
     """At-least-once, documented: the reply died with the batch, so the step re-runs."""
     codec = AvroCodec()
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
-    orch = LocalOrchestrator(settings, tmp_path, app_env)
+    orch = OrchestratorProcess(settings, APP, tmp_path, "local", env=app_env)
     try:
         orch.start()
         with SagaClient(settings) as client:
             client.start(KillOnce, LocalData(label="k"), saga_id="kill-once")
-        assert orch.wait_exit(120) == -signal.SIGKILL, orch.log_text()[-3000:]
+        assert orch.wait_exit(120) == -signal.SIGKILL, orch.log_tail()
         orch.start()
         states = wait_all_terminal(bootstrap, prefix, codec, ["kill-once"], timeout=120)
         assert orch.stop() == 0
     finally:
-        if orch.proc is not None and orch.proc.poll() is None:
-            orch.proc.kill()
+        orch.kill_if_running()
     assert states["kill-once"].status == "completed"
     assert _calls(app_env) == ["kill-once/fragile", "kill-once/fragile"]
     check_saga_invariants(bootstrap, prefix, codec, ["kill-once"])
@@ -207,7 +149,7 @@ def test_a_hung_local_step_fails_its_saga_and_never_holds_the_process(
     """Past its timeout the step is abandoned (its thread sleeps on); SIGTERM still exits."""
     codec = AvroCodec()
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
-    orch = LocalOrchestrator(settings, tmp_path, app_env)
+    orch = OrchestratorProcess(settings, APP, tmp_path, "local", env=app_env)
     try:
         orch.start()
         with SagaClient(settings) as client:
@@ -215,8 +157,7 @@ def test_a_hung_local_step_fails_its_saga_and_never_holds_the_process(
         states = wait_all_terminal(bootstrap, prefix, codec, ["hang-1"], timeout=120)
         assert orch.stop() == 0  # the step's thread is still sleeping: it does not hold exit
     finally:
-        if orch.proc is not None and orch.proc.poll() is None:
-            orch.proc.kill()
+        orch.kill_if_running()
     assert states["hang-1"].status == "failed"
     assert "StepTimeout" in (states["hang-1"].steps["stuck"].last_error or "")
     assert _calls(app_env) == ["hang-1/stuck"]
