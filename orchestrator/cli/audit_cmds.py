@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import threading
-from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -47,6 +45,8 @@ from sagaline.orchestrator.cli.command import (
     Subparsers,
     add_json_flag,
     emit,
+    parse_since,
+    positive_int,
     set_handler,
 )
 from sagaline.orchestrator.cli.config_cmds import add_process_options, with_process_services
@@ -58,7 +58,7 @@ from sagaline.orchestrator.core.timeline import render_timeline
 from sagaline.orchestrator.replay import DEFAULT_DEFINITIONS, load_definitions, replay
 from sagaline.orchestrator.runtime.metrics import LagMonitor
 
-__all__ = ["EXIT_FAILED", "UnknownSagaId", "parse_since", "register"]
+__all__ = ["EXIT_FAILED", "UnknownSagaId", "register"]
 
 #: a divergence (replay --strict) or a failed invariant (audit)
 EXIT_FAILED = 1
@@ -73,39 +73,10 @@ _STATUSES = (
     "failed",
     "cancelled",
 )
-_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class UnknownSagaId(OrchestratorError):
     """No saga with this id is known (exit code 2)."""
-
-
-def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """``--since``: an ISO 8601 time (UTC when no offset is given) or an age like ``2h``."""
-    text = value.strip()
-    match = _RELATIVE.match(text)
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--since wants an ISO 8601 time (2026-03-15T09:00:00Z) or an age (30m, 2h, 7d), "
-            f"got {value!r}"
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
 
 
 def _kafka_args(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +113,7 @@ def register(subparsers: Subparsers) -> None:
     lst = subparsers.add_parser("list", help="list sagas from the read model")
     lst.add_argument("--type", dest="saga_type", help="only sagas of this type")
     lst.add_argument("--status", choices=_STATUSES, help="only sagas in this status")
-    lst.add_argument("--limit", type=_positive, default=100, help="most rows (default 100)")
+    lst.add_argument("--limit", type=positive_int, default=100, help="most rows (default 100)")
     _database_args(lst)
     add_json_flag(lst)
     set_handler(lst, _list)
@@ -207,7 +178,7 @@ def _register_projection(subparsers: Subparsers) -> None:
         action="store_true",
         help="stop once the journal's end (as of the start) is projected",
     )
-    run.add_argument("--batch-size", type=_positive, default=500)
+    run.add_argument("--batch-size", type=positive_int, default=500)
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
     run.add_argument(
         "--instance-id",

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "Subparsers",
     "add_json_flag",
     "emit",
+    "parse_since",
+    "positive_int",
     "set_handler",
 ]
 
@@ -88,3 +92,35 @@ def emit(args: argparse.Namespace, data: Mapping[str, Any], text: str) -> None:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO 8601 time (UTC when no offset is given) or an age like ``2h``."""
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since wants an ISO 8601 time (2026-03-15T09:00:00Z) or an age (30m, 2h, 7d), "
+            f"got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def positive_int(value: str) -> int:
+    """An option's value that must be a whole number above 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number

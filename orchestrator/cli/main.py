@@ -65,6 +65,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sagaline.orchestrator.cli.erase_cmds",
     "sagaline.orchestrator.cli.key_cmds",
     "sagaline.orchestrator.cli.watch_cmds",
+    "sagaline.orchestrator.cli.deadletter_cmds",
 )
 
 _CLI = "sagaline.orchestrator.cli"
@@ -105,6 +106,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "kek": (f"{_CLI}.erase_cmds",),
     "keys": (f"{_CLI}.key_cmds",),
     "watch": (f"{_CLI}.watch_cmds",),
+    "deadletters": (f"{_CLI}.deadletter_cmds",),
 }
 
 #: exit codes of the client's errors, by class name (the client is imported only by the
