@@ -103,8 +103,11 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     text = value.strip()
     match = _RELATIVE.match(text)
     if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
+        try:
+            delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return (now or datetime.now(UTC)) - delta
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"--since {value!r} reaches before year 1") from None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

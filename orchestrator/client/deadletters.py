@@ -187,11 +187,21 @@ def replay_dead_letter(
     bootstrap_servers: str, letter: DeadLetter, *, by_key: bool = False
 ) -> Replayed:
     """Re-produce ``letter``'s original to its source topic; confirmed or raised."""
-    if letter.truncated:
+    if letter.source_offset < 0 or "#" in letter.source_topic:
         raise DeadLetterError(
-            f"this dead letter holds only part of its original ({letter.value_length} bytes, "
-            f"sha256 {letter.value_sha256}); the whole record is at {letter.source_topic}"
-            f"[{letter.source_partition}]@{letter.source_offset}, not replayable from here"
+            f"this dead letter holds an input the orchestrator made itself ({letter.source_topic}:"
+            " a due timer or a local step's reply), not a record of a topic: not replayable"
+        )
+    if letter.truncated:
+        whole = (
+            f"{letter.value_length} bytes, sha256 {letter.value_sha256}"
+            if letter.value_length is not None
+            else "its key or headers were cut to fit"
+        )
+        raise DeadLetterError(
+            f"this dead letter holds only part of its original ({whole}); the whole record "
+            f"is at {letter.source_topic}[{letter.source_partition}]@{letter.source_offset}, "
+            "not replayable from here"
         )
     if letter.value is None:
         raise DeadLetterError("the original had no value: there is nothing to replay")

@@ -22,7 +22,7 @@ from sagaline.orchestrator.config import TopicNames
 from sagaline.orchestrator.runtime.deadletter import dead_letter_from_message
 from sagaline.orchestrator.runtime.kafka_config import client_producer_config, reader_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
-from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
+from sagaline.orchestrator.runtime.signing_runtime import SignedProducer, keyring, signing_config
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Envelope
 from sagaline.schemas.codec import default_codec
@@ -86,7 +86,7 @@ def test_list_filters_and_replay_puts_the_original_back(
     [original] = _raw_messages(kafka_bootstrap, names.commands, part)
 
     # three dead letters, written as the orchestrator writes them
-    wrong_partition = (part + 1) % 3
+    wrong_partition = (partition_for("dl-saga-2", 3) + 1) % 3
     letters = [
         dead_letter_from_message(
             original,  # type: ignore[arg-type]
@@ -117,6 +117,18 @@ def test_list_filters_and_replay_puts_the_original_back(
             "worker",
             datetime.now(UTC),
         ),
+        # a due timer's input the orchestrator refused: made in-process, no topic record
+        dead_letter_for(
+            f"{names.state}#timers",
+            0,
+            -1,
+            b"dl-saga-4",
+            b"timer",
+            None,
+            "a timer for a finished saga",
+            "orchestrator",
+            datetime.now(UTC),
+        ),
     ]
     orchestrator = SignedProducer(client_producer_config(kafka_bootstrap), "orchestrator")
     for letter in letters:
@@ -125,8 +137,9 @@ def test_list_filters_and_replay_puts_the_original_back(
 
     assert main(["deadletters", "list", *conn, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed["count"] == 3
-    assert [x["saga_id"] for x in listed["letters"]] == ["dl-saga-1", "dl-saga-2", "dl-saga-3"]
+    assert listed["count"] == 4
+    sagas = ["dl-saga-1", "dl-saga-2", "dl-saga-3", "dl-saga-4"]
+    assert [x["saga_id"] for x in listed["letters"]] == sagas
     first = listed["letters"][0]
     assert first["error_type"] == "UnknownSaga" and first["rejected_by"] == "orchestrator"
     assert first["source"] == f"{names.commands}[{part}]@{original.offset()}"  # type: ignore[attr-defined]
@@ -140,9 +153,11 @@ def test_list_filters_and_replay_puts_the_original_back(
         and "dl-saga-1" not in out
         and out.strip().endswith(f"1 dead letter(s) in {names.deadletter}")
     )
-    only_large = ["--type", "ReplyTooLarge", "--limit", "5"]
-    assert main(["deadletters", "list", *conn, *only_large]) == 0
+    assert main(["deadletters", "list", *conn, "--type", "ReplyTooLarge"]) == 0
     assert "(original cut to fit)" in capsys.readouterr().out
+    assert main(["deadletters", "list", *conn, "--limit", "2", "--json"]) == 0
+    newest = json.loads(capsys.readouterr().out)
+    assert newest["count"] == 4 and [x["saga_id"] for x in newest["letters"]] == sagas[2:]
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert main(["deadletters", "list", *conn, "--since", later, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 0
@@ -160,11 +175,17 @@ def test_list_filters_and_replay_puts_the_original_back(
     assert len(again) == 1
     assert again[0].key == saga and again[0].value == original.value()  # type: ignore[attr-defined]
     assert again[0].headers == dict(original.headers() or [])  # type: ignore[attr-defined]
+    if signing_config().enabled:  # still the client's signature, verifiable as such
+        headers = list(again[0].headers.items())
+        assert keyring().verify(names.commands, saga.encode(), again[0].value, headers) == "client"
 
     # a WrongPartition letter goes where its key says with --by-key
     assert main(["deadletters", "replay", str(offsets["dl-saga-2"]), *conn, "--by-key"]) == 0
     text = capsys.readouterr().out
-    assert f"to {names.commands}[{partition_for('dl-saga-2', 3)}]@" in text
+    by_key = partition_for("dl-saga-2", 3)
+    assert by_key != wrong_partition and f"to {names.commands}[{by_key}]@" in text
+    moved = [r for r in read_committed(kafka_bootstrap, names.commands) if r.key == "dl-saga-2"]
+    assert [(r.partition, r.value) for r in moved] == [(by_key, b"\x00junk")]
 
     # refused, one line each, nothing sent
     assert main(["deadletters", "replay", str(offsets["dl-saga-3"]), *conn]) == 2
@@ -172,12 +193,14 @@ def test_list_filters_and_replay_puts_the_original_back(
     assert (
         "holds only part of its original (70000 bytes" in err and len(err.strip().splitlines()) == 1
     )
+    assert main(["deadletters", "replay", str(offsets["dl-saga-4"]), *conn]) == 2
+    assert "an input the orchestrator made itself" in capsys.readouterr().err
     assert main(["deadletters", "replay", "999", *conn]) == 2
     assert f"no dead letter at {names.deadletter}[0]@999" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["deadletters", "replay", "minus-one", *conn])
     assert exc.value.code == 2
     assert "an offset is a whole number" in capsys.readouterr().err
-    assert len(read_dead_letters(kafka_bootstrap, names)) == 3  # nothing was added or lost
+    assert len(read_dead_letters(kafka_bootstrap, names)) == 4  # nothing was added or lost
     assert main(["deadletters", "list", "--bootstrap", kafka_bootstrap, "--prefix", "t-none"]) == 2
     assert "topic 't-none.deadletter' does not exist" in capsys.readouterr().err
