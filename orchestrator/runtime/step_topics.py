@@ -5,9 +5,11 @@ in the orchestrator's transactions.  Kafka refuses a record for a topic that doe
 not exist (or that this principal may not write) only at commit: the transaction
 aborts, and after :data:`~sagaline.orchestrator.runtime.transactions.SUSPECT_AFTER`
 aborts in a row the input is dead-lettered.  That is the right end for a topic that
-stays missing, but a user should hear of it when the process starts, not from
-the dead letters: :func:`check_step_topics` names every missing topic and the
-steps that use it in a warning.  It does not refuse to start: the topic may be
+stays missing (a broker with ``auto.create.topics.enable`` creates it instead, with
+its default settings, at first use), but a user should hear of it when the process
+starts, not from the dead letters or a topic made with the wrong settings:
+:func:`check_step_topics` names every missing topic and the steps that use it in a
+warning.  It does not refuse to start: the topic may be
 created by the team that runs those workers, and the sagas that do not use it
 run meanwhile.
 """
@@ -65,8 +67,9 @@ def check_step_topics(bootstrap_servers: str, logic: object, timeout: float = 10
     for topic in missing:
         log.warning(
             "topic %r does not exist (or this principal may not see it), and %s send their "
-            "tasks to it (to=): until it is there, each such task's input is dead-lettered "
-            "after %d aborted transactions",
+            "tasks to it (to=): a broker with auto.create.topics.enable creates it at first "
+            "use with its default settings; otherwise, until it is there, each such task's "
+            "input is dead-lettered after %d aborted transactions",
             topic,
             "; ".join(wanted[topic]),
             SUSPECT_AFTER,
