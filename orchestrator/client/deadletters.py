@@ -205,11 +205,11 @@ def replay_dead_letter(
         )
     if letter.value is None:
         raise DeadLetterError("the original had no value: there is nothing to replay")
-    producer = Producer(client_producer_config(bootstrap_servers))
+    # never auto-create a source topic that is gone: the replay must find what it left
+    config = client_producer_config(bootstrap_servers, extra={"allow.auto.create.topics": False})
+    producer = Producer(config)
     try:
-        partition = letter.source_partition
-        if by_key:
-            partition = _key_partition(producer, letter)
+        partition = _target_partition(producer, letter, by_key)
         done = threading.Event()
         outcome: list[Message | KafkaError] = []
 
@@ -242,8 +242,9 @@ def replay_dead_letter(
         producer.flush(0)
 
 
-def _key_partition(producer: Producer, letter: DeadLetter) -> int:
-    if letter.key is None:
+def _target_partition(producer: Producer, letter: DeadLetter, by_key: bool) -> int:
+    """The source partition (checked to exist), or with ``by_key`` the key's partition."""
+    if by_key and letter.key is None:
         raise DeadLetterError("the original has no key: --by-key has nothing to go by")
     try:
         metadata = producer.list_topics(letter.source_topic, timeout=KAFKA_TIMEOUT_S)
@@ -252,4 +253,12 @@ def _key_partition(producer: Producer, letter: DeadLetter) -> int:
     described = metadata.topics.get(letter.source_topic)
     if described is None or described.error is not None or not described.partitions:
         raise DeadLetterError(f"topic {letter.source_topic!r} does not exist; nothing was sent")
-    return partition_for(letter.key, len(described.partitions))
+    count = len(described.partitions)
+    if by_key and letter.key is not None:
+        return partition_for(letter.key, count)
+    if letter.source_partition >= count:
+        raise DeadLetterError(
+            f"{letter.source_topic} has {count} partition(s), not partition "
+            f"{letter.source_partition} (--by-key sends it where its key goes); nothing was sent"
+        )
+    return letter.source_partition

@@ -129,6 +129,18 @@ def test_list_filters_and_replay_puts_the_original_back(
             "orchestrator",
             datetime.now(UTC),
         ),
+        # from a topic deleted since: a replay must not create it again
+        dead_letter_for(
+            f"{names.prefix}.gone",
+            0,
+            3,
+            b"dl-saga-5",
+            b"old",
+            None,
+            "from a topic deleted since",
+            "orchestrator",
+            datetime.now(UTC),
+        ),
     ]
     orchestrator = SignedProducer(client_producer_config(kafka_bootstrap), "orchestrator")
     for letter in letters:
@@ -137,8 +149,8 @@ def test_list_filters_and_replay_puts_the_original_back(
 
     assert main(["deadletters", "list", *conn, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed["count"] == 4
-    sagas = ["dl-saga-1", "dl-saga-2", "dl-saga-3", "dl-saga-4"]
+    assert listed["count"] == 5
+    sagas = ["dl-saga-1", "dl-saga-2", "dl-saga-3", "dl-saga-4", "dl-saga-5"]
     assert [x["saga_id"] for x in listed["letters"]] == sagas
     first = listed["letters"][0]
     assert first["error_type"] == "UnknownSaga" and first["rejected_by"] == "orchestrator"
@@ -157,7 +169,7 @@ def test_list_filters_and_replay_puts_the_original_back(
     assert "(original cut to fit)" in capsys.readouterr().out
     assert main(["deadletters", "list", *conn, "--limit", "2", "--json"]) == 0
     newest = json.loads(capsys.readouterr().out)
-    assert newest["count"] == 4 and [x["saga_id"] for x in newest["letters"]] == sagas[2:]
+    assert newest["count"] == 5 and [x["saga_id"] for x in newest["letters"]] == sagas[3:]
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert main(["deadletters", "list", *conn, "--since", later, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 0
@@ -195,12 +207,22 @@ def test_list_filters_and_replay_puts_the_original_back(
     )
     assert main(["deadletters", "replay", str(offsets["dl-saga-4"]), *conn]) == 2
     assert "an input the orchestrator made itself" in capsys.readouterr().err
+    assert main(["deadletters", "replay", str(offsets["dl-saga-5"]), *conn]) == 2
+    assert (
+        f"topic '{names.prefix}.gone' does not exist; nothing was sent" in capsys.readouterr().err
+    )
+    lister = Consumer(reader_config(kafka_bootstrap, "list"))
+    try:
+        topics = lister.list_topics(timeout=10).topics
+    finally:
+        lister.close()
+    assert f"{names.prefix}.gone" not in topics  # not auto-created by the attempt
     assert main(["deadletters", "replay", "999", *conn]) == 2
     assert f"no dead letter at {names.deadletter}[0]@999" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["deadletters", "replay", "minus-one", *conn])
     assert exc.value.code == 2
     assert "an offset is a whole number" in capsys.readouterr().err
-    assert len(read_dead_letters(kafka_bootstrap, names)) == 4  # nothing was added or lost
+    assert len(read_dead_letters(kafka_bootstrap, names)) == 5  # nothing was added or lost
     assert main(["deadletters", "list", "--bootstrap", kafka_bootstrap, "--prefix", "t-none"]) == 2
     assert "topic 't-none.deadletter' does not exist" in capsys.readouterr().err
