@@ -10,8 +10,8 @@ of a recorded task reuses the recorded reply, and the journal audits and replays
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from local_step_sagas import (
     Mixed,
     SlowFirst,
 )
-from orchestrator_support import Responder, delete_prefix_topics, read_committed
+from orchestrator_support import Responder, Running, delete_prefix_topics, read_committed
 from psycopg_pool import ConnectionPool
 
 from sagaline.consumers.local_steps import LocalStepRunner
@@ -71,37 +71,25 @@ def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-class Running:
-    """An orchestrator with local steps running in a thread, plus a responder."""
+@contextmanager
+def _running(settings: Settings, pool: ConnectionPool | None) -> Iterator[Running]:
+    """An orchestrator with local steps running in a thread, plus a responder.
 
-    def __init__(self, settings: Settings, pool: ConnectionPool | None) -> None:
-        self.local = LocalStepRunner(REGISTRY, pool=pool, replies_topic=settings.topics.replies)
-        config = EngineConfig(instance_id="a", group_id=f"{settings.topics.prefix}-orch")
-        self.orch = Orchestrator(
-            settings, CoreLogic(REGISTRY), config, codec=AvroCodec(), local_steps=self.local
-        )
-        bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
-        self.responder = Responder(bootstrap, prefix, AvroCodec())
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.orch.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> Running:
-        self.responder.start()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.responder.stop()
-        self.orch.request_stop()
-        self.thread.join(30)
-        self.local.close()
-        assert self.error is None, self.error
+    The responder starts before the orchestrator and stops before it; the local step
+    runner closes after the orchestrator's thread has stopped."""
+    local = LocalStepRunner(REGISTRY, pool=pool, replies_topic=settings.topics.replies)
+    config = EngineConfig(instance_id="a", group_id=f"{settings.topics.prefix}-orch")
+    orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec(), local_steps=local)
+    bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topics.prefix
+    responder = Responder(bootstrap, prefix, AvroCodec()).start()
+    try:
+        with Running(orch) as running:
+            try:
+                yield running
+            finally:
+                responder.stop()
+    finally:
+        local.close()
 
 
 def _journal(settings: Settings, saga_id: str) -> list[tuple[int, JournalEntry]]:
@@ -122,7 +110,7 @@ def _effects(pool: ConnectionPool) -> list[tuple[str, str]]:
 
 
 def test_local_and_remote_steps_one_transaction_and_replay(settings: Settings, calls: Path) -> None:
-    with Running(settings, None) as running, SagaClient(settings) as client:
+    with _running(settings, None) as running, SagaClient(settings) as client:
         chain = client.start(LocalChain, LocalData(label="c"), saga_id="chain-1")
         mixed = client.start(Mixed, LocalData(label="m"), saga_id="mixed-1")
         refused = client.start(Mixed, LocalData(label="r", fail_at="finish"), saga_id="mixed-2")
@@ -158,7 +146,7 @@ def test_local_and_remote_steps_one_transaction_and_replay(settings: Settings, c
 def test_local_database_steps_write_once_and_compensate_locally(
     settings: Settings, pool: ConnectionPool, calls: Path
 ) -> None:
-    with Running(settings, pool), SagaClient(settings) as client:
+    with _running(settings, pool), SagaClient(settings) as client:
         ok = client.start(LocalDb, LocalData(label="ok"), saga_id="db-ok")
         bad = client.start(LocalDb, LocalData(label="bad", fail_at="credit"), saga_id="db-bad")
         done_ok, done_bad = ok.wait(timeout=60), bad.wait(timeout=60)
@@ -195,7 +183,7 @@ def test_local_database_steps_write_once_and_compensate_locally(
 def test_a_local_step_past_its_timeout_fails_and_is_retried(
     settings: Settings, calls: Path
 ) -> None:
-    with Running(settings, None), SagaClient(settings) as client:
+    with _running(settings, None), SagaClient(settings) as client:
         done = client.start(SlowFirst, LocalData(label="s"), saga_id="slow-1").wait(timeout=60)
     assert done.status == "completed"
     replies = [e.input for _o, e in _journal(settings, "slow-1")[1:]]

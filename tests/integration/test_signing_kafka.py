@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 from orchestrator_sagas import REGISTRY, Approved, PipeData, Pipeline
-from orchestrator_support import Responder, delete_prefix_topics, read_committed
+from orchestrator_support import Responder, Running, delete_prefix_topics, read_committed
 
 from sagaline.consumers.migrations import migrate
 from sagaline.consumers.relay import Relay, RelayOptions
@@ -78,29 +78,10 @@ def settings(kafka_bootstrap: str, topic_prefix: str, signing: Path) -> Iterator
     delete_prefix_topics(kafka_bootstrap, names.prefix)
 
 
-class Running:
+def _running(settings: Settings, instance: str = "a") -> Running:
     """An orchestrator on a thread for the duration of a ``with`` block."""
-
-    def __init__(self, settings: Settings, instance: str = "a") -> None:
-        config = EngineConfig(instance_id=instance, group_id=f"{settings.topics.prefix}-orch")
-        self.orch = Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec())
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.orch.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.orch.request_stop()
-        self.thread.join(30)
-        assert self.error is None, self.error
+    config = EngineConfig(instance_id=instance, group_id=f"{settings.topics.prefix}-orch")
+    return Running(Orchestrator(settings, CoreLogic(REGISTRY), config, codec=AvroCodec()))
 
 
 def _until(what: str, check: Callable[[], object], timeout: float = 60) -> object:
@@ -133,7 +114,7 @@ def _send(settings: Settings, topic: str, key: str, value: bytes, signer: str | 
 
 def test_forged_replies_never_complete_a_step(settings: Settings) -> None:
     codec, topics = AvroCodec(), settings.topics
-    with Running(settings), SagaClient(settings) as client:
+    with _running(settings), SagaClient(settings) as client:
         handle = client.start(Pipeline, PipeData(label="x"), saga_id="forged-1")
         task = _until(
             "the first task",
@@ -184,7 +165,7 @@ def test_an_approval_from_a_non_approver_is_refused(settings: Settings) -> None:
     codec, topics = AvroCodec(), settings.topics
     responder = Responder(settings.kafka_bootstrap_servers, topics.prefix, codec).start()
     try:
-        with Running(settings), SagaClient(settings) as admin:
+        with _running(settings), SagaClient(settings) as admin:
             handle = admin.start(Approved, PipeData(label="x"), saga_id="approve-1")
             _until(
                 "the approval",
@@ -292,7 +273,7 @@ def test_forged_state_records_are_not_restored(settings: Settings) -> None:
     codec, topics = AvroCodec(), settings.topics
     responder = Responder(settings.kafka_bootstrap_servers, topics.prefix, codec).start()
     try:
-        with Running(settings), SagaClient(settings) as client:
+        with _running(settings), SagaClient(settings) as client:
             client.start(Approved, PipeData(label="keep"), saga_id="keep-1")
             client.start(Approved, PipeData(label="keep"), saga_id="keep-2")
             for saga_id in ("keep-1", "keep-2"):
@@ -319,7 +300,7 @@ def test_forged_state_records_are_not_restored(settings: Settings) -> None:
     raw = Producer(client_producer_config(settings.kafka_bootstrap_servers))
     raw.produce(topics.state, key=b"keep-2", value=codec.encode(forged), partition=p2)
     assert raw.flush(30) == 0
-    with Running(settings, instance="b") as running:
+    with _running(settings, instance="b") as running:
         _until("the restore", lambda: running.orch.owned_partitions)
         active = running.orch.active_sagas()
     after = sum(
