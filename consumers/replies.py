@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from sagaline.schemas.base import Payload, Record, Usage
 from sagaline.schemas.replies import (
@@ -77,30 +78,23 @@ def refusal_reply(refused: Record, error_type: str, error_message: str) -> Recor
     Built from the refused reply itself (same saga, step, attempt, task id and message id:
     the refused one never reached the orchestrator), so it needs no task and always fits.
     """
+    if not isinstance(
+        refused, StepSucceeded | StepFailed | CompensationSucceeded | CompensationFailed
+    ):
+        raise TypeError(f"{type(refused).__name__} is not a step or compensation reply")
+    fields: dict[str, Any] = {
+        "envelope": refused.envelope.model_copy(update={"occurred_at": datetime.now(UTC)}),
+        "step": refused.step,
+        "attempt": refused.attempt,
+        "idempotency_key": refused.idempotency_key,
+        "task_id": refused.task_id,
+        "retryable": False,
+        "error_type": error_type,
+        "error_message": error_message[:MAX_ERROR_MESSAGE],
+    }
     if isinstance(refused, StepSucceeded | StepFailed):
-        return StepFailed(
-            envelope=refused.envelope.model_copy(update={"occurred_at": datetime.now(UTC)}),
-            step=refused.step,
-            attempt=refused.attempt,
-            idempotency_key=refused.idempotency_key,
-            task_id=refused.task_id,
-            retryable=False,
-            error_type=error_type,
-            error_message=error_message[:MAX_ERROR_MESSAGE],
-            usage=refused.usage,
-        )
-    if isinstance(refused, CompensationSucceeded | CompensationFailed):
-        return CompensationFailed(
-            envelope=refused.envelope.model_copy(update={"occurred_at": datetime.now(UTC)}),
-            step=refused.step,
-            attempt=refused.attempt,
-            idempotency_key=refused.idempotency_key,
-            task_id=refused.task_id,
-            retryable=False,
-            error_type=error_type,
-            error_message=error_message[:MAX_ERROR_MESSAGE],
-        )
-    raise TypeError(f"{type(refused).__name__} is not a step or compensation reply")
+        return StepFailed(**fields, usage=refused.usage)
+    return CompensationFailed(**fields)
 
 
 def heartbeat_reply(

@@ -19,7 +19,11 @@ from pydantic import BaseModel
 from sagaline.orchestrator.core.agents import AgentDecision, AgentTurn, HistoryItem, ToolInfo
 from sagaline.orchestrator.core.errors import SagaDefinitionError
 from sagaline.orchestrator.core.limit_spec import Limit
-from sagaline.orchestrator.core.nodes.agent_turns import on_tool_approval, on_turn_succeeded
+from sagaline.orchestrator.core.nodes.agent_turns import (
+    observe,
+    on_tool_approval,
+    on_turn_succeeded,
+)
 from sagaline.orchestrator.core.nodes.base import (
     FunctionNode,
     Node,
@@ -35,7 +39,7 @@ from sagaline.orchestrator.core.nodes.base import (
 from sagaline.orchestrator.core.nodes.step import model_or_none
 from sagaline.orchestrator.core.payloads import to_payload
 from sagaline.orchestrator.core.policies import NO_RETRY, Retry
-from sagaline.schemas.events import AgentGaveUp, AgentObservation, AgentTurnStarted, ModelFallback
+from sagaline.schemas.events import AgentGaveUp, AgentTurnStarted, ModelFallback
 from sagaline.schemas.state import AgentHistoryItem, AgentState, StepState
 from sagaline.schemas.trusted import make
 
@@ -409,17 +413,7 @@ class AgentKind(NodeKind[AgentSpec]):
         if turn is None:
             ctx.start_compensation(reason)
         elif tool_name is not None:
-            ctx.emit(
-                make(
-                    AgentObservation,
-                    at=ctx.now,
-                    agent=node.name,
-                    turn=turn,
-                    tool=tool_name,
-                    ok=False,
-                    content=error,
-                )
-            )
+            observe(ctx, node, turn, tool_name, ok=False, content=error)
         else:
             ctx.emit(make(AgentGaveUp, at=ctx.now, agent=node.name, turn=turn, reason=reason))
             ctx.start_compensation(reason)
@@ -431,17 +425,8 @@ class AgentKind(NodeKind[AgentSpec]):
 
     def on_wait_timeout(self, ctx: DecisionContext, node: AgentSpec, name: str) -> None:
         _, tool_name, turn = parse_task_step(name)
-        ctx.emit(
-            make(
-                AgentObservation,
-                at=ctx.now,
-                agent=node.name,
-                turn=turn or 0,
-                tool=tool_name,
-                ok=False,
-                content=f"the call of {tool_name} was not approved in time",
-            )
-        )
+        content = f"the call of {tool_name} was not approved in time"
+        observe(ctx, node, turn or 0, tool_name, ok=False, content=content)
 
     def retry_policy(self, node: AgentSpec, step: str) -> Retry:
         _, tool_name, turn = parse_task_step(step)

@@ -62,14 +62,21 @@ def on_turn_succeeded(
         on_decision(ctx, node, turn, reply.result, reply)
         return
     content = reply.result.data.decode() if reply.result and reply.result.data else "ok"
+    observe(ctx, node, turn, tool_name, ok=True, content=content)
+
+
+def observe(
+    ctx: DecisionContext, node: AgentSpec, turn: int, tool: str | None, *, ok: bool, content: str
+) -> None:
+    """Record what a tool call of turn ``turn`` gave the agent (its result, or its error)."""
     ctx.emit(
         make(
             AgentObservation,
             at=ctx.now,
             agent=node.name,
             turn=turn,
-            tool=tool_name,
-            ok=True,
+            tool=tool,
+            ok=ok,
             content=content,
         )
     )
