@@ -380,23 +380,23 @@ class Worker:
     def _abort(self, producer: Producer, error: KafkaError) -> None:
         """End a failed transaction: abort it, or replace a producer that failed for good;
         either way the replies the broker refused in it are remembered (no re-run loop)."""
-        if not is_fatal(error):
+        fatal = error if is_fatal(error) else None
+        if fatal is None:
             log.warning("Kafka transaction aborted (%s); rewinding to committed offsets", error)
             try:
                 abort_transaction(producer)
             except KafkaException as exc:  # fenced while aborting, or no transaction open
                 failed = exc.args[0] if exc.args else None
-                if not (isinstance(failed, KafkaError) and is_fatal(failed)):
+                if isinstance(failed, KafkaError) and is_fatal(failed):
+                    fatal = failed
+                else:
                     log.warning("abort_transaction: %s (nothing to abort)", exc)
-                    self.stats.dead_lettered += self._refusals.after_abort(producer)
-                    return
-                error = failed
-            else:
-                self.stats.dead_lettered += self._refusals.after_abort(producer)
-                return
+        if fatal is None:
+            self.stats.dead_lettered += self._refusals.after_abort(producer)
+            return
         with suppress(KafkaException):  # the refusals reported before the failure
             self.stats.dead_lettered += self._refusals.after_abort(producer)
-        self._txns.recreate(error)
+        self._txns.recreate(fatal)
 
     def _produce_delivery(self, producer: Producer, d: Delivery) -> None:
         """Produce one reply into the transaction; a reply refused for good is dead-lettered

@@ -228,10 +228,15 @@ class TransactionalProducer:
             log.debug("delivery to %s purged by the abort", msg.topic())
             return
         log.warning("delivery to %s failed: %s", msg.topic(), err)
+        self._note(err, f"{msg.topic()} refused a record: {err}")
+
+    def _note(self, err: KafkaError, text: str) -> None:
+        """Keep a failed record's error if it may be the batch's fault (a refusal for good,
+        or a suspect that counts once it lasts)."""
         if refused_for_good(err):
-            self._refused.append(f"{msg.topic()} refused a record: {err}")
+            self._refused.append(text)
         elif suspect(err):
-            self._suspects.append(f"{msg.topic()} refused a record: {err}")
+            self._suspects.append(text)
 
     def take_recreated(self) -> bool:
         """Whether a fatal error re-created the client since the last call."""
@@ -354,10 +359,7 @@ class TransactionalProducer:
                 if is_fatal(refusal):
                     raise _Broken("produce", refusal) from exc
                 log.warning("aborting batch, %s refused a record: %s", item.topic, refusal)
-                if refused_for_good(refusal):
-                    self._refused.append(f"{item.topic} refused a record: {refusal}")
-                elif suspect(refusal):
-                    self._suspects.append(f"{item.topic} refused a record: {refusal}")
+                self._note(refusal, f"{item.topic} refused a record: {refusal}")
                 self._join_offsets_quietly()
                 return self._abort(str(refusal))
             self._join_offsets()
@@ -371,10 +373,7 @@ class TransactionalProducer:
             if not err.txn_requires_abort():
                 raise _Broken("transaction", err) from exc
             log.warning("aborting batch: %s", err)
-            if refused_for_good(err):
-                self._refused.append(str(err))
-            elif suspect(err):
-                self._suspects.append(str(err))
+            self._note(err, str(err))
             return self._abort(str(err))
 
     def _abort(self, reason: str) -> bool:
