@@ -16,6 +16,7 @@ The private key's path is never logged; a missing key is one ``ConfigError`` lin
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ class SigningConfig:
 _lock = threading.Lock()
 _config: SigningConfig | None = None
 _signers: dict[str, Signer] = {}
-_keyring: tuple[float, Keyring] | None = None
+_keyring: tuple[int, Keyring] | None = None
 
 
 def reset_signing() -> None:
@@ -146,11 +147,11 @@ def signer_for(role: str) -> Signer | None:
     return signer
 
 
-def _mtime(directory: Path) -> float:
+def _mtime(directory: Path) -> int:
     try:
-        return directory.stat().st_mtime
+        return os.stat(os.fspath(directory)).st_mtime_ns  # on every record read: no pathlib
     except OSError:
-        return -1.0
+        return -1
 
 
 def keyring() -> Keyring:

@@ -50,6 +50,26 @@ def _signed(keys: Path, name: str, topic: str = TOPIC, key: bytes | None = KEY, 
     return signer.headers(topic, key, value)
 
 
+def test_libsodium_signs_the_bytes_openssl_signs_and_each_verifies_the_other(keys: Path) -> None:
+    """ADR 0025: libsodium signs and verifies; records signed through OpenSSL (earlier
+    versions, other tools holding the key) verify unchanged, and the reverse."""
+    import base64
+
+    signer = load_signer(keys / "worker.key", "worker")
+    message = signed_message(TOPIC, KEY, VALUE)
+    assert signer.sign(message) == signer.private.sign(message)  # Ed25519 is deterministic
+    signer.private.public_key().verify(signer.sign(message), message)  # OpenSSL accepts it
+    by_openssl = [
+        (SIGNER_HEADER, f"worker/{signer.key_id}".encode()),
+        (SIG_HEADER, base64.b64encode(signer.private.sign(message))),
+    ]
+    ring = Keyring.load(keys)
+    assert ring.verify(TOPIC, KEY, VALUE, by_openssl) == "worker"
+    short = [by_openssl[0], (SIG_HEADER, base64.b64encode(b"\x01" * 63))]
+    with pytest.raises(SignatureError, match="does not match"):
+        ring.verify(TOPIC, KEY, VALUE, short)
+
+
 def test_a_signed_record_verifies_as_its_signer(keys: Path) -> None:
     ring = Keyring.load(keys)
     assert ring.signers() == ["admin", "client", "orchestrator", "worker"]
