@@ -83,13 +83,15 @@ _NO_USAGE = Usage()
 
 def derive_message_id(*parts: object) -> str:
     """A deterministic message id (UUIDv5) from ``parts``: ``str(uuid.uuid5(...))``
-    written directly (SHA-1, version and variant bits), without the UUID object."""
+    written directly (SHA-1, version and variant digits), without the UUID object."""
     name = "/".join(map(str, parts)).encode()
-    digest = bytearray(hashlib.sha1(_ID_PREFIX + name, usedforsecurity=False).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest[:16].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_ID_PREFIX + name, usedforsecurity=False).hexdigest()
+    # version 5 in the 13th digit; the RFC 4122 variant (10xx) in the 17th
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: the 17th hex digit with its top two bits set to the RFC 4122 variant ``10``
+_VARIANT = {f"{d:x}": f"{(d & 0x3) | 0x8:x}" for d in range(16)}
 
 
 def ms(delta: timedelta | None) -> int | None:

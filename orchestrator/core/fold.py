@@ -91,8 +91,10 @@ def evolve(state: SagaState | None, event: SagaEvent) -> SagaState:
         raise FoldError(f"no fold for {type(event).__name__}")
     updates = handler(state, event)
     updates.setdefault("updated_at", event.at)
-    new = replace(state, updates)
-    return _settle_status(new)
+    status = _settled_status(state, updates)
+    if status is not None:
+        updates["status"] = status
+    return replace(state, updates)
 
 
 def _started(e: SagaStarted) -> SagaState:
@@ -117,13 +119,24 @@ def _started(e: SagaStarted) -> SagaState:
     )
 
 
-def _settle_status(state: SagaState) -> SagaState:
-    if state.status not in ("running", "waiting"):
-        return state
-    busy = any(s.status == "running" for s in state.steps.values())
-    waiting = (bool(state.waits) or state.sleeping_until is not None) and not busy
-    status = "waiting" if waiting else "running"
-    return state if status == state.status else replace(state, {"status": status})
+def _settled_status(state: SagaState, updates: Updates) -> str | None:
+    """The status a running or waiting saga has after ``updates``: waiting when it
+    waits (a signal, a sleep) with no step running, else running; ``None``: unchanged."""
+    get = updates.get
+    status = get("status", state.status)
+    if status not in ("running", "waiting"):
+        return None
+    steps = get("steps", state.steps)
+    busy = False
+    for st in steps.values():
+        if st.status == "running":
+            busy = True
+            break
+    waiting = not busy and (
+        bool(get("waits", state.waits)) or get("sleeping_until", state.sleeping_until) is not None
+    )
+    settled = "waiting" if waiting else "running"
+    return None if settled == status else settled
 
 
 def _drop(timers: list[Timer], keep: Callable[[Timer], bool]) -> list[Timer]:

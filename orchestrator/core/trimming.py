@@ -29,6 +29,7 @@ from sagaline.orchestrator.core.nodes.agent import AgentSpec
 from sagaline.orchestrator.core.nodes.base import parse_task_step
 from sagaline.schemas.events import StateTrimmed
 from sagaline.schemas.state import SagaState, StepState
+from sagaline.schemas.trusted import make
 
 if TYPE_CHECKING:
     from sagaline.orchestrator.core.decision import DecisionContext
@@ -105,7 +106,7 @@ def trim(ctx: DecisionContext) -> None:
         if name in plan.windows and len(agent.history) > plan.windows[name]
     }
     if steps or history:
-        ctx.emit(StateTrimmed(at=ctx.now, steps=steps, agent_history=history))
+        ctx.emit(make(StateTrimmed, at=ctx.now, steps=steps, agent_history=history))
 
 
 def _retires(plan: TrimPlan, s: SagaState, name: str, st: StepState) -> bool:
