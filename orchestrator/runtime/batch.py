@@ -37,7 +37,7 @@ class EngineConfig:
     tombstone_grace_s: float = 86_400.0
     transaction_timeout_ms: int = 30_000
     producer_linger_ms: float = 0.5
-    fetch_wait_max_ms: int = 5
+    fetch_wait_max_ms: int = 100
     session_timeout_ms: int = 10_000
     #: ``group.instance.id`` = instance id: a restarted instance gets its partitions back at once
     static_membership: bool = True
@@ -98,6 +98,8 @@ class Batch:
     decisions: int = 0
     timers: int = 0
     dead_letters: int = 0
+    #: decisions get spans (``telemetry.records_spans``: an SDK tracer is installed)
+    traced: bool = True
 
 
 def make_clients(

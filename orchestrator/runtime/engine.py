@@ -313,7 +313,7 @@ class Orchestrator:
         return state if state is not None else part.finished.get(saga_id)
 
     def _run_batch(self, messages: list[Message], now: float, timer_limit: int) -> None:
-        batch = Batch()
+        batch = Batch(traced=telemetry.records_spans(self.tracer))
         started = time.perf_counter()
         accepted, batch.offsets = self._accept(messages)
         early = bool(accepted)
@@ -397,13 +397,17 @@ class Orchestrator:
         parent: Context | None,
     ) -> None:
         state = self._state_of(batch, saga_id, partition)
-        with self.tracer.start_as_current_span(
-            f"sagaline decide {type(record).__name__}",
-            context=parent,
-            **telemetry.decision_span(self._input_types, saga_id, partition, record),
-        ):
+        if not batch.traced:  # a no-op span would only pass the parent's context on
             outcome = self.logic.decide(state, record)
-            carrier = carrier_from_context()
+            carrier = carrier_from_context(parent) if parent is not None else {}
+        else:
+            with self.tracer.start_as_current_span(
+                f"sagaline decide {type(record).__name__}",
+                context=parent,
+                **telemetry.decision_span(self._input_types, saga_id, partition, record),
+            ):
+                outcome = self.logic.decide(state, record)
+                carrier = carrier_from_context()
         batch.decisions += 1
         if outcome.state is not state or outcome.journal:
             # an ignored input (no events) leaves the snapshot as it was

@@ -37,6 +37,7 @@ __all__ = [
     "get_tracer",
     "headers_from_carrier",
     "link_for",
+    "records_spans",
 ]
 
 log = logging.getLogger("sagaline.telemetry")
@@ -54,6 +55,21 @@ ProducerHeaders = list[tuple[str, str | bytes | None]]
 def get_tracer() -> Tracer:
     """The tracer sagaline uses (from the globally configured provider)."""
     return trace.get_tracer("sagaline.orchestrator")
+
+
+def records_spans(tracer: Tracer) -> bool:
+    """Whether spans started with ``tracer`` are recorded anywhere.
+
+    ``False`` for the API's no-op tracer, and for its proxy while no SDK provider
+    is installed (no ``configure_tracing``): their spans only pass the parent's
+    context through, so a caller may skip them and propagate the parent's carrier.
+    """
+    if isinstance(tracer, trace.NoOpTracer):
+        return False
+    if isinstance(tracer, trace.ProxyTracer):
+        provider = trace.get_tracer_provider()
+        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return True
 
 
 def carrier_from_headers(headers: KafkaHeaders) -> dict[str, str]:

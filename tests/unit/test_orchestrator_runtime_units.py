@@ -22,6 +22,7 @@ from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     carrier_from_headers,
+    context_from_carrier,
     context_from_headers,
     headers_from_carrier,
 )
@@ -127,6 +128,29 @@ def test_trace_headers_round_trip() -> None:
     assert ctx is not None
     assert context_from_headers([("other", b"x")]) is None
     assert carrier["traceparent"].split("-")[1] == f"{span.get_span_context().trace_id:032x}"
+
+
+def test_without_an_sdk_tracer_the_parent_carrier_is_what_a_no_op_span_passes_on() -> None:
+    """The engine skips a decision's span when ``records_spans`` is false and sends its
+    tasks the parent's carrier: exactly what the no-op span would have carried."""
+    from opentelemetry import trace
+
+    from sagaline.orchestrator.runtime.telemetry import records_spans
+
+    proxy = trace.ProxyTracer("sagaline.test")
+    assert not records_spans(proxy) and not records_spans(trace.NoOpTracer())
+    assert records_spans(TracerProvider().get_tracer("t"))
+    incoming = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "vendor=abc",
+    }
+    parent = context_from_carrier(incoming)
+    assert parent is not None
+    with proxy.start_as_current_span("decide", context=parent):
+        through_span = carrier_from_context()
+    assert carrier_from_context(parent) == through_span == incoming
+    with proxy.start_as_current_span("decide", context=None):
+        assert carrier_from_context() == {}  # no parent: nothing, as the fast path sends
 
 
 def _start(saga_id: str, saga_type: str = Pipeline.type_name) -> StartSaga:
