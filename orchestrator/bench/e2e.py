@@ -90,12 +90,18 @@ class _Run:
         run = uuid.uuid4().hex[:6]
         return [f"{tag}-{run}-{i}" for i in range(n)]
 
-    def warm(self) -> None:
+    def warm(self, n: int) -> None:
+        """Run ``n`` sagas of every path at once before measuring: the broker's
+        JIT compiler, the connection pools and the processes' caches reach their steady
+        state (a user's long-running stack), which a handful of sagas does not give."""
         for kind in PATHS.values():
-            ids = self.ids(f"warm-{kind.type_name}", 3)
+            ids = self.ids(f"warm-{kind.type_name}", n)
             for saga_id in ids:
-                self.client.start(kind, E2EFive(), saga_id=saga_id, check_existing=False)
-            self.stack.tail.wait_terminal(ids, 120)
+                self.client.start(
+                    kind, E2EFive(), saga_id=saga_id, check_existing=False, flush=False
+                )
+            self.client.flush()
+            self.stack.tail.wait_terminal(ids, 300)
 
     def sequential(self, kind: type[Saga[E2EFive]], n: int) -> dict[str, Any]:
         latencies: list[float] = []
@@ -232,6 +238,7 @@ def run_e2e(
     paths: Sequence[str] = ("kafka", "outbox"),
     wait_sagas: int = 50,
     wait_many: int = 1000,
+    warm: int = 300,
 ) -> dict[str, Any]:
     """Run the end-to-end benchmark; returns the JSON-able report."""
     stack = Stack(bootstrap, dsn, partitions=partitions, concurrency=concurrency)
@@ -250,7 +257,8 @@ def run_e2e(
     try:
         stack.start()
         run = _Run(stack)
-        run.warm()
+        run.warm(max(1, warm))
+        report["warm_sagas_per_path"] = max(1, warm)
         if wait_sagas > 0:
             report["waiting"] = waiting(run, Kafka5, wait_sagas, wait_many)
         for path in paths:

@@ -54,6 +54,9 @@ def register(subparsers: Subparsers) -> None:
     e2e.add_argument("--paths", default="kafka,outbox", help="kafka and/or outbox")
     e2e.add_argument("--wait-sagas", type=int, default=50, help="SagaHandle.wait() timed (0: skip)")
     e2e.add_argument("--wait-many", type=int, default=1000, help="sagas one client waits on")
+    e2e.add_argument(
+        "--warm-sagas", type=int, default=300, help="sagas of each path run first, unmeasured"
+    )
     _security_args(e2e)
     set_handler(e2e, _e2e)
     recovery = parts.add_parser(
@@ -245,6 +248,7 @@ def _e2e(args: argparse.Namespace) -> int:
             paths=paths,
             wait_sagas=args.wait_sagas,
             wait_many=args.wait_many,
+            warm=args.warm_sagas,
         )
         report["security"] = _security()
     return _print(report)
