@@ -14,6 +14,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
     reader_config,
     transactional_producer_config,
 )
+from sagaline.orchestrator.runtime.snapshots import LazySnapshot
 from sagaline.orchestrator.runtime.timers import DueTimer
 from sagaline.orchestrator.runtime.transactions import Produce, TransactionalProducer
 from sagaline.schemas.base import Record
@@ -77,8 +78,23 @@ class EngineStats:
 class PartitionState:
     """The sagas of one owned state partition."""
 
-    active: dict[str, Record] = field(default_factory=dict)
+    #: active sagas: decoded, or as restore read them (loaded at first use)
+    active: dict[str, Record | LazySnapshot] = field(default_factory=dict)
     finished: dict[str, Record] = field(default_factory=dict)
+
+    def state(self, saga_id: str, load: Callable[[LazySnapshot], Record | None]) -> Record | None:
+        """A saga's state; a snapshot restore left unread is loaded now and kept decoded."""
+        found = self.active.get(saga_id)
+        if found is None:
+            return self.finished.get(saga_id)
+        if not isinstance(found, LazySnapshot):
+            return found
+        loaded = load(found)
+        if loaded is None:
+            del self.active[saga_id]
+        else:
+            self.active[saga_id] = loaded
+        return loaded
 
 
 @dataclass

@@ -55,8 +55,9 @@ from sagaline.orchestrator.runtime.layout import PartitionGuard
 from sagaline.orchestrator.runtime.local_runs import LocalSteps, Outbound
 from sagaline.orchestrator.runtime.poison import AbortPolicy, Verdict
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
-from sagaline.orchestrator.runtime.restore import restore_partitions, stable_committed
+from sagaline.orchestrator.runtime.restore import load_lazy, restore_partitions, stable_committed
 from sagaline.orchestrator.runtime.signing_inputs import guard_message
+from sagaline.orchestrator.runtime.snapshots import TERMINAL_HEADER, LazySnapshot, snapshot_headers
 from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     get_tracer,
@@ -74,10 +75,10 @@ __all__ = ["TERMINAL_HEADER", "EngineConfig", "EngineStats", "Orchestrator"]
 
 log = logging.getLogger(__name__)
 
-#: header on state snapshots: ``true`` when the saga is terminal (lets readers skip decoding)
-TERMINAL_HEADER = "sagaline-terminal"
 #: reserved timer id of the "write the tombstone" timer of a finished saga
 TOMBSTONE_TIMER = "__sagaline_tombstone__"
+#: reserved timer id: load a saga restore left unread, at its earliest timer
+LOAD_TIMER = "__sagaline_load__"
 #: first element of a timer's key in the AbortPolicy (inputs use their topic)
 _TIMER = "#timer"
 
@@ -307,10 +308,11 @@ class Orchestrator:
         if saga_id in batch.overlay:
             return batch.overlay[saga_id]
         part = self._owned.get(partition)
-        if part is None:
-            return None
-        state = part.active.get(saga_id)
-        return state if state is not None else part.finished.get(saga_id)
+        return None if part is None else part.state(saga_id, self._load)
+
+    def _load(self, lazy: LazySnapshot) -> Record | None:
+        timeout = self.config.restore_timeout_s
+        return load_lazy(self._reader, lazy, self.codec, self.logic, timeout=timeout)
 
     def _run_batch(self, messages: list[Message], now: float, timer_limit: int) -> None:
         batch = Batch(traced=telemetry.records_spans(self.tracer))
@@ -431,6 +433,9 @@ class Orchestrator:
             state = self._state_of(batch, timer.saga_id, partition)
             if state is None:
                 continue
+            if timer.timer_id == LOAD_TIMER:  # loaded now: its own timers from here on
+                self._schedule(timer.saga_id, state)
+                continue
             if timer.timer_id == TOMBSTONE_TIMER:
                 if self.logic.is_terminal(state) and timer.saga_id not in batch.overlay:
                     batch.produces.append(
@@ -488,16 +493,10 @@ class Orchestrator:
         self._produce_dead_letter(batch, letter)
 
     def _produce_state(self, batch: Batch, saga_id: str, state: Record) -> None:
-        terminal = b"true" if self.logic.is_terminal(state) else b"false"
-        batch.produces.append(
-            Produce(
-                self.names.state,
-                saga_id.encode("utf-8"),
-                self.codec.encode(state),
-                batch.partition_of[saga_id],
-                headers=[(TERMINAL_HEADER, terminal)],
-            )
-        )
+        key, value = saga_id.encode("utf-8"), self.codec.encode(state)
+        hints = snapshot_headers(self.logic, state)
+        p = batch.partition_of[saga_id]
+        batch.produces.append(Produce(self.names.state, key, value, p, headers=hints))
 
     def _dead_letter(
         self, batch: Batch, msg: Message, error_type: str, reason: str, now: float
@@ -587,9 +586,12 @@ class Orchestrator:
     def _schedule(
         self,
         saga_id: str,
-        state: Record,
+        state: Record | LazySnapshot,
         fired: set[tuple[str, str, float]] | None = None,
     ) -> None:
+        if isinstance(state, LazySnapshot):
+            self._wheel.schedule(saga_id, [] if state.due is None else [(LOAD_TIMER, state.due)])
+            return
         grace = self.config.tombstone_grace_s
         plan = planned_timers(self.logic, saga_id, state, TOMBSTONE_TIMER, grace, self.clock, fired)
         self._wheel.schedule(saga_id, plan)

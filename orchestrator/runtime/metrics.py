@@ -24,6 +24,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.snapshots import approvals_by_type
 
 __all__ = [
     "APPROVALS_OPEN",
@@ -212,25 +213,13 @@ class ApprovalCollector(Collector):
         counts: dict[str, int] = {}
         for _ in range(3):  # the engine thread may change the dicts while we copy them
             try:
-                counts = _approval_counts(list(self._states() if self._states else ()))
+                counts = approvals_by_type(list(self._states() if self._states else ()))
                 break
             except RuntimeError:
                 continue
         for saga_type, n in sorted(counts.items()):
             family.add_metric([saga_type], n)
         yield family
-
-
-def _approval_counts(states: list[object]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for state in states:
-        saga_type = getattr(state, "saga_type", None)
-        waits: Any = getattr(state, "waits", None) or ()
-        if not isinstance(saga_type, str):
-            continue
-        n = sum(1 for w in waits if getattr(w, "kind", "") in ("approval", "tool_approval"))
-        counts[saga_type] = counts.get(saga_type, 0) + n
-    return counts
 
 
 #: the one collector of open approvals (registered at import)

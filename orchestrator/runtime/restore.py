@@ -20,6 +20,7 @@ on to the new last stable offset.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -38,12 +39,18 @@ from sagaline.orchestrator.runtime import metrics
 from sagaline.orchestrator.runtime.errors import FatalKafkaError, RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.signing_inputs import verified_state_record
+from sagaline.orchestrator.runtime.snapshots import (
+    LazySnapshot,
+    Unverified,
+    lazy_snapshot,
+    load_snapshot,
+)
 from sagaline.orchestrator.runtime.stable_read import next_batch, paused_gc
 from sagaline.schemas.base import Record
-from sagaline.schemas.codec import trusted_decode
 
 __all__ = [
     "RestoredPartition",
+    "load_lazy",
     "read_partition_latest",
     "restore_partitions",
     "stable_committed",
@@ -58,7 +65,8 @@ class RestoredPartition:
     """The sagas of one state partition, as of its last stable offset."""
 
     partition: int
-    active: dict[str, Record] = field(default_factory=dict)
+    #: active sagas: decoded, or kept unread until first use (``LazySnapshot``)
+    active: dict[str, Record | LazySnapshot] = field(default_factory=dict)
     finished: dict[str, Record] = field(default_factory=dict)
     end_offset: int = 0
 
@@ -107,11 +115,31 @@ def read_partition_latest(
     """Latest value per key of each partition up to its last stable offset.
 
     Returns ``(values, ends, records_read)``; ``values[p]`` omits keys whose
-    latest value is a tombstone.
+    latest value is a tombstone.  Every record is verified (signing on).
+    """
+    latest, ends, count = read_latest_messages(reader, topic, partitions, timeout=timeout)
+    values = {p: {k: m.value() or b"" for k, m in found.items()} for p, found in latest.items()}
+    return values, ends, count
+
+
+def read_latest_messages(
+    reader: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    timeout: float = 60.0,
+    verify_values: bool = True,
+    only: _Only | None = None,
+) -> tuple[dict[int, dict[str, Message]], dict[int, int], int]:
+    """:func:`read_partition_latest`, keeping each key's latest message.
+
+    With signing on a tombstone is always verified (an unverified one is skipped);
+    a value only with ``verify_values`` (else whoever uses it verifies it).
+    ``only``: just these keys, passing over the records already refused.
     """
     parts = sorted(set(partitions))
     ends: dict[int, int] = {}
-    values: dict[int, dict[str, bytes]] = {p: {} for p in parts}
+    values: dict[int, dict[str, Message]] = {p: {} for p in parts}
     deadline = time.monotonic() + timeout
     for p in parts:
         ends[p] = watermarks(reader, TopicPartition(topic, p), deadline)[1]
@@ -130,13 +158,24 @@ def read_partition_latest(
                     f"last stable offset within {timeout}s (hanging transaction?)"
                 )
             for msg in next_batch(reader):
-                count += _take(msg, topic, values, tail)
+                count += _take(msg, topic, values, tail, verify_values, only)
             for tp in reader.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tail.done(tp.partition, tp.offset):
                     pending.discard(tp.partition)
     finally:
         reader.unassign()
     return values, ends, count
+
+
+@dataclass(frozen=True)
+class _Only:
+    """The keys a second read looks for, and the offsets of their records already refused."""
+
+    keys: frozenset[bytes]
+    refused: frozenset[int]
+
+    def wants(self, key: bytes, offset: int | None) -> bool:
+        return key in self.keys and offset not in self.refused
 
 
 class _Tail:
@@ -199,8 +238,10 @@ class _Tail:
 def _take(
     msg: Message,
     topic: str,
-    values: dict[int, dict[str, bytes]],
+    values: dict[int, dict[str, Message]],
     tail: _Tail,
+    verify_values: bool,
+    only: _Only | None = None,
 ) -> int:
     """Fold one consumed message into ``values`` (1 if it was a record, else 0)."""
     err = msg.error()
@@ -213,13 +254,16 @@ def _take(
         log.info("reading %s: %s (retrying)", topic, err)
         return 0
     key = msg.key()
-    if key is not None and verified_state_record(msg):
-        bucket = values[msg.partition() or 0]
-        value = msg.value()
-        if value is None:
-            bucket.pop(key.decode("utf-8"), None)
-        else:
-            bucket[key.decode("utf-8")] = value
+    if key is None or (only is not None and not only.wants(key, msg.offset())):
+        return 1
+    tombstone = msg.value() is None
+    if (tombstone or verify_values) and not verified_state_record(msg):
+        return 1
+    bucket = values[msg.partition() or 0]
+    if tombstone:
+        bucket.pop(key.decode("utf-8"), None)
+    else:
+        bucket[key.decode("utf-8")] = msg
     return 1
 
 
@@ -233,39 +277,98 @@ def restore_partitions(
     *,
     timeout: float = 60.0,
 ) -> dict[int, RestoredPartition]:
-    """Read ``partitions`` of the state topic and decode the sagas in them."""
-    values, ends, count = read_partition_latest(reader, topic, partitions, timeout=timeout)
+    """Read ``partitions`` of the state topic: the finished sagas and the active ones,
+    each active saga decoded, or kept unread when its snapshot carries the hints
+    (``snapshots.LazySnapshot``: verified and decoded at first use, :func:`load_lazy`)."""
     restored: dict[int, RestoredPartition] = {}
     with paused_gc():  # many records that all stay alive: no collection along the way
-        for p, latest in values.items():
-            restored[p] = _decode_partition(p, ends[p], latest, topic, codec, logic)
+        latest, ends, count = read_latest_messages(
+            reader, topic, partitions, timeout=timeout, verify_values=False
+        )
+        for p, found in latest.items():
+            part = restored[p] = RestoredPartition(p, end_offset=ends[p])
+            refused = _sort_partition(part, found, topic, codec, logic)
+            if refused:  # the latest snapshot fails verification: the last one that does not
+                again = _last_verified(reader, topic, p, refused, timeout)
+                _sort_partition(part, again, topic, codec, logic)
+        # what restore keeps lives long: later collections need not walk it again
+        gc.freeze()
     log.info(
-        "restored %s partitions %s: %d records, %d active sagas",
+        "restored %s partitions %s: %d records, %d active sagas (%d unread until first use)",
         topic,
         sorted(restored),
         count,
         sum(len(r.active) for r in restored.values()),
+        sum(isinstance(s, LazySnapshot) for r in restored.values() for s in r.active.values()),
     )
     return restored
 
 
-def _decode_partition(
-    partition: int, end: int, latest: dict[str, bytes], topic: str, codec: Codec, logic: SagaLogic
-) -> RestoredPartition:
-    """The sagas of one partition's latest snapshots, split into active and finished."""
-    part = RestoredPartition(partition, end_offset=end)
-    expected = (logic.state_type,)
-    for saga_id, raw in latest.items():
+def _sort_partition(
+    part: RestoredPartition,
+    latest: dict[str, Message],
+    topic: str,
+    codec: Codec,
+    logic: SagaLogic,
+) -> list[Message]:
+    """Put each saga of ``latest`` in ``part``: active (maybe unread) or finished.
+    Returns the snapshots that failed verification (left out)."""
+    refused: list[Message] = []
+    for saga_id, msg in latest.items():
+        lazy = lazy_snapshot(msg)
+        if lazy is not None:
+            part.active[saga_id] = lazy
+            continue
         try:
             # a snapshot the orchestrator validated when it wrote it (and signed,
             # when signing is on): built without validating it again
-            state = trusted_decode(codec, raw, expected)
+            state = load_snapshot(msg, codec, logic)
+        except Unverified:
+            refused.append(msg)
+            continue
         except Exception as exc:
             raise RestoreError(
-                f"cannot decode the state of saga {saga_id} in {topic}[{partition}]: {exc}"
+                f"cannot decode the state of saga {saga_id} in {topic}[{part.partition}]: {exc}"
             ) from exc
         if logic.is_terminal(state):
             part.finished[saga_id] = state
         else:
             part.active[saga_id] = state
-    return part
+    return refused
+
+
+def load_lazy(
+    reader: Consumer,
+    lazy: LazySnapshot,
+    codec: Codec,
+    logic: SagaLogic,
+    *,
+    timeout: float = 60.0,
+) -> Record | None:
+    """The state of a saga restore left unread, verified and decoded now.
+
+    A snapshot that fails verification (logged and counted) is replaced by the
+    saga's last one that verifies, read again from its partition, as a restore
+    that verified every record would have found; ``None`` when there is none.
+    """
+    msg = lazy.message
+    try:
+        return load_snapshot(msg, codec, logic)
+    except Unverified:
+        pass
+    again = _last_verified(reader, msg.topic() or "", msg.partition() or 0, [msg], timeout)
+    found = again.get((msg.key() or b"").decode("utf-8"))
+    return None if found is None else load_snapshot(found, codec, logic)
+
+
+def _last_verified(
+    reader: Consumer, topic: str, partition: int, refused: list[Message], timeout: float
+) -> dict[str, Message]:
+    """The latest record that verifies of each saga whose ``refused`` snapshot did not,
+    read again from ``partition`` (a tombstone deletes; none: the saga is left out)."""
+    only = _Only(
+        frozenset(m.key() or b"" for m in refused),
+        frozenset(m.offset() or 0 for m in refused),
+    )
+    latest = read_latest_messages(reader, topic, [partition], timeout=timeout, only=only)[0]
+    return latest[partition]

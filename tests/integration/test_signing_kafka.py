@@ -7,7 +7,8 @@
   unsigned) is refused by the worker: dead-lettered, never run;
 * an approval signed by someone who may not approve the saga type is dead-lettered; the
   approver's is accepted and recorded under the verified signer, not the ``by`` it claims;
-* a forged snapshot and a forged tombstone on the state topic are skipped on restore.
+* a forged snapshot and a forged tombstone on the state topic are skipped on restore, or,
+  for a snapshot restore leaves unread, when the saga is first needed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sagaline.orchestrator.runtime.kafka_config import client_producer_config
 from sagaline.orchestrator.runtime.partitioner import partition_for
 from sagaline.orchestrator.runtime.signing_inputs import STATE_REFUSED
 from sagaline.orchestrator.runtime.signing_runtime import SignedProducer, reset_signing
+from sagaline.orchestrator.runtime.snapshots import LazySnapshot, snapshot_headers
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.replies import REPLY_TYPES, StepSucceeded
@@ -308,3 +310,55 @@ def test_forged_state_records_are_not_restored(settings: Settings) -> None:
     )
     assert active == 2  # both sagas restored from their genuine snapshots
     assert after - before == 2
+
+
+def test_a_forged_snapshot_restore_left_unread_is_caught_at_first_use(settings: Settings) -> None:
+    """An active snapshot with hints is restored unread (issue 11, goal 8) and verified
+    when the saga is first needed; a forged one (signed by a worker) is refused then, and
+    the saga goes on from its last genuine snapshot, read again from its partition."""
+    codec, topics = AvroCodec(), settings.topics
+    responder = Responder(settings.kafka_bootstrap_servers, topics.prefix, codec).start()
+    try:
+        with _running(settings), SagaClient(settings) as client:
+            client.start(Approved, PipeData(label="lazy"), saga_id="lazy-1")
+            _until(
+                "the approval",
+                lambda: (
+                    (st := client.status("lazy-1"))
+                    and any(w.name == "manager_ok" for w in st.waits)
+                ),
+            )
+            genuine = client.status("lazy-1")
+        assert isinstance(genuine, SagaState)
+        # while the orchestrator is down: a snapshot without the approval wait, with the
+        # hints of an active one, signed by the worker (who may not write state)
+        forged = genuine.model_copy(update={"waits": [], "status": "running"})
+        p = partition_for("lazy-1", PARTITIONS)
+        producer = SignedProducer(
+            client_producer_config(settings.kafka_bootstrap_servers), "worker"
+        )
+        hints = snapshot_headers(CoreLogic(REGISTRY), forged)
+        producer.produce(
+            topics.state, key=b"lazy-1", value=codec.encode(forged), partition=p, headers=hints
+        )
+        assert producer.flush(30) == 0
+        before = _refused_total()
+        with _running(settings, instance="b") as running, SagaClient(settings) as client:
+            _until("the restore", lambda: running.orch.owned_partitions)
+            assert isinstance(running.orch._owned[p].active["lazy-1"], LazySnapshot)
+            assert _refused_total() == before  # nothing verified yet
+            client.approve("lazy-1", Approved.manager_ok, by="cfo@example.com")
+            final = _until(
+                "the saga's end",
+                lambda: (st := client.status("lazy-1")) and st.is_terminal and st,
+            )
+    finally:
+        responder.stop()
+    assert isinstance(final, SagaState) and final.status == "completed"
+    assert _refused_total() - before == 1  # the forged snapshot, refused once at first use
+
+
+def _refused_total() -> float:
+    return sum(
+        s.value for m in STATE_REFUSED.collect() for s in m.samples if s.name.endswith("_total")
+    )
