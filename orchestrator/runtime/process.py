@@ -36,6 +36,7 @@ from sagaline.orchestrator.runtime.schedules import (
     logic_with_schedules,
     split_app,
 )
+from sagaline.orchestrator.runtime.snapshots import LazySnapshot
 from sagaline.orchestrator.runtime.startup_clock import log_startup
 from sagaline.orchestrator.runtime.step_topics import check_step_topics
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -154,8 +155,9 @@ def _ensure_topics_waiting(settings: Settings, layout: TopicLayout, *, create: b
             delay = min(delay * 2, 10.0)
 
 
-def _active_states(orchestrator: Orchestrator) -> list[Record]:
-    """The active sagas' states (for the open-approvals gauge, read at scrape time)."""
+def _active_states(orchestrator: Orchestrator) -> list[Record | LazySnapshot]:
+    """The active sagas' states, some unread (for the open-approvals gauge, read at scrape
+    time: ``snapshots.approvals_by_type``)."""
     owned = list(orchestrator._owned.values())
     return [state for part in owned for state in list(part.active.values())]
 
