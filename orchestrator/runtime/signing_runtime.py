@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,13 +155,23 @@ def _mtime(directory: Path) -> int:
         return -1
 
 
+#: how long a keyring stays current before the directory is looked at again
+_KEYRING_CHECK_S = 0.1
+_checked_at = 0.0
+
+
 def keyring() -> Keyring:
-    """The public keys of every signer, read again whenever the directory changes
-    (a key added by rotation, a ``.pub`` file removed by revocation)."""
-    global _keyring
+    """The public keys of every signer, read again when the directory has changed (a key
+    added by rotation, a ``.pub`` file removed by revocation): looked at no more than
+    every 0.1 s (a worker verifies hundreds of records a second, from many threads)."""
+    global _keyring, _checked_at
+    now = time.monotonic()
+    if _keyring is not None and now - _checked_at < _KEYRING_CHECK_S:
+        return _keyring[1]
     directory = signing_config().keys_dir
     stamp = _mtime(directory)
     with _lock:
+        _checked_at = now
         if _keyring is not None and _keyring[0] == stamp:
             return _keyring[1]
     try:

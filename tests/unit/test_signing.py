@@ -277,3 +277,28 @@ def test_signature_headers_are_ascii_text_and_garbage_is_a_bad_signature(keys: P
     with pytest.raises(SignatureError) as caught:
         Keyring.load(keys).verify(TOPIC, KEY, VALUE, garbage)
     assert caught.value.error_type == "BadSignature"
+
+
+def test_the_process_keyring_sees_a_new_key_after_its_check_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from sagaline.orchestrator.runtime.signing_runtime import keyring
+
+    directory = tmp_path / "ring"
+    create_key(directory, "worker")
+    monkeypatch.setenv("SAGALINE_SIGNING", "true")
+    monkeypatch.setenv("SAGALINE_KEYS_DIR", str(directory))
+    reset_signing()
+    try:
+        assert keyring().signers() == ["worker"]
+        create_key(directory, "client")
+        time.sleep(0.15)  # past the 0.1 s during which the keyring is taken as current
+        assert keyring().signers() == ["client", "worker"]
+        revoke_key(directory, "client", next(iter(keyring().keys["client"])))
+        time.sleep(0.15)
+        assert keyring().signers() == ["worker"]
+    finally:
+        monkeypatch.undo()
+        reset_signing()
