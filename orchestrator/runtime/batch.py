@@ -38,6 +38,10 @@ class EngineConfig:
     tombstone_grace_s: float = 86_400.0
     transaction_timeout_ms: int = 30_000
     producer_linger_ms: float = 0.5
+    #: broker-side long poll of a fetch that finds nothing: a commit answers it at once
+    #: (read_committed) and an idle broker is not kept answering empty fetches; costs at
+    #: most one such wait before the first records after an assignment, and before the
+    #: end of a partition is reported after its last record (which due timers wait for)
     fetch_wait_max_ms: int = 100
     session_timeout_ms: int = 10_000
     #: ``group.instance.id`` = instance id: a restarted instance gets its partitions back at once

@@ -97,7 +97,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transaction-timeout-ms", type=int, default=30_000)
     parser.add_argument("--session-timeout-ms", type=int, default=10_000)
     parser.add_argument(
-        "--fetch-wait-max-ms", type=int, default=5, help="broker-side wait of an empty fetch"
+        "--fetch-wait-max-ms", type=int, default=100, help="broker-side wait of an empty fetch"
     )
     parser.add_argument("--producer-linger-ms", type=float, default=0.5)
     parser.add_argument(

@@ -62,9 +62,13 @@ def assert_in_flight(
 def wait_in_flight(
     bootstrap: str, prefix: str, codec: AvroCodec, ids: list[str], timeout: float = 60.0
 ) -> None:
-    """Block until the committed state shows a started saga that has not finished: the
-    incarnation is past its restore and committing batches (on a loaded machine that can
-    take longer than any fixed sleep)."""
+    """Block until the committed state shows a saga of ``ids`` started and not finished.
+
+    With ``ids`` that only the running incarnation can have started (the sagas sent
+    while it was down, or before its first start), this means that incarnation is past
+    its restore and committing batches.  That can take longer than any fixed sleep: a
+    loaded machine, and the first fetch after an assignment can sit out one long poll
+    (``fetch.wait.max.ms``) when it went out before all the partitions were fetchable."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         states = latest_snapshots(bootstrap, prefix, codec)
@@ -96,15 +100,19 @@ def test_sigkill_and_restart_three_times(settings: Settings, tmp_path: Path) -> 
         orch.start()
         with SagaClient(settings) as client:
             _start_sagas(client, ids)
+            fresh = ids  # started by this incarnation only: not in the state before it ran
             for _ in range(3):
                 orch.wait_assigned()
                 started = ids + [f"{i}-late{n}" for n in range(1, orch.starts) for i in ids[:10]]
-                wait_in_flight(bootstrap, prefix, codec, started)
+                # not merely "some saga in flight" (the state a killed incarnation left says
+                # so already): this incarnation has committed batches of its own
+                wait_in_flight(bootstrap, prefix, codec, fresh)
                 time.sleep(rng.uniform(0.1, 1.0))  # mid-flight: batches are being committed
                 orch.kill()
                 assert_in_flight(bootstrap, prefix, codec, started, f"kill {orch.starts}")
                 # a second wave arrives while the orchestrator is down
-                _start_sagas(client, [f"{i}-late{orch.starts}" for i in ids[:10]])
+                fresh = [f"{i}-late{orch.starts}" for i in ids[:10]]
+                _start_sagas(client, fresh)
                 orch.start()
         late = [f"{i}-late{n}" for n in (1, 2, 3) for i in ids[:10]]
         wait_all_terminal(bootstrap, prefix, codec, ids + late, timeout=120)
