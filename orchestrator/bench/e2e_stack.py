@@ -27,8 +27,8 @@ from sagaline.consumers.migrations import migrate
 from sagaline.orchestrator.bench.proc_cpu import CpuMeter, listener_pid
 from sagaline.orchestrator.bench.run import Proc
 from sagaline.orchestrator.config import Settings, TopicNames
-from sagaline.orchestrator.runtime.engine import TERMINAL_HEADER
 from sagaline.orchestrator.runtime.kafka_config import admin_config, reader_config
+from sagaline.orchestrator.runtime.snapshots import TERMINAL_HEADER
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.codec import default_codec
 from sagaline.schemas.replies import REPLY_TYPES, StepHeartbeat

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
 from sagaline.orchestrator.runtime.ports import Codec
 from sagaline.orchestrator.runtime.restore import RestoredPartition, load_lazy, restore_partitions
 from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
-from sagaline.orchestrator.runtime.snapshots import LazySnapshot, snapshot_headers
+from sagaline.orchestrator.runtime.snapshots import LazySnapshot, hints_key, snapshot_headers
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
 from sagaline.schemas.base import Envelope
 from sagaline.schemas.commands import SignalSaga, StartSaga
@@ -138,7 +139,7 @@ def _produce(
     bootstrap: str,
     topic: str,
     records: list[tuple[bytes, bytes]],
-    headers: list[tuple[str, str | bytes | None]] | None = None,
+    headers: Callable[[bytes, bytes], list[tuple[str, str | bytes | None]]] | None = None,
 ) -> None:
     # journal entries and snapshots, signed as the orchestrator they stand in for (with
     # signing on, restore skips an unsigned snapshot and the audit reports an unsigned entry)
@@ -146,7 +147,8 @@ def _produce(
     for key, value in records:
         while True:
             try:
-                producer.produce(topic, key=key, value=value, headers=headers)
+                extra = headers(key, value) if headers is not None else None
+                producer.produce(topic, key=key, value=value, headers=extra)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -206,7 +208,13 @@ def _restore(bootstrap: str, names: TopicNames, parked: int, partitions: int) ->
         records.append((saga_id.encode(), codec.encode(state)))
     logic = CoreLogic(SagaRegistry([Parked]))
     # the hints the orchestrator writes beside an active snapshot (the same for every copy)
-    _produce(bootstrap, names.state, records, snapshot_headers(logic, template))
+    mac_key = hints_key()
+    _produce(
+        bootstrap,
+        names.state,
+        records,
+        lambda key, value: snapshot_headers(logic, template, names.state, key, value, mac_key),
+    )
     reader = Consumer(reader_config(bootstrap, f"bench-restore-{uuid.uuid4().hex}"))
     try:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -214,7 +222,7 @@ def _restore(bootstrap: str, names: TopicNames, parked: int, partitions: int) ->
             reader, names.state, range(partitions), codec, logic, timeout=300
         )
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        first_use = _first_use(reader, restored, codec, logic)
+        first_use = _first_use(restored, codec, logic)
     finally:
         reader.close()
     active = sum(len(p.active) for p in restored.values())
@@ -233,7 +241,7 @@ def _restore(bootstrap: str, names: TopicNames, parked: int, partitions: int) ->
 
 
 def _first_use(
-    reader: Consumer, restored: dict[int, RestoredPartition], codec: Codec, logic: CoreLogic
+    restored: dict[int, RestoredPartition], codec: Codec, logic: CoreLogic
 ) -> dict[str, Any]:
     """Load up to 2,000 of the sagas restore left unread, as their first input would."""
     unread = [
@@ -241,10 +249,10 @@ def _first_use(
     ]
     sample = unread[:2000]
     c0 = time.process_time()
-    loaded = [load_lazy(reader, lazy, codec, logic) for lazy in sample]
+    loaded = [load_lazy(lazy, codec, logic) for lazy in sample]
     cpu = time.process_time() - c0
-    if any(state is None for state in loaded):
-        raise RuntimeError("a parked snapshot restore left unread did not load")
+    if any(getattr(state, "status", None) != "waiting" for state in loaded):
+        raise RuntimeError("a parked snapshot restore left unread did not load as parked")
     return {"unread": len(unread), "cpu_us_per_saga": round(1e6 * cpu / max(1, len(sample)), 1)}
 
 

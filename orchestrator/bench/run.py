@@ -38,8 +38,8 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 from sagaline.orchestrator.bench.sagas import BenchData, NoOp5
 from sagaline.orchestrator.client import SagaClient
 from sagaline.orchestrator.config import Settings, TopicNames
-from sagaline.orchestrator.runtime.engine import TERMINAL_HEADER
 from sagaline.orchestrator.runtime.kafka_config import reader_config
+from sagaline.orchestrator.runtime.snapshots import TERMINAL_HEADER
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics, partition_count
 
 __all__ = ["BenchOptions", "StateTail", "run_bench"]

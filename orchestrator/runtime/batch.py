@@ -86,18 +86,14 @@ class PartitionState:
     active: dict[str, Record | LazySnapshot] = field(default_factory=dict)
     finished: dict[str, Record] = field(default_factory=dict)
 
-    def state(self, saga_id: str, load: Callable[[LazySnapshot], Record | None]) -> Record | None:
+    def state(self, saga_id: str, load: Callable[[LazySnapshot], Record]) -> Record | None:
         """A saga's state; a snapshot restore left unread is loaded now and kept decoded."""
         found = self.active.get(saga_id)
         if found is None:
             return self.finished.get(saga_id)
         if not isinstance(found, LazySnapshot):
             return found
-        loaded = load(found)
-        if loaded is None:
-            del self.active[saga_id]
-        else:
-            self.active[saga_id] = loaded
+        loaded = self.active[saga_id] = load(found)
         return loaded
 
 

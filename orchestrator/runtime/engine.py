@@ -42,7 +42,7 @@ from sagaline.orchestrator.runtime.batch import (
     make_clients,
 )
 from sagaline.orchestrator.runtime.deadletter import dead_letter_from_message, timer_dead_letter
-from sagaline.orchestrator.runtime.errors import FatalKafkaError, InputRejected
+from sagaline.orchestrator.runtime.errors import FatalKafkaError, InputRejected, RestoreError
 from sagaline.orchestrator.runtime.intake import (
     accept_new,
     commit_offsets,
@@ -57,7 +57,7 @@ from sagaline.orchestrator.runtime.poison import AbortPolicy, Verdict
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.restore import load_lazy, restore_partitions, stable_committed
 from sagaline.orchestrator.runtime.signing_inputs import guard_message
-from sagaline.orchestrator.runtime.snapshots import TERMINAL_HEADER, LazySnapshot, snapshot_headers
+from sagaline.orchestrator.runtime.snapshots import LazySnapshot, hints_key, snapshot_headers
 from sagaline.orchestrator.runtime.telemetry import (
     carrier_from_context,
     get_tracer,
@@ -71,7 +71,7 @@ from sagaline.schemas.commands import COMMAND_TYPES
 from sagaline.schemas.deadletter import DeadLetter
 from sagaline.schemas.replies import REPLY_TYPES
 
-__all__ = ["TERMINAL_HEADER", "EngineConfig", "EngineStats", "Orchestrator"]
+__all__ = ["EngineConfig", "EngineStats", "Orchestrator"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class Orchestrator:
         self.config = config
         self.codec = codec
         self.tracer = tracer or get_tracer()
+        self._hints = hints_key()  # authenticates the hints beside each snapshot
         self.clock = clock
         self.stats = EngineStats()
         self._stop = threading.Event()
@@ -308,11 +309,9 @@ class Orchestrator:
         if saga_id in batch.overlay:
             return batch.overlay[saga_id]
         part = self._owned.get(partition)
-        return None if part is None else part.state(saga_id, self._load)
-
-    def _load(self, lazy: LazySnapshot) -> Record | None:
-        timeout = self.config.restore_timeout_s
-        return load_lazy(self._reader, lazy, self.codec, self.logic, timeout=timeout)
+        if part is None:
+            return None
+        return part.state(saga_id, lambda lazy: load_lazy(lazy, self.codec, self.logic))
 
     def _run_batch(self, messages: list[Message], now: float, timer_limit: int) -> None:
         batch = Batch(traced=telemetry.records_spans(self.tracer))
@@ -385,6 +384,8 @@ class Orchestrator:
             self._decide(batch, saga_id, partition, record, parent)
         except InputRejected as exc:
             self._dead_letter(batch, msg, exc.error_type, exc.reason, now)
+        except RestoreError:
+            raise  # our own snapshot does not decode: not this input's fault
         except Exception as exc:
             # undecodable bytes, invalid records, a decider bug: deterministic
             # for this input, so retrying cannot help; keep the partition flowing.
@@ -494,7 +495,7 @@ class Orchestrator:
 
     def _produce_state(self, batch: Batch, saga_id: str, state: Record) -> None:
         key, value = saga_id.encode("utf-8"), self.codec.encode(state)
-        hints = snapshot_headers(self.logic, state)
+        hints = snapshot_headers(self.logic, state, self.names.state, key, value, self._hints)
         p = batch.partition_of[saga_id]
         batch.produces.append(Produce(self.names.state, key, value, p, headers=hints))
 

@@ -20,7 +20,6 @@ on to the new last stable offset.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ from sagaline.orchestrator.runtime.signing_inputs import verified_state_record
 from sagaline.orchestrator.runtime.snapshots import (
     LazySnapshot,
     Unverified,
+    hints_key,
     lazy_snapshot,
     load_snapshot,
 )
@@ -281,18 +281,17 @@ def restore_partitions(
     each active saga decoded, or kept unread when its snapshot carries the hints
     (``snapshots.LazySnapshot``: verified and decoded at first use, :func:`load_lazy`)."""
     restored: dict[int, RestoredPartition] = {}
+    mac_key = hints_key()
     with paused_gc():  # many records that all stay alive: no collection along the way
         latest, ends, count = read_latest_messages(
             reader, topic, partitions, timeout=timeout, verify_values=False
         )
         for p, found in latest.items():
             part = restored[p] = RestoredPartition(p, end_offset=ends[p])
-            refused = _sort_partition(part, found, topic, codec, logic)
+            refused = _sort_partition(part, found, topic, codec, logic, mac_key)
             if refused:  # the latest snapshot fails verification: the last one that does not
                 again = _last_verified(reader, topic, p, refused, timeout)
-                _sort_partition(part, again, topic, codec, logic)
-        # what restore keeps lives long: later collections need not walk it again
-        gc.freeze()
+                _sort_partition(part, again, topic, codec, logic, mac_key)
     log.info(
         "restored %s partitions %s: %d records, %d active sagas (%d unread until first use)",
         topic,
@@ -310,12 +309,13 @@ def _sort_partition(
     topic: str,
     codec: Codec,
     logic: SagaLogic,
+    mac_key: bytes | None,
 ) -> list[Message]:
     """Put each saga of ``latest`` in ``part``: active (maybe unread) or finished.
     Returns the snapshots that failed verification (left out)."""
     refused: list[Message] = []
     for saga_id, msg in latest.items():
-        lazy = lazy_snapshot(msg)
+        lazy = lazy_snapshot(msg, mac_key)
         if lazy is not None:
             part.active[saga_id] = lazy
             continue
@@ -337,28 +337,16 @@ def _sort_partition(
     return refused
 
 
-def load_lazy(
-    reader: Consumer,
-    lazy: LazySnapshot,
-    codec: Codec,
-    logic: SagaLogic,
-    *,
-    timeout: float = 60.0,
-) -> Record | None:
-    """The state of a saga restore left unread, verified and decoded now.
-
-    A snapshot that fails verification (logged and counted) is replaced by the
-    saga's last one that verifies, read again from its partition, as a restore
-    that verified every record would have found; ``None`` when there is none.
-    """
+def load_lazy(lazy: LazySnapshot, codec: Codec, logic: SagaLogic) -> Record:
+    """The state of a saga restore left unread, decoded now (its record was authenticated
+    at restore: ``sagaline-hints-mac``, or signing is off).  :class:`RestoreError` when it
+    does not decode, as restore would have failed."""
     msg = lazy.message
     try:
-        return load_snapshot(msg, codec, logic)
-    except Unverified:
-        pass
-    again = _last_verified(reader, msg.topic() or "", msg.partition() or 0, [msg], timeout)
-    found = again.get((msg.key() or b"").decode("utf-8"))
-    return None if found is None else load_snapshot(found, codec, logic)
+        return load_snapshot(msg, codec, logic, verify=False)
+    except Exception as exc:
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        raise RestoreError(f"cannot decode the state snapshot at {where}: {exc}") from exc
 
 
 def _last_verified(

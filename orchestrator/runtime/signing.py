@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -121,6 +122,11 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``message``."""
         return crypto_sign(message, self._secret)[:64]
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte secret for ``label``, derived from the private key (HMAC-SHA256 of
+        the label under the key's seed): only a holder of the private key has it."""
+        return hmac.digest(self._secret[:32], b"sagaline-derive-v1\x00" + label, "sha256")
 
     def headers(
         self, topic: str, key: bytes | None, value: bytes | None

@@ -158,22 +158,31 @@ def _mtime(directory: Path) -> int:
 #: how long a keyring stays current before the directory is looked at again
 _KEYRING_CHECK_S = 0.1
 _checked_at = 0.0
+_clock = time.monotonic
 
 
 def keyring() -> Keyring:
     """The public keys of every signer, read again when the directory has changed (a key
     added by rotation, a ``.pub`` file removed by revocation): looked at no more than
-    every 0.1 s (a worker verifies hundreds of records a second, from many threads)."""
+    every 0.1 s (a worker verifies hundreds of records a second, from many threads).
+
+    A directory changed less than a second ago is read again at every look: its
+    modification time ticks coarsely, so a second change within one tick (a rotation
+    writes two files) leaves the same stamp.
+    """
     global _keyring, _checked_at
-    now = time.monotonic()
-    if _keyring is not None and now - _checked_at < _KEYRING_CHECK_S:
-        return _keyring[1]
+    now = _clock()
+    cached = _keyring
+    if cached is not None and now - _checked_at < _KEYRING_CHECK_S:
+        return cached[1]
     directory = signing_config().keys_dir
     stamp = _mtime(directory)
+    settled = time.time_ns() - stamp > 1_000_000_000
     with _lock:
         _checked_at = now
-        if _keyring is not None and _keyring[0] == stamp:
-            return _keyring[1]
+        cached = _keyring
+        if cached is not None and cached[0] == stamp and settled:
+            return cached[1]
     try:
         ring = Keyring.load(directory)
     except (OSError, ValueError) as exc:

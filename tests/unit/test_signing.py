@@ -282,23 +282,37 @@ def test_signature_headers_are_ascii_text_and_garbage_is_a_bad_signature(keys: P
 def test_the_process_keyring_sees_a_new_key_after_its_check_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
-
+    from sagaline.orchestrator.runtime import signing_runtime
     from sagaline.orchestrator.runtime.signing_runtime import keyring
 
+    clock = [1000.0]
+    monkeypatch.setattr(signing_runtime, "_clock", lambda: clock[0])
     directory = tmp_path / "ring"
     create_key(directory, "worker")
     monkeypatch.setenv("SAGALINE_SIGNING", "true")
     monkeypatch.setenv("SAGALINE_KEYS_DIR", str(directory))
     reset_signing()
     try:
-        assert keyring().signers() == ["worker"]
+        first = keyring()
+        assert first.signers() == ["worker"]
         create_key(directory, "client")
-        time.sleep(0.15)  # past the 0.1 s during which the keyring is taken as current
+        clock[0] += 0.05
+        assert keyring() is first  # within 0.1 s: the directory is not looked at
+        clock[0] += 0.06
         assert keyring().signers() == ["client", "worker"]
         revoke_key(directory, "client", next(iter(keyring().keys["client"])))
-        time.sleep(0.15)
+        clock[0] += 0.11
         assert keyring().signers() == ["worker"]
     finally:
         monkeypatch.undo()
         reset_signing()
+
+
+def test_a_derived_secret_depends_on_the_key_and_the_label(keys: Path) -> None:
+    worker = load_signer(keys / "worker.key", "worker")
+    again = load_signer(keys / "worker.key", "worker")
+    client = load_signer(keys / "client.key", "client")
+    assert worker.derive(b"state-hints") == again.derive(b"state-hints")
+    assert len(worker.derive(b"state-hints")) == 32
+    assert worker.derive(b"state-hints") != worker.derive(b"other")
+    assert worker.derive(b"state-hints") != client.derive(b"state-hints")
