@@ -1,6 +1,6 @@
 """Snapshot hints and restore at first use (``orchestrator/runtime/snapshots.py``).
 
-The orchestrator writes hints beside every active snapshot, authenticated by an HMAC
+The orchestrator writes hints beside every active snapshot, authenticated by a MAC
 under a key derived from its signing key; restore keeps such a snapshot unread
 (``LazySnapshot``) and the engine decodes it when the saga is first needed.  Here
 without Kafka: the hints a real saga state gives, what restore makes of the headers
@@ -93,7 +93,7 @@ def test_an_active_snapshot_carries_its_earliest_timer_type_and_open_approvals()
     assert headers[DUE_HEADER] == str(int((NOW + timedelta(hours=1)).timestamp() * 1000)).encode()
     assert headers[TYPE_HEADER] == Approved.type_name.encode()
     assert headers[APPROVALS_HEADER] == b"1"
-    assert len(headers[MAC_HEADER]) == 64  # hex HMAC-SHA256
+    assert len(headers[MAC_HEADER]) == 64  # hex 32-byte keyed BLAKE2b
     lazy = lazy_snapshot(_message(state, _headers(state)), KEY)
     assert lazy is not None
     assert lazy.due == (NOW + timedelta(hours=1)).timestamp()
