@@ -6,13 +6,13 @@ signing on, 15 s for 100,000 sagas parked at an approval that may not be
 touched for days (issue 11, goal 8). Now the orchestrator writes a few
 **hints** as headers of every active snapshot, and restore keeps such a
 snapshot as a :class:`LazySnapshot` (its Kafka message, unread) until the saga
-is first needed: an input, or its earliest timer. Then it is verified and
-decoded exactly as restore did (:func:`load_snapshot`).
+is first needed: an input, or its earliest timer. Then it is decoded, as
+restore did (:func:`load_snapshot`).
 
 With signing on, the hints and the snapshot they travel with are
 authenticated by ``sagaline-hints-mac``: a keyed BLAKE2b MAC over the topic,
 key, value and hints, under a key derived from the orchestrator's private signing
-key (only an orchestrator has it; checking it costs about a microsecond where
+key (only an orchestrator has it; checking it costs a few microseconds where
 the Ed25519 signature costs 60).  A snapshot whose MAC checks is the
 orchestrator's own and is later decoded without verifying its signature again;
 one without hints or whose MAC does not check (written before the hints, by an
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +51,6 @@ __all__ = [
     "open_approvals",
     "snapshot_headers",
 ]
-
-log = logging.getLogger(__name__)
 
 TERMINAL_HEADER = "sagaline-terminal"
 #: epoch milliseconds of the saga's earliest timer, ``-`` when it has none
@@ -119,7 +116,8 @@ _FRAME = b"%d:%b" * 7
 
 @dataclass(frozen=True, slots=True)
 class LazySnapshot:
-    """An active saga's latest snapshot as restore read it: verified and decoded at first use."""
+    """An active saga's latest snapshot as restore read it (its hints authenticated):
+    decoded at first use."""
 
     message: Message
     #: epoch seconds of its earliest timer (``None``: it has none)
