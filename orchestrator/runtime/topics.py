@@ -192,7 +192,7 @@ def verify_topics(
             )
     missing = [s.name for s in absent if not s.optional]
     if missing:
-        raise TopicConfigError(
+        raise _TopicsMissing(
             f"missing topics: {', '.join(missing)}; run `sagaline topics ensure` first"
         )
     resources = [ConfigResource("topic", s.name) for s in specs if s.required and s not in absent]
@@ -229,8 +229,21 @@ def ensure_topics(
             _wait_for_metadata(admin, [s.name for s in specs], timeout)
         if security_config():
             ensure_acls(admin, names, timeout=timeout)
-    verify_topics(admin, specs, names, timeout)
-    return specs
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            verify_topics(admin, specs, names, timeout)
+            return specs
+        except _TopicsMissing:
+            # just created: the broker that answered this metadata request may not have
+            # applied them yet (another one showed them to _wait_for_metadata)
+            if not create or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class _TopicsMissing(TopicConfigError):
+    """Required topics are not in the metadata a broker returned."""
 
 
 def partition_count(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> int:
