@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 from sagaline.orchestrator.devenv.errors import PortInUseError
 
@@ -11,12 +13,39 @@ __all__ = ["LOOPBACK", "ensure_port_free", "free_port", "port_accepts", "port_is
 LOOPBACK = "127.0.0.1"
 
 
+#: where a port for a server is looked for: below the kernel's ephemeral range (see
+#: free_port), at most this many ports wide
+_BELOW_EPHEMERAL = 12_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now (the kernel picks it)."""
+    """A TCP port nobody listens on right now, for a server started a little later.
+
+    Taken below the kernel's ephemeral range when there is room: a port from that
+    range (what binding port 0 gives) can be handed to an outgoing connection as
+    its local port while the server is still initialising (PostgreSQL's initdb
+    takes seconds), and the server then finds it taken.  Random, and checked free;
+    the kernel's choice when no such port is found.
+    """
+    low = _ephemeral_low()
+    if low - _BELOW_EPHEMERAL >= 1024:
+        for _ in range(50):
+            port = random.randrange(low - _BELOW_EPHEMERAL, low)
+            if port_is_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (0 when it cannot be read)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:

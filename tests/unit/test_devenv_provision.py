@@ -106,3 +106,15 @@ def test_kafka_version_is_pinned_in_the_maven_project() -> None:
     version = kafka_version()
     major, minor, patch = (int(part) for part in version.split("."))
     assert major == 4 and minor >= 1 and patch >= 0
+
+
+def test_a_server_port_is_chosen_below_the_ephemeral_range() -> None:
+    """An outgoing connection never takes it as its local port while the server starts
+    (a test session failed when PostgreSQL found its chosen port so taken)."""
+    from sagaline.orchestrator.devenv.ports import _ephemeral_low, free_port, port_is_free
+
+    low = _ephemeral_low()
+    ports = {free_port() for _ in range(20)}
+    assert all(port_is_free(p) for p in ports)
+    if low - 12_000 >= 1024:
+        assert all(low - 12_000 <= p < low for p in ports)
