@@ -46,7 +46,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
     reader_config,
 )
 from sagaline.orchestrator.runtime.ports import Codec
-from sagaline.orchestrator.runtime.restore import RestoredPartition, load_lazy, restore_partitions
+from sagaline.orchestrator.runtime.restore import RestoredPartition, restore_partitions
 from sagaline.orchestrator.runtime.signing_runtime import SignedProducer
 from sagaline.orchestrator.runtime.snapshots import LazySnapshot, hints_key, snapshot_headers
 from sagaline.orchestrator.runtime.topics import TopicLayout, ensure_topics
@@ -249,7 +249,7 @@ def _first_use(
     ]
     sample = unread[:2000]
     c0 = time.process_time()
-    loaded = [load_lazy(lazy, codec, logic) for lazy in sample]
+    loaded = [lazy.load(codec, logic) for lazy in sample]
     cpu = time.process_time() - c0
     if any(getattr(state, "status", None) != "waiting" for state in loaded):
         raise RuntimeError("a parked snapshot restore left unread did not load as parked")

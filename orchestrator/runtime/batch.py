@@ -14,6 +14,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
     reader_config,
     transactional_producer_config,
 )
+from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.snapshots import LazySnapshot
 from sagaline.orchestrator.runtime.timers import DueTimer
 from sagaline.orchestrator.runtime.transactions import Produce, TransactionalProducer
@@ -86,14 +87,12 @@ class PartitionState:
     active: dict[str, Record | LazySnapshot] = field(default_factory=dict)
     finished: dict[str, Record] = field(default_factory=dict)
 
-    def state(self, saga_id: str, load: Callable[[LazySnapshot], Record]) -> Record | None:
-        """A saga's state; a snapshot restore left unread is loaded now and kept decoded."""
+    def state(self, saga_id: str, codec: Codec, logic: SagaLogic) -> Record | None:
+        """A saga's state; a snapshot restore left unread is decoded now and kept decoded."""
         found = self.active.get(saga_id)
-        if found is None:
-            return self.finished.get(saga_id)
         if not isinstance(found, LazySnapshot):
-            return found
-        loaded = self.active[saga_id] = load(found)
+            return found if found is not None else self.finished.get(saga_id)
+        loaded = self.active[saga_id] = found.load(codec, logic)
         return loaded
 
 

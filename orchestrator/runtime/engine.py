@@ -55,7 +55,7 @@ from sagaline.orchestrator.runtime.layout import PartitionGuard
 from sagaline.orchestrator.runtime.local_runs import LocalSteps, Outbound
 from sagaline.orchestrator.runtime.poison import AbortPolicy, Verdict
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
-from sagaline.orchestrator.runtime.restore import load_lazy, restore_partitions, stable_committed
+from sagaline.orchestrator.runtime.restore import restore_partitions, stable_committed
 from sagaline.orchestrator.runtime.signing_inputs import guard_message
 from sagaline.orchestrator.runtime.snapshots import LazySnapshot, hints_key, snapshot_headers
 from sagaline.orchestrator.runtime.telemetry import (
@@ -311,7 +311,7 @@ class Orchestrator:
         part = self._owned.get(partition)
         if part is None:
             return None
-        return part.state(saga_id, lambda lazy: load_lazy(lazy, self.codec, self.logic))
+        return part.state(saga_id, self.codec, self.logic)
 
     def _run_batch(self, messages: list[Message], now: float, timer_limit: int) -> None:
         batch = Batch(traced=telemetry.records_spans(self.tracer))

@@ -50,7 +50,6 @@ from sagaline.schemas.base import Record
 
 __all__ = [
     "RestoredPartition",
-    "load_lazy",
     "read_partition_latest",
     "restore_partitions",
     "stable_committed",
@@ -279,7 +278,7 @@ def restore_partitions(
 ) -> dict[int, RestoredPartition]:
     """Read ``partitions`` of the state topic: the finished sagas and the active ones,
     each active saga decoded, or kept unread when its snapshot carries the hints
-    (``snapshots.LazySnapshot``: verified and decoded at first use, :func:`load_lazy`)."""
+    (``snapshots.LazySnapshot``: authenticated now, decoded at first use)."""
     restored: dict[int, RestoredPartition] = {}
     mac_key = hints_key()
     with paused_gc():  # many records that all stay alive: no collection along the way
@@ -320,33 +319,15 @@ def _sort_partition(
             part.active[saga_id] = lazy
             continue
         try:
-            # a snapshot the orchestrator validated when it wrote it (and signed,
-            # when signing is on): built without validating it again
             state = load_snapshot(msg, codec, logic)
         except Unverified:
             refused.append(msg)
             continue
-        except Exception as exc:
-            raise RestoreError(
-                f"cannot decode the state of saga {saga_id} in {topic}[{part.partition}]: {exc}"
-            ) from exc
         if logic.is_terminal(state):
             part.finished[saga_id] = state
         else:
             part.active[saga_id] = state
     return refused
-
-
-def load_lazy(lazy: LazySnapshot, codec: Codec, logic: SagaLogic) -> Record:
-    """The state of a saga restore left unread, decoded now (its record was authenticated
-    at restore: ``sagaline-hints-mac``, or signing is off).  :class:`RestoreError` when it
-    does not decode, as restore would have failed."""
-    msg = lazy.message
-    try:
-        return load_snapshot(msg, codec, logic, verify=False)
-    except Exception as exc:
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-        raise RestoreError(f"cannot decode the state snapshot at {where}: {exc}") from exc
 
 
 def _last_verified(

@@ -30,6 +30,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from sagaline.orchestrator.runtime.errors import RestoreError
 from sagaline.orchestrator.runtime.ports import Codec, SagaLogic
 from sagaline.orchestrator.runtime.signing_inputs import verified_state_record
 from sagaline.orchestrator.runtime.signing_runtime import signer_for
@@ -125,6 +126,10 @@ class LazySnapshot:
     saga_type: str
     approvals: int
 
+    def load(self, codec: Codec, logic: SagaLogic) -> Record:
+        """The saga's state, decoded now (:func:`load_snapshot`, not verified again)."""
+        return load_snapshot(self.message, codec, logic, verify=False)
+
 
 class Unverified(Exception):
     """The snapshot's signature does not let it be restored (logged and counted)."""
@@ -158,17 +163,23 @@ def lazy_snapshot(msg: Message, mac_key: bytes | None) -> LazySnapshot | None:
 
 
 def load_snapshot(msg: Message, codec: Codec, logic: SagaLogic, *, verify: bool = True) -> Record:
-    """The saga state in ``msg``, decoded; with ``verify`` (and signing on) its signature
-    is verified first (a ``LazySnapshot``'s was authenticated by its MAC at restore).
+    """The saga state in ``msg``, decoded (built without validating it again: the
+    orchestrator validated it when it wrote it); with ``verify`` (and signing on) its
+    signature is verified first (a ``LazySnapshot``'s was authenticated at restore).
 
     Raises :class:`Unverified` for a snapshot whose signature does not verify, and
-    the codec's error for one that does not decode.
+    :class:`RestoreError` for one that does not decode (a restore cannot go on).
     """
+    where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
     if verify and not verified_state_record(msg):
-        raise Unverified(f"the snapshot at {msg.topic()}[{msg.partition()}]@{msg.offset()}")
+        raise Unverified(f"the snapshot at {where}")
     value = msg.value()
     assert value is not None  # tombstones are applied while reading
-    return trusted_decode(codec, value, (logic.state_type,))
+    try:
+        return trusted_decode(codec, value, (logic.state_type,))
+    except Exception as exc:
+        saga = (msg.key() or b"").decode("utf-8", "replace")
+        raise RestoreError(f"cannot decode the state of saga {saga} at {where}: {exc}") from exc
 
 
 def approvals_by_type(states: Sequence[object]) -> dict[str, int]:

@@ -20,7 +20,6 @@ from confluent_kafka import Message
 from sagaline.orchestrator.runtime.batch import PartitionState
 from sagaline.orchestrator.runtime.core import AvroCodec, CoreLogic
 from sagaline.orchestrator.runtime.errors import RestoreError
-from sagaline.orchestrator.runtime.restore import load_lazy
 from sagaline.orchestrator.runtime.signing_runtime import reset_signing
 from sagaline.orchestrator.runtime.snapshots import (
     APPROVALS_HEADER,
@@ -35,7 +34,6 @@ from sagaline.orchestrator.runtime.snapshots import (
     load_snapshot,
     snapshot_headers,
 )
-from sagaline.schemas.base import Record
 from sagaline.schemas.payload import payload_sha256, to_payload
 from sagaline.schemas.state import SagaState, Timer, WaitState
 
@@ -151,15 +149,10 @@ def test_an_unread_saga_is_loaded_once_and_kept_decoded() -> None:
     lazy = lazy_snapshot(_message(state, _headers(state)), KEY)
     assert lazy is not None
     part = PartitionState(active={"s-1": lazy})
-    loads: list[LazySnapshot] = []
-
-    def load(found: LazySnapshot) -> Record:
-        loads.append(found)
-        return load_lazy(found, AvroCodec(), LOGIC)
-
-    first = part.state("s-1", load)
-    assert first == state and part.active["s-1"] is first
-    assert part.state("s-1", load) is first and loads == [lazy]  # loaded once
+    first = part.state("s-1", AvroCodec(), LOGIC)
+    assert first == state and part.active["s-1"] is first  # kept decoded
+    assert part.state("s-1", AvroCodec(), LOGIC) is first  # not decoded again
+    assert part.state("other", AvroCodec(), LOGIC) is None
 
 
 def test_an_unread_snapshot_that_does_not_decode_stops_the_orchestrator() -> None:
@@ -167,8 +160,8 @@ def test_an_unread_snapshot_that_does_not_decode_stops_the_orchestrator() -> Non
     headers = _headers(state)
     broken = Message(topic=TOPIC, partition=0, offset=9, key=b"s-1", value=b"\x00", headers=headers)
     lazy = LazySnapshot(broken, None, Approved.type_name, 1)
-    with pytest.raises(RestoreError, match=r"t.state\[0\]@9"):
-        load_lazy(lazy, AvroCodec(), LOGIC)
+    with pytest.raises(RestoreError, match=r"saga s-1 at t.state\[0\]@9"):
+        lazy.load(AvroCodec(), LOGIC)
 
 
 def test_signing_on_an_unsigned_snapshot_loaded_at_restore_is_refused(
