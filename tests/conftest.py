@@ -50,6 +50,7 @@ For chaos tests only (each test gets servers of its own, which it may SIGKILL):
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
 import shutil
@@ -88,6 +89,10 @@ _INFRA_FIXTURES = _KAFKA_FIXTURES | _POSTGRES_FIXTURES
 CreateTopics = Callable[..., list[str]]
 #: what the session removes at its end (the temporary keyring)
 _CLEANUPS: list[Callable[[], object]] = []
+#: a copy of the session's stderr, which test capture does not redirect
+_STDERR = pytest.StashKey[int]()
+#: past pytest-timeout's limit: the test is stuck where its signal cannot reach
+_BACKSTOP_GRACE_S = 120.0
 
 
 # -- session services ---------------------------------------------------------
@@ -95,10 +100,36 @@ _CLEANUPS: list[Callable[[], object]] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INFRA] = SessionInfra(os.environ)
+    config.stash[_STDERR] = os.dup(2)  # capture is suspended while plugins configure
     _export_signing_keys()
     # the dev stacks that tests start (`sagaline dev up` in a subprocess) boot their
     # brokers with the C1 compiler only, as the session's and the chaos tests' own do
     os.environ.setdefault(QUICK_JIT_ENV, "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A backstop for a test that pytest-timeout cannot stop.
+
+    pytest-timeout's SIGALRM only breaks into Python code; a test blocked inside a C
+    call (a librdkafka call with no timeout) would hang the run until CI's own limit.
+    Past the test's timeout plus a grace, faulthandler's watchdog thread prints every
+    thread's stack to the session's stderr and ends the process: under xdist the run
+    reports the test as crashed and goes on with a new worker.
+    """
+    marker = item.get_closest_marker("timeout")
+    limit = (
+        float(marker.args[0])
+        if marker and marker.args
+        else float(item.config.getini("timeout") or 300)
+    )
+    fd = item.config.stash[_STDERR]
+    os.write(fd, b"")  # fails now, not at the hang, if the copy is gone
+    faulthandler.dump_traceback_later(limit + _BACKSTOP_GRACE_S, exit=True, file=fd)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _export_signing_keys() -> None:
