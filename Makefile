@@ -60,8 +60,9 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: infra browser bytecode
-	@# two workers, each with its own Kafka and PostgreSQL (docs/adr/0022)
-	$(BIN)/pytest -n 2 --dist loadfile --durations=30
+	@# two workers, each with its own Kafka and PostgreSQL (docs/adr/0022); a test stuck
+	@# in C ends its worker (tests/conftest.py): two such crashes at most, then the run stops
+	$(BIN)/pytest -n 2 --dist loadfile --max-worker-restart 2 --durations=30
 
 down: setup
 	$(BIN)/sagaline dev down

@@ -115,7 +115,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     call (a librdkafka call with no timeout) would hang the run until CI's own limit.
     Past the test's timeout plus a grace, faulthandler's watchdog thread prints every
     thread's stack to the session's stderr and ends the process: under xdist the run
-    reports the test as crashed and goes on with a new worker.
+    reports the test as crashed and goes on with a new worker (see
+    :func:`pytest_handlecrashitem`).
     """
     marker = item.get_closest_marker("timeout")
     limit = (
@@ -130,6 +131,32 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+#: tests whose worker crashed once (counted in the controlling process)
+_CRASHED: set[str] = set()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: object) -> None:
+    """A test whose worker crashed (the backstop above, or a crash in C) runs once more.
+
+    xdist's file-by-file scheduler gives the crashed test's file back to the queue, so
+    the test runs again on a new worker either way; this decides how the first crash
+    counts: as a rerun ("R", and "1 rerun" in the summary, the stacks printed above
+    it), not a failure.  A second crash of the same test fails the run.
+    """
+    if crashitem not in _CRASHED:
+        _CRASHED.add(crashitem)
+        report.outcome = "rerun"  # type: ignore[assignment]
+
+
+def pytest_report_teststatus(
+    report: pytest.TestReport | pytest.CollectReport,
+) -> tuple[str, str, str] | None:
+    if report.outcome == "rerun":  # type: ignore[comparison-overlap]
+        return "rerun", "R", "RERUN (its worker crashed; it runs again)"
+    return None
 
 
 def _export_signing_keys() -> None:
