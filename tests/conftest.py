@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import faulthandler
 import functools
+import gc
 import os
 import shutil
 import tempfile
@@ -361,6 +362,7 @@ def private_kafka(session_credentials: StackCredentials | None) -> Iterator[Loca
         kafka.start()
         yield kafka
     finally:
+        _free_clients_while_up()
         kafka.kill_all()
         shutil.rmtree(base, ignore_errors=True)
 
@@ -375,8 +377,19 @@ def private_kafka_cluster(session_credentials: StackCredentials | None) -> Itera
         kafka.start()
         yield kafka
     finally:
+        _free_clients_while_up()
         kafka.kill_all()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _free_clients_while_up() -> None:
+    """Free the test's leftover Kafka clients before their private broker stops.
+
+    Some are freed only by the cyclic collector (an orchestrator's callbacks are bound
+    methods of itself); freed later, after the broker is gone, one can block this
+    worker inside librdkafka (``sagaline.orchestrator.runtime.release``).
+    """
+    gc.collect()
 
 
 def _export_private_security(credentials: StackCredentials | None) -> None:

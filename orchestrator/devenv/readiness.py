@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from sagaline.orchestrator.devenv.errors import StartupError
 from sagaline.orchestrator.runtime.kafka_config import admin_config, transactional_producer_config
+from sagaline.orchestrator.runtime.release import release
 
 __all__ = ["wait_for_kafka", "wait_for_postgres"]
 
@@ -44,33 +45,44 @@ def wait_for_kafka(
         **admin_config(bootstrap_servers, extra={**(extra or {}), "log_level": 0}),
         "error_cb": _ignore,
     }
-    admin = AdminClient(dict(quiet))
-    while True:
-        _check(liveness, deadline, bootstrap_servers)
-        try:
-            metadata = admin.list_topics(timeout=2.0)
-        except KafkaException:
+    # every client of a broker that may have just been SIGKILLed and restarted is let go
+    # through release(): freeing one is a C call that can block for ever
+    admin = [AdminClient(dict(quiet))]
+    try:
+        while True:
+            _check(liveness, deadline, bootstrap_servers)
+            try:
+                metadata = admin[0].list_topics(timeout=2.0)
+            except KafkaException:
+                time.sleep(0.2)
+                continue
+            if len(metadata.brokers) >= expected_brokers:
+                break
             time.sleep(0.2)
-            continue
-        if len(metadata.brokers) >= expected_brokers:
-            break
-        time.sleep(0.2)
+    finally:
+        release(admin)
     while True:
         _check(liveness, deadline, bootstrap_servers)
-        producer = Producer(
-            transactional_producer_config(
-                bootstrap_servers,
-                f"sagaline-devenv-ready-{uuid.uuid4().hex[:12]}",
-                transaction_timeout_ms=10_000,
-                extra={**(extra or {}), "log_level": 0, "error_cb": _ignore},
-            )
-        )
+        producer = [_ready_producer(bootstrap_servers, extra)]
         try:
-            producer.init_transactions(max(1.0, min(30.0, deadline - time.monotonic())))
+            producer[0].init_transactions(max(1.0, min(30.0, deadline - time.monotonic())))
         except KafkaException:
             time.sleep(0.3)
             continue
+        finally:
+            release(producer)
         return time.monotonic() - started
+
+
+def _ready_producer(bootstrap_servers: str, extra: Mapping[str, str] | None) -> Producer:
+    return Producer(
+        transactional_producer_config(
+            bootstrap_servers,
+            f"sagaline-devenv-ready-{uuid.uuid4().hex[:12]}",
+            transaction_timeout_ms=10_000,
+            extra={**(extra or {}), "log_level": 0, "error_cb": _ignore},
+        )
+    )
 
 
 def wait_for_postgres(

@@ -17,6 +17,7 @@ from sagaline.orchestrator.runtime.kafka_config import (
     group_consumer_config,
     transactional_producer_config,
 )
+from sagaline.orchestrator.runtime.release import release
 
 pytestmark = pytest.mark.chaos
 
@@ -81,8 +82,14 @@ def test_killed_broker_restarts_with_commits_kept_and_open_transaction_aborted(
     assert private_kafka.pid(0) not in (None, pid)
     # A new producer with the same transactional.id fences the old one and aborts its
     # open transaction, so read_committed readers can reach the end of the log.
-    _transactional(bootstrap, "writer")
+    fencing = [_transactional(bootstrap, "writer")]
     assert _read_committed(bootstrap, "events") == [b"committed"]
+    # the fenced producer lived through its broker's SIGKILL: freeing it is a C call
+    # that a test's timeout cannot break into, so it is let go with a bounded wait
+    fenced = [producer]
+    del producer
+    release(fenced)
+    release(fencing)
 
 
 def test_three_broker_cluster_keeps_committing_with_one_broker_killed(
@@ -108,6 +115,9 @@ def test_three_broker_cluster_keeps_committing_with_one_broker_killed(
         b"while-one-broker-is-down",
         b"after-restart",
     ]
+    survivor = [producer]
+    del producer
+    release(survivor)
 
 
 def test_killed_postgres_recovers_committed_rows_and_loses_uncommitted(
