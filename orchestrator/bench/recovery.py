@@ -114,6 +114,22 @@ def _work_before_progress(
     return scenario.sleep_s if len(replies_at_kill.get(saga_id, ())) == 2 else 0.0
 
 
+def _delay(
+    since_restart: float,
+    scenario: _Scenario,
+    replies_at_kill: dict[str, list[float]],
+    saga_id: str,
+) -> float:
+    """What recovery cost a saga: its first progress after the restart, less the step
+    work it had to do again.  Progress sooner than that work (a step 3 the killed
+    worker had finished, its reply not yet visible at the kill) ran nothing again:
+    all of its wait counts, never below zero (a negative time used to be reported)."""
+    work = _work_before_progress(scenario, replies_at_kill, saga_id)
+    if since_restart >= work:
+        return since_restart - work
+    return max(0.0, since_restart)
+
+
 def _wait_for(stack: Stack, ids: list[str], tasks: int, share: float, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,9 +173,7 @@ def _scenario(stack: Stack, scenario: _Scenario, n: int) -> dict[str, Any]:
         for saga_id in in_flight:
             after = [t for t in _times(stack.tail.seen[saga_id], scenario.progress) if t > killed]
             first = min(after, default=done)
-            delays.append(
-                first - restarted - _work_before_progress(scenario, replies_at_kill, saga_id)
-            )
+            delays.append(_delay(first - restarted, scenario, replies_at_kill, saga_id))
             moving.append(first)
     return {
         "sagas": n,
