@@ -7,6 +7,7 @@ identifier, else one clear error) and then only ever reaches SQL quoted by
 
 from __future__ import annotations
 
+import logging
 import re
 
 import psycopg
@@ -17,11 +18,13 @@ from sagaline.consumers.errors import DatabaseUnavailable, WorkerError
 __all__ = [
     "DEFAULT_SCHEMA",
     "connect",
+    "connections_allowed",
     "describe_dsn",
     "is_connection_error",
     "quote_ident",
     "quote_schema",
     "validate_schema",
+    "warn_if_pool_exceeds_server",
 ]
 
 DEFAULT_SCHEMA = "sagaline"
@@ -77,3 +80,28 @@ def is_connection_error(exc: BaseException, conn: psycopg.Connection | None = No
     return isinstance(exc, psycopg.OperationalError) and not isinstance(
         exc, psycopg.errors.QueryCanceled
     )
+
+
+def connections_allowed(conn: psycopg.Connection) -> int:
+    """How many connections the server takes in all, from clients like us: its
+    ``max_connections`` less those reserved for superusers."""
+    row = conn.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def warn_if_pool_exceeds_server(pool_max: int, allowed: int, what: str) -> bool:
+    """Log one warning when a pool may want more connections than the server takes."""
+    if pool_max <= allowed:
+        return False
+    logging.getLogger("sagaline.worker").warning(
+        "%s may hold up to %d PostgreSQL connections at once (a step on the outbox path holds"
+        " one while it runs), but the server takes %d in all: steps beyond that wait for a"
+        " connection; raise max_connections or lower --concurrency",
+        what,
+        pool_max,
+        allowed,
+    )
+    return True

@@ -22,6 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 
+import psycopg
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -36,7 +37,7 @@ from psycopg_pool import ConnectionPool
 
 from sagaline.consumers.context import HeartbeatSink
 from sagaline.consumers.crash import crash_point
-from sagaline.consumers.db import describe_dsn
+from sagaline.consumers.db import connections_allowed, describe_dsn, warn_if_pool_exceeds_server
 from sagaline.consumers.dead_letters import DeadLetterSender
 from sagaline.consumers.handlers import HandlerResolver
 from sagaline.consumers.migrations import migrate
@@ -532,7 +533,7 @@ def _open_pool(database_url: str | None, options: WorkerOptions) -> ConnectionPo
         return None
     if options.migrate:
         migrate(database_url, options.schema)
-    return ConnectionPool(
+    pool = ConnectionPool(
         database_url,
         min_size=1,
         max_size=max(2, options.concurrency + 1),
@@ -542,6 +543,10 @@ def _open_pool(database_url: str | None, options: WorkerOptions) -> ConnectionPo
         timeout=10.0,
         reconnect_timeout=3600.0,
     )
+    with suppress(psycopg.Error), pool.connection(timeout=10.0) as conn:
+        what = f"this worker (--concurrency {options.concurrency})"
+        warn_if_pool_exceeds_server(pool.max_size, connections_allowed(conn), what)
+    return pool
 
 
 def _lane_key(task: Task) -> tuple[str, str]:
