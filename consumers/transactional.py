@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from sagaline.orchestrator.runtime.signing_runtime import WorkerProducer
-from sagaline.orchestrator.runtime.transactions import RecreateBudget
+from sagaline.orchestrator.runtime.transactions import RecreateBudget, ask_fencing
 
 __all__ = ["WorkerTransactions", "abort_transaction", "commit_transaction"]
 
@@ -44,24 +44,27 @@ class WorkerTransactions:
     def producer(self) -> Producer:
         """The transactional producer, created and initialised on first use."""
         if self._producer is None:
-            producer = WorkerProducer(
-                {
-                    **self._base,
-                    "transactional.id": self.transactional_id,
-                    "transaction.timeout.ms": 10_000,
-                    "client.id": f"{self._group_id}-txn",
-                }
-            )
-            while True:
+            producer, done = ask_fencing(self._new_client(), self._new_client)
+            while not done:
                 try:
                     producer.init_transactions(30)
-                    break
+                    done = True
                 except KafkaException as exc:
                     if not exc.args[0].retriable():
                         raise
                     log.warning("init_transactions: %s; retrying", exc)
             self._producer = producer
         return self._producer
+
+    def _new_client(self) -> WorkerProducer:
+        return WorkerProducer(
+            {
+                **self._base,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": 10_000,
+                "client.id": f"{self._group_id}-txn",
+            }
+        )
 
     def recreate(self, err: KafkaError) -> None:
         """After a fatal error: drop the failed client (the next :meth:`producer` makes a
