@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from sagaline.orchestrator.runtime.signing_runtime import WorkerProducer
-from sagaline.orchestrator.runtime.transactions import RecreateBudget, ask_fencing
+from sagaline.orchestrator.runtime.transactions import RecreateBudget, init_fencing
 
 __all__ = ["WorkerTransactions", "abort_transaction", "commit_transaction"]
 
@@ -44,11 +44,11 @@ class WorkerTransactions:
     def producer(self) -> Producer:
         """The transactional producer, created and initialised on first use."""
         if self._producer is None:
-            producer, done = ask_fencing(self._new_client(), self._new_client)
-            while not done:
+            producer = self._new_client()
+            while True:
                 try:
-                    producer.init_transactions(30)
-                    done = True
+                    init_fencing(producer, 30)
+                    break
                 except KafkaException as exc:
                     if not exc.args[0].retriable():
                         raise

@@ -2,7 +2,7 @@
 
 ``TransactionalProducer.init`` of a client whose predecessor (same transactional id)
 left a transaction open: the coordinator aborts that transaction, the new client
-takes over (asking again with a fresh client while the abort is under way), the
+takes over (asking again every 0.1 s while the abort is under way), the
 predecessor can commit nothing more and what it wrote never becomes visible.
 """
 
