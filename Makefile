@@ -61,7 +61,7 @@ typecheck: setup
 
 pytest: infra browser bytecode
 	@# two workers, each with its own Kafka and PostgreSQL (docs/adr/0022); a test stuck
-	@# in C ends its worker (tests/conftest.py): two such crashes at most, then the run stops
+	@# in C ends its worker (tests/backstop.py): at most two workers replaced, then the run stops
 	$(BIN)/pytest -n 2 --dist loadfile --max-worker-restart 2 --durations=30
 
 down: setup

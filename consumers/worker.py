@@ -543,7 +543,7 @@ def _open_pool(database_url: str | None, options: WorkerOptions) -> ConnectionPo
         timeout=10.0,
         reconnect_timeout=3600.0,
     )
-    with suppress(psycopg.Error), pool.connection(timeout=10.0) as conn:
+    with suppress(psycopg.Error), pool.connection(timeout=2.0) as conn:
         what = f"this worker (--concurrency {options.concurrency})"
         warn_if_pool_exceeds_server(pool.max_size, connections_allowed(conn), what)
     return pool

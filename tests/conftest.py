@@ -50,11 +50,11 @@ For chaos tests only (each test gets servers of its own, which it may SIGKILL):
 
 from __future__ import annotations
 
-import faulthandler
 import functools
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -90,10 +90,8 @@ _INFRA_FIXTURES = _KAFKA_FIXTURES | _POSTGRES_FIXTURES
 CreateTopics = Callable[..., list[str]]
 #: what the session removes at its end (the temporary keyring)
 _CLEANUPS: list[Callable[[], object]] = []
-#: a copy of the session's stderr, which test capture does not redirect
-_STDERR = pytest.StashKey[int]()
-#: past pytest-timeout's limit: the test is stuck where its signal cannot reach
-_BACKSTOP_GRACE_S = 120.0
+#: a watchdog for a test stuck where pytest-timeout's signal cannot reach (tests/backstop.py)
+pytest_plugins = ("backstop",)
 
 
 # -- session services ---------------------------------------------------------
@@ -101,63 +99,10 @@ _BACKSTOP_GRACE_S = 120.0
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INFRA] = SessionInfra(os.environ)
-    config.stash[_STDERR] = os.dup(2)  # capture is suspended while plugins configure
     _export_signing_keys()
     # the dev stacks that tests start (`sagaline dev up` in a subprocess) boot their
     # brokers with the C1 compiler only, as the session's and the chaos tests' own do
     os.environ.setdefault(QUICK_JIT_ENV, "1")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """A backstop for a test that pytest-timeout cannot stop.
-
-    pytest-timeout's SIGALRM only breaks into Python code; a test blocked inside a C
-    call (a librdkafka call with no timeout) would hang the run until CI's own limit.
-    Past the test's timeout plus a grace, faulthandler's watchdog thread prints every
-    thread's stack to the session's stderr and ends the process: under xdist the run
-    reports the test as crashed and goes on with a new worker (see
-    :func:`pytest_handlecrashitem`).
-    """
-    marker = item.get_closest_marker("timeout")
-    limit = (
-        float(marker.args[0])
-        if marker and marker.args
-        else float(item.config.getini("timeout") or 300)
-    )
-    fd = item.config.stash[_STDERR]
-    os.write(fd, b"")  # fails now, not at the hang, if the copy is gone
-    faulthandler.dump_traceback_later(limit + _BACKSTOP_GRACE_S, exit=True, file=fd)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-
-
-#: tests whose worker crashed once (counted in the controlling process)
-_CRASHED: set[str] = set()
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: object) -> None:
-    """A test whose worker crashed (the backstop above, or a crash in C) runs once more.
-
-    xdist's file-by-file scheduler gives the crashed test's file back to the queue, so
-    the test runs again on a new worker either way; this decides how the first crash
-    counts: as a rerun ("R", and "1 rerun" in the summary, the stacks printed above
-    it), not a failure.  A second crash of the same test fails the run.
-    """
-    if crashitem not in _CRASHED:
-        _CRASHED.add(crashitem)
-        report.outcome = "rerun"  # type: ignore[assignment]
-
-
-def pytest_report_teststatus(
-    report: pytest.TestReport | pytest.CollectReport,
-) -> tuple[str, str, str] | None:
-    if report.outcome == "rerun":  # type: ignore[comparison-overlap]
-        return "rerun", "R", "RERUN (its worker crashed; it runs again)"
-    return None
 
 
 def _export_signing_keys() -> None:
@@ -387,8 +332,10 @@ def _free_clients_while_up() -> None:
 
     Some are freed only by the cyclic collector (an orchestrator's callbacks are bound
     methods of itself); freed later, after the broker is gone, one can block this
-    worker inside librdkafka (``sagaline.orchestrator.runtime.release``).
+    worker inside librdkafka (``sagaline.orchestrator.runtime.release``).  A failed
+    test's frames (and its clients) stay reachable from ``sys.last_traceback``.
     """
+    sys.last_type = sys.last_value = sys.last_traceback = None
     gc.collect()
 
 
