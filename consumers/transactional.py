@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from sagaline.orchestrator.runtime.release import release
 from sagaline.orchestrator.runtime.signing_runtime import WorkerProducer
 from sagaline.orchestrator.runtime.transactions import RecreateBudget, init_fencing
 
@@ -73,11 +74,14 @@ class WorkerTransactions:
             raise KafkaException(err)
         self.recreated += 1
         log.warning("transactional producer failed (%s): re-creating it", err)
-        old, self._producer = self._producer, None
-        if old is not None:
+        failed: list[Producer] = []
+        if self._producer is not None:
+            failed.append(self._producer)
+            self._producer = None
             with suppress(KafkaException, RuntimeError):
-                old.purge()
-                old.poll(0)
+                failed[0].purge()
+                failed[0].poll(0)
+        release(failed)  # its broker may be gone: freed off this thread, bounded
 
     def flush(self, timeout: float) -> None:
         if self._producer is not None:

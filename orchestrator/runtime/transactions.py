@@ -51,6 +51,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from sagaline.orchestrator.runtime.errors import FatalKafkaError
 from sagaline.orchestrator.runtime.kafka_config import KafkaConfig
+from sagaline.orchestrator.runtime.release import release
 from sagaline.orchestrator.runtime.signing_runtime import SignedProducer, signer_for
 from sagaline.orchestrator.runtime.telemetry import ProducerHeaders
 
@@ -123,9 +124,9 @@ _CONFIGURATION = frozenset(
 
 #: at most this many re-created producers within the window, then exit
 _RECREATE_LIMIT = 3
+_RECREATE_WINDOW_S = 300.0
 #: how often ``init_fencing`` asks again while a predecessor's transaction is aborted
 _ASK_S = 0.1
-_RECREATE_WINDOW_S = 300.0
 
 
 class RecreateBudget:
@@ -437,11 +438,12 @@ class TransactionalProducer:
             self.fatal_error = err
             raise FatalKafkaError(f"fatal Kafka error: {broken}") from broken
         log.warning("transactional producer failed (%s): re-creating it", broken)
-        old, self._producer = self._producer, self._new_client()
+        failed = [self._producer]
+        self._producer = self._new_client()
         with suppress(KafkaException, RuntimeError):
-            old.purge()
-            old.poll(0)
-        del old
+            failed[0].purge()
+            failed[0].poll(0)
+        release(failed)  # its broker may be gone: freed off this thread, bounded
         self.init()  # fences the old client; its last transaction is completed or aborted
         self.recreated = True
         self.last_refused = False
