@@ -6,8 +6,9 @@ run at 942 of 945 tests until CI's own limit, with no trace of where.
 
 So each test is also watched from a thread.  At its pytest-timeout limit plus
 :data:`GRACE_S`, the watchdog prints the test's name and every thread's stack to
-the session's stderr, SIGKILLs the servers this process started (its Kafka and
-PostgreSQL would otherwise outlive it on a 2-core machine) and ends the process.
+the session's stderr, stops the servers this process started (its Kafka and
+PostgreSQL would otherwise outlive it on a 2-core machine: :func:`on_stuck`, then
+SIGKILL to every process below it) and ends the process.
 A test that holds the GIL in C would stop that thread too: ``faulthandler``'s own
 watchdog (no GIL needed) prints the stacks and ends the process 30 s later.
 
@@ -27,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -39,6 +40,16 @@ GRACE_S = 120.0
 _LAST_RESORT_S = 30.0
 
 _STDERR = pytest.StashKey[int]()
+#: what stops the servers of this process before a stuck one ends (see :func:`on_stuck`)
+_ON_STUCK: list[Callable[[], object]] = []
+
+
+def on_stuck(stop: Callable[[], object]) -> Callable[[], None]:
+    """Have ``stop`` run (best effort) before a stuck worker ends: servers that are
+    not its children (PostgreSQL, daemonised by ``pg_ctl``) would outlive it.
+    Returns what takes it back (when the server is stopped the ordinary way)."""
+    _ON_STUCK.append(stop)
+    return lambda: _ON_STUCK.remove(stop) if stop in _ON_STUCK else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,6 +97,9 @@ class _Watchdog:
     def _end(self, test: str) -> None:
         os.write(self._fd, f"\n*** {test}: stuck past its timeout; stacks follow ***\n".encode())
         faulthandler.dump_traceback(file=self._fd, all_threads=True)
+        for stop in reversed(_ON_STUCK):
+            with contextlib.suppress(Exception):
+                stop()
         for pid in _descendants(os.getpid()):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -99,6 +99,7 @@ pytest_plugins = ("backstop",)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_INFRA] = SessionInfra(os.environ)
+    _on_stuck(config.stash[_INFRA].close)  # a stuck worker's servers end with it
     _export_signing_keys()
     # the dev stacks that tests start (`sagaline dev up` in a subprocess) boot their
     # brokers with the C1 compiler only, as the session's and the chaos tests' own do
@@ -303,10 +304,12 @@ def private_kafka(session_credentials: StackCredentials | None) -> Iterator[Loca
     base = _private_dir("kafka")
     _export_private_security(session_credentials)
     kafka = LocalKafka(base, quick_jit=True, credentials=session_credentials)
+    undo = _on_stuck(kafka.kill_all)
     try:
         kafka.start()
         yield kafka
     finally:
+        undo()
         _free_clients_while_up()
         kafka.kill_all()
         shutil.rmtree(base, ignore_errors=True)
@@ -318,13 +321,23 @@ def private_kafka_cluster(session_credentials: StackCredentials | None) -> Itera
     base = _private_dir("kafka3")
     _export_private_security(session_credentials)
     kafka = LocalKafka(base, brokers=3, quick_jit=True, credentials=session_credentials)
+    undo = _on_stuck(kafka.kill_all)
     try:
         kafka.start()
         yield kafka
     finally:
+        undo()
         _free_clients_while_up()
         kafka.kill_all()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _on_stuck(stop: Callable[[], object]) -> Callable[[], None]:
+    """``backstop.on_stuck``, imported once pytest has loaded the plugin (a module
+    import above would come first and stop pytest rewriting its asserts)."""
+    from backstop import on_stuck
+
+    return on_stuck(stop)
 
 
 def _free_clients_while_up() -> None:
@@ -356,10 +369,12 @@ def private_postgres(session_credentials: StackCredentials | None) -> Iterator[L
     postgres = LocalPostgres(
         base, settings=local_postgres_settings(), credentials=session_credentials
     )
+    undo = _on_stuck(postgres.kill)
     try:
         postgres.start()
         yield postgres
     finally:
+        undo()
         try:
             postgres.stop("immediate")
         except DevEnvError:

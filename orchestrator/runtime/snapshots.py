@@ -170,16 +170,21 @@ def load_snapshot(msg: Message, codec: Codec, logic: SagaLogic, *, verify: bool 
     Raises :class:`Unverified` for a snapshot whose signature does not verify, and
     :class:`RestoreError` for one that does not decode (a restore cannot go on).
     """
-    where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
     if verify and not verified_state_record(msg):
-        raise Unverified(f"the snapshot at {where}")
+        raise Unverified(f"the snapshot at {_where(msg)}")
     value = msg.value()
     assert value is not None  # tombstones are applied while reading
     try:
         return trusted_decode(codec, value, (logic.state_type,))
     except Exception as exc:
         saga = (msg.key() or b"").decode("utf-8", "replace")
-        raise RestoreError(f"cannot decode the state of saga {saga} at {where}: {exc}") from exc
+        raise RestoreError(
+            f"cannot decode the state of saga {saga} at {_where(msg)}: {exc}"
+        ) from exc
+
+
+def _where(msg: Message) -> str:
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
 
 
 def approvals_by_type(states: Sequence[object]) -> dict[str, int]:
